@@ -589,3 +589,10 @@ def test_kitti_image_round_trip(shared_data, frame):
     assert bytes(conv.array_to_image(rgb, encoding='bgr8').data[:3]) == bgr[0, 0].tobytes()
     msg = conv.array_to_compressed_image(rgb, fmt='png')
     np.testing.assert_array_equal(conv.compressed_image_to_array(msg), rgb)
+
+
+def test_image_duck_typed_read_only_bytes_and_odd_step():
+    msg = types.SimpleNamespace(height=2, width=2, encoding='bgra8', step=9, is_bigendian=0,
+                                data=bytes(range(18)))  # rows of 9 bytes: 2 BGRA pixels + 1 pad
+    np.testing.assert_array_equal(conv.image_to_array(msg),
+                                  [[[2, 1, 0], [6, 5, 4]], [[11, 10, 9], [15, 14, 13]]])
