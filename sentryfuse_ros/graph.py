@@ -1,0 +1,193 @@
+"""The node graph of launch/perception.launch.py in one process, for machines without
+`ros2 launch`: the same nodes, each reading its own section of the same parameters YAML
+(`<node name>: {ros__parameters: ...}`, with `/**` applying to every node), spun together by
+a MultiThreadedExecutor until Ctrl-C or a duration.
+
+To add a node, append one :class:`NodeSpec` to ``GRAPH``.
+"""
+import dataclasses
+import pathlib
+import time
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import yaml
+
+from sentryfuse_ros.core.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    name: str                     # node name; also its section in the parameters YAML
+    factory: Callable[..., Any]   # factory(context=..., parameter_overrides=[...]) -> rclpy Node
+    sim_only: bool = False        # started only with use_sim (like IfCondition(use_sim) in launch)
+
+
+def _health_monitor(**kwargs):
+    from sentryfuse_ros.nodes.health_monitor import HealthMonitor
+    return HealthMonitor(**kwargs)
+
+
+def _sensor_sim(**kwargs):
+    from sentryfuse_ros.nodes.sensor_sim import SensorSim
+    return SensorSim(**kwargs)
+
+
+GRAPH = (
+    NodeSpec('health_monitor', _health_monitor),
+    NodeSpec('sensor_sim', _sensor_sim, sim_only=True),
+)
+
+
+def default_params_file() -> pathlib.Path:
+    """config/perception.yaml of the source checkout, else of the installed package share."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    candidates = [root / 'config' / 'perception.yaml']
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        candidates.append(pathlib.Path(get_package_share_directory('sentryfuse_ros'))
+                          / 'config' / 'perception.yaml')
+    except Exception:  # noqa: BLE001  (no ament index: a pip install of the core)
+        pass
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigError(f'no parameters file found; looked at {[str(p) for p in candidates]}')
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = '') -> Dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + '.'))
+        else:
+            out[name] = value
+    return out
+
+
+def load_parameters(path) -> Dict[str, Dict[str, Any]]:
+    """{node name: {dotted parameter name: value}} from a ros__parameters YAML file.
+    A `/**` section applies to every node (its own section wins); leading '/' is dropped."""
+    path = pathlib.Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f'parameters file {str(path)!r} does not exist') from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f'parameters file {str(path)!r} is not valid YAML: {exc}') from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f'parameters file {str(path)!r}: expected a mapping of node names')
+    out = {}
+    for node, section in data.items():
+        if not isinstance(section, Mapping) or not isinstance(section.get('ros__parameters'), Mapping):
+            raise ConfigError(f'parameters file {str(path)!r}: section {node!r} has no '
+                              "'ros__parameters' mapping")
+        out[str(node).lstrip('/')] = _flatten(section['ros__parameters'])
+    return out
+
+
+def parse_sets(items: Iterable[str]) -> Dict[str, Dict[str, Any]]:
+    """`node.param=value` strings (value parsed as YAML) -> {node: {param: value}}."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition('=')
+        node, dot, param = key.strip().partition('.')
+        if not sep or not dot or not node or not param:
+            raise ConfigError(f'--set {item!r}: expected node.param=value, e.g. '
+                              'health_monitor.camera.timeout=0.5')
+        out.setdefault(node, {})[param] = yaml.safe_load(raw) if raw.strip() else ''
+    return out
+
+
+def node_parameters(params: Mapping[str, Mapping[str, Any]], name: str) -> Dict[str, Any]:
+    """The parameters of node ``name``: the `**` section, then its own section."""
+    merged = dict(params.get('**', {}))
+    merged.update(params.get(name, {}))
+    return merged
+
+
+def to_parameters(values: Mapping[str, Any]) -> list:
+    """rclpy Parameters from plain values (int/float mixed lists become float lists)."""
+    from rclpy.parameter import Parameter
+    out = []
+    for name, value in values.items():
+        if isinstance(value, (list, tuple)) and any(isinstance(v, float) for v in value) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            value = [float(v) for v in value]
+        try:
+            out.append(Parameter(name, value=value))
+        except TypeError as exc:
+            raise ConfigError(f'parameter {name}={value!r}: not a ROS parameter value ({exc})') from exc
+    return out
+
+
+def build_graph(specs: Sequence[NodeSpec], params: Mapping[str, Mapping[str, Any]], *,
+                use_sim: bool, context) -> List[Any]:
+    """Create the nodes of ``specs`` (sim-only ones only with ``use_sim``)."""
+    nodes = []
+    try:
+        for spec in specs:
+            if spec.sim_only and not use_sim:
+                continue
+            overrides = to_parameters(node_parameters(params, spec.name))
+            nodes.append(spec.factory(context=context, parameter_overrides=overrides))
+    except BaseException:
+        for node in nodes:
+            node.destroy_node()
+        raise
+    return nodes
+
+
+def run_graph(specs: Sequence[NodeSpec] = GRAPH, *, params_file=None, use_sim: bool = False,
+              duration: Optional[float] = None, sets: Iterable[str] = (), log=print) -> int:
+    """Start the graph, spin until Ctrl-C / shutdown / ``duration`` seconds, stop cleanly.
+
+    Args:
+        specs: the nodes.
+        params_file: ros__parameters YAML (default :func:`default_params_file`).
+        use_sim: also start the sim-only nodes.
+        duration: wall-clock seconds to run; None = until Ctrl-C.
+        sets: `node.param=value` overrides, applied over the file.
+        log: where status lines go.
+    """
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    path = pathlib.Path(params_file) if params_file else default_params_file()
+    params = load_parameters(path)
+    overrides = parse_sets(sets)
+    known = {s.name for s in specs}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f'--set names node(s) {unknown}; this graph has {sorted(known)}')
+    for node, values in overrides.items():
+        params.setdefault(node, {}).update(values)
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    executor = None
+    nodes: List[Any] = []
+    try:
+        nodes = build_graph(specs, params, use_sim=use_sim, context=context)
+        executor = MultiThreadedExecutor(context=context)
+        for node in nodes:
+            executor.add_node(node)
+        log(f'sentryfuse run: {[n.get_name() for n in nodes]} with {path}'
+            + (f' for {duration:g} s' if duration else ' (Ctrl-C to stop)'))
+        deadline = None if duration is None else time.monotonic() + duration
+        while context.ok() and (deadline is None or time.monotonic() < deadline):
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        log('sentryfuse run: stopping')
+    finally:
+        if executor is not None:
+            for node in nodes:
+                executor.remove_node(node)
+            # Let callbacks already handed to the thread pool finish: Kilted's
+            # Executor.shutdown destroys its guard condition before joining the pool.
+            time.sleep(0.2)
+            executor.shutdown(timeout_sec=1.0)
+        for node in nodes:
+            node.destroy_node()
+        context.try_shutdown()
+    return 0

@@ -1,0 +1,177 @@
+"""Helpers shared by the nodes: QoS from a parameter string, message types by name,
+parameter declaration/validation with fallback, and /diagnostics building.
+
+Parameters are declared with dynamic typing and validated by the node's own builder (a
+function turning the parameter values into frozen configs, raising ConfigError), both at
+start-up (invalid values are logged, reported and replaced by their defaults) and on every
+later change (rejected with the error as the reason).
+"""
+import importlib
+import math
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+from sentryfuse_ros.core.errors import ConfigError
+
+QOS_NAMES = ('sensor_data', 'reliable')
+
+# Short names accepted for `<modality>.type` parameters; any 'pkg/msg/Name' works too.
+MESSAGE_TYPES = {
+    'Image': 'sensor_msgs/msg/Image',
+    'CompressedImage': 'sensor_msgs/msg/CompressedImage',
+    'PointCloud2': 'sensor_msgs/msg/PointCloud2',
+    'LaserScan': 'sensor_msgs/msg/LaserScan',
+    'AudioFrame': 'sentryfuse_ros/msg/AudioFrame',
+    'AudioDataStamped': 'audio_common_msgs/msg/AudioDataStamped',
+}
+
+# diagnostic levels as ints (DiagnosticStatus.OK etc. are one-byte `bytes`)
+LEVEL_OK = 0
+LEVEL_WARN = 1
+LEVEL_ERROR = 2
+LEVEL_STALE = 3
+
+
+def qos_profile(name: str) -> QoSProfile:
+    """'sensor_data' (best effort, keep last 5) or 'reliable' (reliable, keep last 10)."""
+    if name == 'sensor_data':
+        return qos_profile_sensor_data
+    if name == 'reliable':
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE)
+    raise ConfigError(f'qos={name!r}: expected one of {list(QOS_NAMES)}')
+
+
+def check_qos_name(name: Any, key: str = 'qos') -> None:
+    if name not in QOS_NAMES:
+        raise ConfigError(f'{key}={name!r}: expected one of {list(QOS_NAMES)}')
+
+
+def message_type(name: str) -> type:
+    """The message class for 'Image', 'sensor_msgs/msg/Image' or 'sensor_msgs/Image'."""
+    full = MESSAGE_TYPES.get(name, name)
+    parts = full.split('/') if isinstance(full, str) else []
+    if len(parts) == 2:
+        parts = [parts[0], 'msg', parts[1]]
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(f'message type {name!r}: expected a short name {sorted(MESSAGE_TYPES)} '
+                          "or 'package/msg/Name'")
+    try:
+        return getattr(importlib.import_module(f'{parts[0]}.{parts[1]}'), parts[2])
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f'message type {name!r} cannot be imported here: {exc}') from exc
+
+
+# ---- parameters ------------------------------------------------------------------------
+
+def declare_parameters(node: Node, defaults: Mapping[str, Any]) -> Dict[str, Any]:
+    """Declare every parameter with dynamic typing (a wrong type never crashes start-up; the
+    builder rejects it) and return {name: value} as given by overrides or the defaults."""
+    for name, default in defaults.items():
+        node.declare_parameter(name, _parameter_value(default),
+                               ParameterDescriptor(dynamic_typing=True))
+    return {name: node.get_parameter(name).value for name in defaults}
+
+
+def fall_back_to_defaults(node: Node, values: Dict[str, Any], defaults: Mapping[str, Any],
+                          groups: Sequence[Tuple[Sequence[str], Callable[[Mapping[str, Any]], Any]]]
+                          ) -> List[str]:
+    """Start-up validation: each group (its parameter names, a checker raising ConfigError)
+    whose values are invalid is logged and reset to its defaults, in ``values`` and on the node.
+    Call before :func:`install_validator`. Returns the error messages (for /diagnostics)."""
+    errors = []
+    for names, checker in groups:
+        try:
+            checker(values)
+        except (ConfigError, TypeError, ValueError) as exc:
+            message = f'{exc}; using defaults for {list(names)}'
+            node.get_logger().error(f'invalid parameter: {message}')
+            errors.append(message)
+            resets = []
+            for name in names:
+                values[name] = defaults[name]
+                resets.append(Parameter(name, value=_parameter_value(defaults[name])))
+            node.set_parameters(resets)
+    return errors
+
+
+def install_validator(node: Node, names: Iterable[str],
+                      build: Callable[[Mapping[str, Any]], Any],
+                      apply: Callable[[Any], None], read_only: Iterable[str] = ()) -> Callable:
+    """Register an on-set callback: the proposed values (merged into the current ones of
+    ``names``) go through ``build``; a ConfigError rejects the whole change with its message,
+    success calls ``apply(built)``. Changes to ``read_only`` names (topics, QoS, rates: they
+    need a restart) are rejected. Returns the callback (handy in tests)."""
+    names, read_only = tuple(names), frozenset(read_only)
+
+    def on_set(params: List[Parameter]) -> SetParametersResult:
+        fixed = sorted(p.name for p in params if p.name in read_only)
+        if fixed:
+            return SetParametersResult(
+                successful=False, reason=f'{fixed} cannot change at run time; restart the node')
+        values = {n: node.get_parameter(n).value for n in names}
+        for p in params:
+            if p.name in values:
+                values[p.name] = p.value
+        try:
+            built = build(values)
+        except (ConfigError, TypeError, ValueError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        apply(built)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(on_set)
+    return on_set
+
+
+def _parameter_value(value: Any) -> Any:
+    """Lists of mixed ints and floats become floats (a ROS array has one element type)."""
+    if isinstance(value, (list, tuple)):
+        value = list(value)
+        if any(isinstance(v, float) for v in value) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return [float(v) for v in value]
+    return value
+
+
+def as_float(value: Any, key: str) -> float:
+    """A number parameter (int or float, not bool) as float; ConfigError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f'{key}={value!r}: expected a number')
+    return float(value)
+
+
+def as_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f'{key}={value!r}: expected an integer')
+    return int(value)
+
+
+# ---- diagnostics -----------------------------------------------------------------------
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return 'inf' if math.isinf(value) else ('nan' if math.isnan(value) else f'{value:.4g}')
+    return str(value)
+
+
+def diagnostic_status(name: str, level: int, message: str, hardware_id: str = '',
+                      values: Mapping[str, Any] = None) -> DiagnosticStatus:
+    """A DiagnosticStatus (diagnostic_updater conventions: name 'node: task', level byte)."""
+    return DiagnosticStatus(
+        level=bytes([level]), name=name, message=message, hardware_id=hardware_id,
+        values=[KeyValue(key=str(k), value=_fmt(v)) for k, v in (values or {}).items()])
+
+
+def diagnostic_array(stamp, statuses: Sequence[DiagnosticStatus]) -> DiagnosticArray:
+    msg = DiagnosticArray()
+    msg.header.stamp = stamp
+    msg.status = list(statuses)
+    return msg

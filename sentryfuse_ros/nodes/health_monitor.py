@@ -1,0 +1,238 @@
+"""health_monitor: which sensor modalities are live, and the compute budget.
+
+Subscribes raw (no deserialization) to each modality topic and to sensor_msgs/BatteryState;
+publishes sentryfuse_ros/ModalityHealth on /sentryfuse/health at `update_rate` and at once when
+the live set or the budget changes, and /diagnostics (one status per modality, one for the
+battery, one for the parameters). All logic lives in sentryfuse_ros.core.health.
+"""
+import math
+from typing import Any, Dict, Mapping, Tuple
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import BatteryState
+
+from sentryfuse_ros.core import health
+from sentryfuse_ros.core.errors import ConfigError
+from sentryfuse_ros.msg import ModalityHealth
+from sentryfuse_ros.nodes import common
+from diagnostic_msgs.msg import DiagnosticArray
+
+DEFAULT_TOPICS = {
+    'camera': ('/camera/image_raw', 'sensor_msgs/msg/Image'),
+    'lidar': ('/lidar/points', 'sensor_msgs/msg/PointCloud2'),
+    'audio': ('/audio/frames', 'sentryfuse_ros/msg/AudioFrame'),
+}
+THRESHOLDS = ('timeout', 'warn_rate', 'error_rate', 'window_size', 'recover_count')
+BATTERY_KEYS = ('budget_levels', 'budget_values', 'budget_hysteresis', 'battery_timeout',
+                'unknown_budget', 'compute_budget_override')
+GLOBAL_DEFAULTS = {
+    'qos': 'sensor_data',            # 'sensor_data' (best effort) or 'reliable' for modality topics
+    'update_rate': 10.0,             # [Hz] checks and ModalityHealth publications
+    'diagnostics_period': 1.0,       # [s] between /diagnostics publications
+    'battery_topic': '/battery_state',
+    'hardware_id': 'sentryfuse',     # DiagnosticStatus.hardware_id of the battery/parameter statuses
+}
+STATUS_LEVEL = {health.OK: common.LEVEL_OK, health.WARN_RATE: common.LEVEL_WARN,
+                health.ERROR_RATE: common.LEVEL_ERROR, health.TIMEOUT: common.LEVEL_ERROR,
+                health.NOT_RECEIVED: common.LEVEL_STALE}
+
+
+def modality_defaults(name: str) -> Dict[str, Any]:
+    """Parameter defaults `<name>.topic`, `<name>.type` and thresholds of one modality."""
+    topic, type_name = DEFAULT_TOPICS.get(name, (f'/{name}', 'sensor_msgs/msg/Image'))
+    cfg = health.DEFAULT_MODALITY_CONFIGS.get(name, health.TopicMonitorConfig())
+    out = {f'{name}.topic': topic, f'{name}.type': type_name}
+    out.update({f'{name}.{k}': getattr(cfg, k) for k in THRESHOLDS})
+    return out
+
+
+def battery_defaults() -> Dict[str, Any]:
+    cfg = health.BatteryBudgetConfig()
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in ((k, getattr(cfg, k)) for k in BATTERY_KEYS)}
+
+
+def build_modality(values: Mapping[str, Any], name: str) -> health.TopicMonitorConfig:
+    try:
+        return health.TopicMonitorConfig(**{k: values[f'{name}.{k}'] for k in THRESHOLDS})
+    except ConfigError as exc:
+        raise ConfigError(f'{name}.{exc}') from exc
+
+
+def build_battery(values: Mapping[str, Any]) -> health.BatteryBudgetConfig:
+    return health.BatteryBudgetConfig(**{k: values[k] for k in BATTERY_KEYS})
+
+
+def check_modalities(values: Mapping[str, Any]) -> None:
+    names = values['modalities']
+    if (not isinstance(names, (list, tuple)) or not names or len(set(names)) != len(names)
+            or not all(isinstance(n, str) and n.isidentifier() for n in names)):
+        raise ConfigError(f'modalities={names!r}: expected a non-empty list of unique names')
+
+
+def check_topic(values: Mapping[str, Any], name: str) -> None:
+    topic = values[f'{name}.topic']
+    if not isinstance(topic, str) or not topic:
+        raise ConfigError(f'{name}.topic={topic!r}: expected a topic name')
+    common.message_type(values[f'{name}.type'])
+
+
+def _check_rate(values: Mapping[str, Any], key: str, low: float, high: float, unit: str) -> None:
+    value = common.as_float(values[key], key)
+    if not low < value <= high:
+        raise ConfigError(f'{key}={value!r}: expected a value in ({low:g}, {high:g}] {unit}')
+
+
+def _check_topic_name(values: Mapping[str, Any], key: str) -> None:
+    if not isinstance(values[key], str) or not values[key]:
+        raise ConfigError(f'{key}={values[key]!r}: expected a non-empty string')
+
+
+GLOBAL_CHECKS = {
+    'qos': lambda v: common.check_qos_name(v['qos']),
+    'update_rate': lambda v: _check_rate(v, 'update_rate', 0, 1000, 'Hz'),
+    'diagnostics_period': lambda v: _check_rate(v, 'diagnostics_period', 0, 3600, 's'),
+    'battery_topic': lambda v: _check_topic_name(v, 'battery_topic'),
+    'hardware_id': lambda v: _check_topic_name(v, 'hardware_id'),
+}
+
+
+class HealthMonitor(Node):
+    """Args: **kwargs: passed to rclpy Node (context, parameter_overrides, ...)."""
+
+    def __init__(self, **kwargs):
+        super().__init__('health_monitor', **kwargs)
+        defaults = {'modalities': list(health.DEFAULT_MODALITY_CONFIGS)}
+        values = common.declare_parameters(self, defaults)
+        self._param_errors = common.fall_back_to_defaults(
+            self, values, defaults, [(('modalities',), check_modalities)])
+        self._names = tuple(values['modalities'])
+        for name in self._names:
+            defaults.update(modality_defaults(name))
+        defaults.update(battery_defaults())
+        defaults.update(GLOBAL_DEFAULTS)
+        read_only = ['modalities', *GLOBAL_DEFAULTS]
+        read_only += [f'{n}.{k}' for n in self._names for k in ('topic', 'type')]
+        values.update(common.declare_parameters(
+            self, {k: v for k, v in defaults.items() if k != 'modalities'}))
+        groups = [((k,), check) for k, check in GLOBAL_CHECKS.items()]
+        groups.append((BATTERY_KEYS, build_battery))
+        for n in self._names:
+            groups.append(((f'{n}.topic', f'{n}.type'), lambda v, n=n: check_topic(v, n)))
+            groups.append((tuple(f'{n}.{k}' for k in THRESHOLDS), lambda v, n=n: build_modality(v, n)))
+        self._param_errors += common.fall_back_to_defaults(self, values, defaults, groups)
+
+        modality_cfgs, battery_cfg = self._build(values)
+        self._tracker = health.HealthTracker(modality_cfgs, battery_cfg)
+        self._topics = {n: values[f'{n}.topic'] for n in self._names}
+        self._hardware_id = values['hardware_id']
+        common.install_validator(self, defaults, self._build, self._apply, read_only)
+
+        qos = common.qos_profile(values['qos'])
+        self._subs = [
+            self.create_subscription(common.message_type(values[f'{n}.type']), values[f'{n}.topic'],
+                                     lambda _raw, n=n: self._on_modality(n), qos, raw=True)
+            for n in self._names]
+        self._battery_sub = self.create_subscription(
+            BatteryState, values['battery_topic'], self._on_battery, 10)
+        self._health_pub = self.create_publisher(ModalityHealth, '/sentryfuse/health', 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._timer = self.create_timer(1.0 / float(values['update_rate']), self._on_update)
+        self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
+        self._published = None  # last published HealthState
+        self.get_logger().info(f'monitoring {dict(self._topics)}; battery on {values["battery_topic"]}')
+
+    # -- parameters --------------------------------------------------------------------
+    def _build(self, values: Mapping[str, Any]) -> Tuple[dict, health.BatteryBudgetConfig]:
+        return {n: build_modality(values, n) for n in self._names}, build_battery(values)
+
+    def _apply(self, built) -> None:
+        modality_cfgs, battery_cfg = built
+        for name, cfg in modality_cfgs.items():
+            self._tracker.monitors[name].reconfigure(cfg)
+        if battery_cfg != self._tracker.battery.config:
+            self._tracker.battery.reconfigure(battery_cfg)
+
+    # -- callbacks ---------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_modality(self, name: str) -> None:
+        self._tracker.on_message(name, self._now())
+
+    def _on_battery(self, msg: BatteryState) -> None:
+        now = self._now()
+        self._tracker.on_battery(now, msg.percentage, msg.charge, msg.capacity)
+        state = self._tracker.check(now, advance=False)
+        if state.changed_from(self._published):
+            self._publish(state)
+
+    def _on_update(self) -> None:
+        self._publish(self._tracker.check(self._now()))
+
+    def _publish(self, state: health.HealthState) -> None:
+        msg = ModalityHealth()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.modalities = list(state.modalities)
+        msg.live = list(state.live)
+        msg.status = list(state.status)
+        msg.rate_hz = [float(r) for r in state.rate_hz]
+        msg.age_s = [float(a) for a in state.age_s]
+        msg.battery_percentage = float(state.battery_percentage)
+        msg.compute_budget = float(state.compute_budget)
+        self._health_pub.publish(msg)
+        if state.changed_from(self._published):
+            self.get_logger().info(f'live={sorted(state.live_set)} budget={state.compute_budget:.2f}')
+        self._published = state
+
+    def _on_diagnostics(self) -> None:
+        state = self._tracker.last or self._tracker.check(self._now(), advance=False)
+        statuses = []
+        for i, name in enumerate(state.modalities):
+            code = state.status[i]
+            level, message = STATUS_LEVEL[code], health.STATUS_NAMES[code]
+            if code in health.HEALTHY and not state.live[i]:
+                cfg = self._tracker.monitors[name].config
+                level = common.LEVEL_WARN
+                message = f'recovering ({state.healthy_count[i]}/{cfg.recover_count} healthy checks)'
+            statuses.append(common.diagnostic_status(
+                f'sentryfuse: {name}', level, message, hardware_id=self._topics[name],
+                values={'live': state.live[i], 'status': health.STATUS_NAMES[code],
+                        'rate_hz': state.rate_hz[i], 'age_s': state.age_s[i],
+                        'topic': self._topics[name]}))
+        battery = self._tracker.battery.config
+        known = not math.isnan(state.battery_percentage)
+        source = ('override' if battery.compute_budget_override > 0
+                  else 'battery table' if known else 'unknown battery default')
+        statuses.append(common.diagnostic_status(
+            'sentryfuse: battery', common.LEVEL_OK if known else common.LEVEL_WARN,
+            f'budget {state.compute_budget:.2f} from {source}', hardware_id=self._hardware_id,
+            values={'battery_percentage': state.battery_percentage,
+                    'compute_budget': state.compute_budget, 'budget_source': source}))
+        statuses.append(common.diagnostic_status(
+            'sentryfuse: health_monitor parameters',
+            common.LEVEL_ERROR if self._param_errors else common.LEVEL_OK,
+            '; '.join(self._param_errors) if self._param_errors else 'OK',
+            hardware_id=self._hardware_id, values={'invalid_at_startup': len(self._param_errors)}))
+        self._diag_pub.publish(common.diagnostic_array(self.get_clock().now().to_msg(), statuses))
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = HealthMonitor()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,290 @@
+"""sensor_sim: a simulated robot publishing camera, lidar, audio, battery and a label.
+
+Content comes from a pluggable scene source (``make_frame(modality, t) -> array`` and
+``label(t) -> str``); the default :class:`SimpleScene` is deliberately simple. A scripted
+scenario (YAML, see sentryfuse_ros.core.scenario) drops and restores streams and sets the
+battery level, which otherwise drains at `battery.drain_per_s`.
+"""
+import math
+import pathlib
+from typing import Any, Dict, Mapping, Optional, Protocol
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import BatteryState, Image, PointCloud2
+from std_msgs.msg import String
+
+from sentryfuse_ros import conversions
+from sentryfuse_ros.core.errors import ConfigError
+from sentryfuse_ros.core.scenario import Scenario, ScenarioEvent, ScenarioPlayer, load_scenario
+from sentryfuse_ros.msg import AudioFrame
+from sentryfuse_ros.nodes import common
+
+
+STREAMS = ('camera', 'lidar', 'audio')
+
+DEFAULTS: Dict[str, Any] = {
+    'streams': list(STREAMS),             # which sensor streams to publish
+    'qos': 'sensor_data',                 # QoS of the sensor streams: 'sensor_data' | 'reliable'
+    'scenario': '',                       # scenario YAML path ('' = none); relative: cwd, then config/
+    'seed': 0,
+    'camera.topic': '/camera/image_raw',
+    'camera.rate': 15.0,                  # [Hz]
+    'camera.width': 128,
+    'camera.height': 128,
+    'camera.frame_id': 'camera',
+    'lidar.topic': '/lidar/points',
+    'lidar.rate': 10.0,                   # [Hz]
+    'lidar.points': 4096,
+    'lidar.frame_id': 'lidar',
+    'audio.topic': '/audio/frames',
+    'audio.sample_rate': 8000,            # [Hz]
+    'audio.frame_samples': 160,           # per AudioFrame (20 ms at 8 kHz); frames/s = rate / samples
+    'audio.encoding': 'S16LE',
+    'audio.frame_id': 'microphone',
+    'battery.topic': '/battery_state',
+    'battery.rate': 1.0,                  # [Hz]
+    'battery.start': 1.0,                 # state of charge at start, 0..1
+    'battery.drain_per_s': 0.002,         # state of charge lost per second
+    'battery.capacity': 10.0,             # [Ah], for BatteryState.charge/capacity
+    'label.enabled': True,                # publish the ground-truth class
+    'label.topic': '/sentryfuse/ground_truth',
+    'label.rate': 2.0,                    # [Hz]
+}
+
+
+class SceneSource(Protocol):
+    """What the simulator shows: swap in a coherent scene generator with the same two methods."""
+
+    def make_frame(self, modality: str, t: float) -> np.ndarray:
+        """camera (H, W, 3) uint8 RGB; lidar (N, 4) float32 x,y,z,i; audio (L,) float32 in [-1, 1]."""
+
+    def label(self, t: float) -> str:
+        """Ground-truth class name at time ``t``."""
+
+
+class SimpleScene:
+    """A cycle of classes, each a colour, a ring of lidar points and a tone.
+
+    Args:
+        width, height: camera image size [px].
+        points: lidar points per scan.
+        sample_rate, frame_samples: audio rate [Hz] and samples per frame.
+        classes: class names cycled every ``period`` seconds.
+        period: seconds per class.
+        seed: noise seed.
+    """
+
+    def __init__(self, *, width: int = 128, height: int = 128, points: int = 4096,
+                 sample_rate: int = 8000, frame_samples: int = 160,
+                 classes: tuple = ('person', 'vehicle', 'animal'), period: float = 10.0, seed: int = 0):
+        self.width, self.height, self.points = width, height, points
+        self.sample_rate, self.frame_samples = sample_rate, frame_samples
+        self.classes, self.period = tuple(classes), period
+        self._rng = np.random.default_rng(seed)
+        self._override: Optional[str] = None
+
+    def set_label(self, label: str) -> None:
+        self._override = label
+
+    def label(self, t: float) -> str:
+        if self._override:
+            return self._override
+        return self.classes[int(t // self.period) % len(self.classes)]
+
+    def _index(self, t: float) -> int:
+        name = self.label(t)
+        return self.classes.index(name) if name in self.classes else len(self.classes)
+
+    def make_frame(self, modality: str, t: float) -> np.ndarray:
+        k = self._index(t)
+        if modality == 'camera':
+            img = self._rng.integers(0, 40, (self.height, self.width, 3), dtype=np.uint8)
+            img[..., k % 3] += 150
+            return img
+        if modality == 'lidar':
+            angle = self._rng.uniform(0, 2 * np.pi, self.points)
+            radius = 4.0 + 2.0 * k + self._rng.normal(0, 0.05, self.points)
+            z = self._rng.uniform(-1.0, 1.0 + k, self.points)
+            pts = np.stack([radius * np.cos(angle), radius * np.sin(angle), z,
+                            self._rng.uniform(0, 1, self.points)], axis=1)  # (N, 4)
+            return pts.astype(np.float32)
+        if modality == 'audio':
+            n = np.arange(self.frame_samples)
+            time = t + n / self.sample_rate
+            tone = 0.3 * np.sin(2 * np.pi * 220.0 * (k + 1) * time)
+            return (tone + self._rng.normal(0, 0.01, self.frame_samples)).astype(np.float32)
+        raise ConfigError(f'modality {modality!r}: expected one of {list(STREAMS)}')
+
+
+def resolve_path(path: str) -> pathlib.Path:
+    """An existing file: absolute, relative to the working directory, or to the package root
+    (where config/ lives in a source checkout)."""
+    p = pathlib.Path(path)
+    roots = [pathlib.Path.cwd(), pathlib.Path(__file__).resolve().parents[2]]
+    try:  # an installed package: share/sentryfuse_ros holds config/
+        from ament_index_python.packages import get_package_share_directory
+        roots.append(pathlib.Path(get_package_share_directory('sentryfuse_ros')))
+    except Exception:  # noqa: BLE001  (not installed, or no ament index here)
+        pass
+    for candidate in [p] + [r / p for r in roots] + [r / 'config' / p for r in roots]:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f'scenario={path!r}: no such file (looked in {[str(r) for r in roots]})')
+
+
+def check_values(values: Mapping[str, Any]) -> None:
+    """ConfigError for the first invalid parameter value."""
+    streams = values['streams']
+    if not isinstance(streams, (list, tuple)) or not set(streams) <= set(STREAMS):
+        raise ConfigError(f'streams={streams!r}: expected a subset of {list(STREAMS)}')
+    common.check_qos_name(values['qos'])
+    for key in ('camera.rate', 'lidar.rate', 'battery.rate', 'label.rate', 'battery.capacity'):
+        if common.as_float(values[key], key) <= 0:
+            raise ConfigError(f'{key}={values[key]!r}: expected a positive number')
+    for key in ('camera.width', 'camera.height', 'lidar.points', 'audio.sample_rate',
+                'audio.frame_samples'):
+        if common.as_int(values[key], key) <= 0:
+            raise ConfigError(f'{key}={values[key]!r}: expected a positive integer')
+    if not 0 <= common.as_float(values['battery.start'], 'battery.start') <= 1:
+        raise ConfigError(f"battery.start={values['battery.start']!r}: expected a fraction in [0, 1]")
+    if common.as_float(values['battery.drain_per_s'], 'battery.drain_per_s') < 0:
+        raise ConfigError(f"battery.drain_per_s={values['battery.drain_per_s']!r}: expected >= 0")
+    if values['audio.encoding'] not in ('S16LE', 'F32LE'):
+        raise ConfigError(f"audio.encoding={values['audio.encoding']!r}: expected S16LE or F32LE")
+
+
+class SensorSim(Node):
+    """Args:
+        scene: the scene source (default :class:`SimpleScene` sized from the parameters).
+        **kwargs: passed to rclpy Node (context, parameter_overrides, ...).
+    """
+
+    def __init__(self, scene: Optional[SceneSource] = None, **kwargs):
+        super().__init__('sensor_sim', **kwargs)
+        values = common.declare_parameters(self, DEFAULTS)
+        try:
+            check_values(values)
+        except ConfigError as exc:  # start-up must not crash: log and use every default
+            self.get_logger().error(f'invalid parameter: {exc}; using the defaults')
+            values = dict(DEFAULTS)
+        self._v = values
+        self.scene = scene or SimpleScene(
+            width=values['camera.width'], height=values['camera.height'], points=values['lidar.points'],
+            sample_rate=values['audio.sample_rate'], frame_samples=values['audio.frame_samples'],
+            seed=values['seed'])
+        scenario = Scenario()
+        if values['scenario']:
+            try:
+                scenario = load_scenario(resolve_path(values['scenario']))
+            except ConfigError as exc:
+                self.get_logger().error(f'{exc}; running without a scenario')
+        self._player = ScenarioPlayer(scenario)
+        self.dropped = set()
+        self._battery = float(values['battery.start'])
+        self._t0 = self._now()
+        self._t_battery = 0.0
+
+        qos = common.qos_profile(values['qos'])
+        self._pubs = {
+            'camera': self.create_publisher(Image, values['camera.topic'], qos),
+            'lidar': self.create_publisher(PointCloud2, values['lidar.topic'], qos),
+            'audio': self.create_publisher(AudioFrame, values['audio.topic'], qos),
+        }
+        self._battery_pub = self.create_publisher(BatteryState, values['battery.topic'], 10)
+        self._label_pub = self.create_publisher(String, values['label.topic'], 10)
+        periods = {'camera': 1.0 / values['camera.rate'], 'lidar': 1.0 / values['lidar.rate'],
+                   'audio': values['audio.frame_samples'] / values['audio.sample_rate']}
+        self._timers = [self.create_timer(periods[s], lambda s=s: self._publish_stream(s))
+                        for s in values['streams']]
+        self._timers.append(self.create_timer(1.0 / values['battery.rate'], self._publish_battery))
+        if values['label.enabled']:
+            self._timers.append(self.create_timer(1.0 / values['label.rate'], self._publish_label))
+        self._timers.append(self.create_timer(0.05, self._run_scenario))
+        self.get_logger().info(f'publishing {list(values["streams"])}; scenario: '
+                               f'{len(scenario.events)} events')
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def sim_time(self) -> float:
+        """Seconds since the simulator started (node clock)."""
+        return self._now() - self._t0
+
+    def apply(self, event: ScenarioEvent) -> None:
+        """Apply one scenario event now."""
+        t = self.sim_time()
+        if event.action == 'drop':
+            self.dropped.add(event.modality)
+        elif event.action == 'restore':
+            self.dropped.discard(event.modality)
+        elif event.action == 'battery':
+            self._battery, self._t_battery = float(event.value), t
+        elif event.action == 'label' and hasattr(self.scene, 'set_label'):
+            self.scene.set_label(event.label)
+        self.get_logger().info(f't={t:.1f}s scenario: {event.action} '
+                               f'{event.modality or event.label or event.value}')
+
+    def battery_fraction(self) -> float:
+        drained = self._v['battery.drain_per_s'] * max(0.0, self.sim_time() - self._t_battery)
+        return max(0.0, self._battery - drained)
+
+    def _run_scenario(self) -> None:
+        for event in self._player.advance(self.sim_time()):
+            self.apply(event)
+
+    def _publish_stream(self, stream: str) -> None:
+        if stream in self.dropped:
+            return
+        now = self._now()
+        frame = self.scene.make_frame(stream, now - self._t0)
+        v = self._v
+        if stream == 'camera':
+            msg = conversions.array_to_image(frame, encoding='rgb8', stamp=now,
+                                             frame_id=v['camera.frame_id'])
+        elif stream == 'lidar':
+            msg = conversions.array_to_pointcloud2(frame, frame_id=v['lidar.frame_id'], stamp=now)
+        else:
+            msg = conversions.array_to_audio_frame(frame, sample_rate=v['audio.sample_rate'],
+                                                   encoding=v['audio.encoding'], stamp=now,
+                                                   frame_id=v['audio.frame_id'])
+        self._pubs[stream].publish(msg)
+
+    def _publish_battery(self) -> None:
+        if 'battery' in self.dropped:
+            return
+        fraction = self.battery_fraction()
+        msg = BatteryState()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.percentage = float(fraction)
+        msg.capacity = msg.design_capacity = float(self._v['battery.capacity'])
+        msg.charge = float(fraction * self._v['battery.capacity'])
+        msg.voltage = float(10.5 + 2.1 * fraction)
+        msg.current = -1.0
+        msg.present = True
+        msg.power_supply_status = BatteryState.POWER_SUPPLY_STATUS_DISCHARGING
+        self._battery_pub.publish(msg)
+
+    def _publish_label(self) -> None:
+        self._label_pub.publish(String(data=self.scene.label(self.sim_time())))
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SensorSim()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    main()
