@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+import pickle
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -103,7 +104,7 @@ class MultimodalTensors:
             payload = torch.load(path, map_location='cpu', weights_only=True)
             return cls({m: x.float() for m, x in payload['inputs'].items()}, payload['labels'],
                        payload['class_names'])
-        except (OSError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError, EOFError) as exc:
             raise DataError(f'dataset file {str(path)!r} is unreadable or malformed: {exc}') from exc
 
 
