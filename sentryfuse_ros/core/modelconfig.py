@@ -102,7 +102,12 @@ class SentryFuseConfig:
 
 def config_from_dict(data: Mapping[str, Any]) -> SentryFuseConfig:
     """SentryFuseConfig from its plain-dict form (YAML section or checkpoint); raises ConfigError."""
-    return from_dict(SentryFuseConfig, data)
+    cfg = from_dict(SentryFuseConfig, data)
+    # config.from_dict turns YAML lists into tuples only for `Tuple[...]` hints, not bare `tuple`
+    # (e.g. PreprocessConfig.bev_z_range_m); normalise so a round-tripped config compares equal.
+    pre = cfg.preprocess
+    lists = {f.name: tuple(getattr(pre, f.name)) for f in dataclasses.fields(pre) if isinstance(getattr(pre, f.name), list)}
+    return dataclasses.replace(cfg, preprocess=dataclasses.replace(pre, **lists)) if lists else cfg
 
 
 def config_to_dict(cfg: SentryFuseConfig) -> dict:
