@@ -139,7 +139,8 @@ def build_graph(specs: Sequence[NodeSpec], params: Mapping[str, Mapping[str, Any
 
 
 def run_graph(specs: Sequence[NodeSpec] = GRAPH, *, params_file=None, use_sim: bool = False,
-              duration: Optional[float] = None, sets: Iterable[str] = (), log=print) -> int:
+              duration: Optional[float] = None, sets: Iterable[str] = (), log=print,
+              domain_id: Optional[int] = None) -> int:
     """Start the graph, spin until Ctrl-C / shutdown / ``duration`` seconds, stop cleanly.
 
     Args:
@@ -149,6 +150,7 @@ def run_graph(specs: Sequence[NodeSpec] = GRAPH, *, params_file=None, use_sim: b
         duration: wall-clock seconds to run; None = until Ctrl-C.
         sets: `node.param=value` overrides, applied over the file.
         log: where status lines go.
+        domain_id: DDS domain (default: ROS_DOMAIN_ID or 0).
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -164,7 +166,7 @@ def run_graph(specs: Sequence[NodeSpec] = GRAPH, *, params_file=None, use_sim: b
         params.setdefault(node, {}).update(values)
 
     context = rclpy.context.Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, domain_id=domain_id)
     executor = None
     nodes: List[Any] = []
     try:

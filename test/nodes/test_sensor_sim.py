@@ -1,0 +1,86 @@
+"""sensor_sim over real DDS: every stream at about its rate, and a scenario drop stops one."""
+import time
+
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import BatteryState, Image, PointCloud2  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from sentryfuse_ros import conversions  # noqa: E402
+from sentryfuse_ros.msg import AudioFrame  # noqa: E402
+from sentryfuse_ros.nodes.sensor_sim import SensorSim, SimpleScene  # noqa: E402
+
+SCENARIO = """
+events:
+  - {t: 1.2, action: drop, modality: lidar}
+  - {t: 1.2, action: battery, value: 0.2}
+  - {t: 1.2, action: label, label: vehicle}
+"""
+
+
+def test_streams_rates_and_scenario_drop(ros_context, tmp_path):
+    (tmp_path / 'sc.yaml').write_text(SCENARIO)
+    params = {'scenario': str(tmp_path / 'sc.yaml'), 'camera.width': 32, 'camera.height': 24,
+              'lidar.points': 256, 'battery.rate': 5.0, 'battery.drain_per_s': 0.01,
+              'label.rate': 5.0}
+    sim = SensorSim(context=ros_context,
+                    parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    node = Node('sim_test', context=ros_context)
+    got = {k: [] for k in ('camera', 'lidar', 'audio', 'battery', 'label')}
+
+    def record(key):
+        return lambda msg: got[key].append((sim.sim_time(), msg))
+
+    node.create_subscription(Image, '/camera/image_raw', record('camera'), qos_profile_sensor_data)
+    node.create_subscription(PointCloud2, '/lidar/points', record('lidar'), qos_profile_sensor_data)
+    node.create_subscription(AudioFrame, '/audio/frames', record('audio'), qos_profile_sensor_data)
+    node.create_subscription(BatteryState, '/battery_state', record('battery'), 10)
+    node.create_subscription(String, '/sentryfuse/ground_truth', record('label'), 10)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(sim)
+    executor.add_node(node)
+    try:
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.01)
+    finally:
+        executor.shutdown(timeout_sec=0)
+        sim.destroy_node()
+        node.destroy_node()
+
+    def rate(key, t0=0.4, t1=1.15):  # after discovery, before the drop
+        n = sum(1 for t, _ in got[key] if t0 <= t < t1)
+        return n / (t1 - t0)
+
+    print({k: round(rate(k), 1) for k in ('camera', 'lidar', 'audio')})
+    assert rate('camera') == pytest.approx(15.0, rel=0.35)
+    assert rate('lidar') == pytest.approx(10.0, rel=0.35)
+    assert rate('audio') == pytest.approx(50.0, rel=0.35)
+    # contents decode to the configured sizes
+    assert conversions.image_to_array(got['camera'][-1][1]).shape == (24, 32, 3)
+    assert conversions.pointcloud2_to_array(got['lidar'][-1][1]).shape == (256, 4)
+    assert conversions.audio_frame_to_array(got['audio'][-1][1]).shape == (160,)
+    # the scenario dropped the lidar at 1.2 s (0.05 s scenario tick) but nothing else
+    assert got['lidar'] and max(t for t, _ in got['lidar']) < 1.3
+    assert max(t for t, _ in got['camera']) > 2.2 and max(t for t, _ in got['audio']) > 2.3
+    # battery drains, then the scripted drop to 0.2; the label follows the scenario
+    before = [m.percentage for t, m in got['battery'] if t < 1.15]
+    after = [m.percentage for t, m in got['battery'] if t > 1.35]
+    assert before == sorted(before, reverse=True) and 0.98 < before[-1] < 1.0
+    assert after and all(0.18 < p <= 0.2 for p in after)
+    assert got['battery'][-1][1].charge == pytest.approx(after[-1] * 10.0)
+    assert [m.data for t, m in got['label'] if t > 1.35][-1] == 'vehicle'
+
+
+@pytest.mark.parametrize('modality, shape', [('camera', (16, 20, 3)), ('lidar', (64, 4)),
+                                             ('audio', (160,))])
+def test_simple_scene_frames(modality, shape):
+    scene = SimpleScene(width=20, height=16, points=64, frame_samples=160)
+    frame = scene.make_frame(modality, 3.0)
+    assert frame.shape == shape
+    assert scene.label(3.0) == 'person' and scene.label(12.0) == 'vehicle'
