@@ -78,23 +78,24 @@ def measure_latency_ms(model: nn.Module, inputs: Dict[str, Tensor], repeats: int
 
 
 def peak_memory_mb(model: nn.Module, inputs: Dict[str, Tensor]) -> float:
-    """Peak memory of one no-grad forward pass [MiB]: weights + buffers + the forward's allocation peak.
+    """Peak memory of one no-grad forward pass [MiB]: this model's weights + buffers + the forward's
+    allocation peak above what was allocated when it started (inputs and other models not counted).
 
-    CUDA: ``torch.cuda.max_memory_allocated`` over the call (weights and inputs included, as they are
-    resident). CPU: the torch profiler's allocation records (``profile_memory=True``) replayed in time
-    order give the peak of bytes allocated by the forward above what was live when it started;
-    parameter and buffer bytes are added. (tracemalloc cannot see torch's allocator, and ru_maxrss
-    cannot be reset.) Input tensors are not counted on CPU.
+    CUDA: ``torch.cuda.max_memory_allocated`` during the call minus ``memory_allocated`` before it.
+    CPU: the torch profiler's allocation records (``profile_memory=True``) replayed in time order
+    (tracemalloc cannot see torch's allocator, and ru_maxrss cannot be reset). Same definition on
+    both, so CPU and CUDA figures and dense vs sliced ratios are comparable.
     """
     device = _device_of(model)
+    resident = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
         with torch.no_grad():
             model(inputs)
         torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    resident = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+        return (resident + torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
     return (resident + _cpu_forward_peak_bytes(model, inputs)) / 2 ** 20
 
 
