@@ -46,7 +46,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
         return from_dict(hint, value, key)
     origin = typing.get_origin(hint)
-    if origin is tuple and isinstance(value, list):
+    if (hint is tuple or origin is tuple) and isinstance(value, list):
         return tuple(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
