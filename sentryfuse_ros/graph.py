@@ -32,8 +32,14 @@ def _sensor_sim(**kwargs):
     return SensorSim(**kwargs)
 
 
+def _perception(**kwargs):
+    from sentryfuse_ros.nodes.perception import Perception
+    return Perception(**kwargs)
+
+
 GRAPH = (
     NodeSpec('health_monitor', _health_monitor),
+    NodeSpec('perception', _perception),
     NodeSpec('sensor_sim', _sensor_sim, sim_only=True),
 )
 

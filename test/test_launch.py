@@ -87,8 +87,7 @@ def test_default_topics_match_the_nodes_defaults():
 def test_graph_runner_starts_the_launch_files_nodes():
     in_graph, in_launch = {s.name for s in graph.GRAPH}, set(launch_nodes())
     assert in_graph <= in_launch
-    # perception joins graph.GRAPH with its node (one NodeSpec line); then drop this allowance
-    assert in_launch - in_graph <= {'perception'}
+    assert in_launch == in_graph
 
 
 def test_generate_launch_description_with_launch_ros():

@@ -1,7 +1,10 @@
 """sensor_sim: a simulated robot publishing camera, lidar, audio, battery and a label.
 
 Content comes from a pluggable scene source (``make_frame(modality, t) -> array`` and
-``label(t) -> str``); the default :class:`SimpleScene` is deliberately simple. A scripted
+``label(t) -> str``). The default, :class:`SyntheticScenes`, shows coherent scenes from the core
+generator (sentryfuse_ros.core.scenes, the data the shipped model was trained on): all streams
+show the same scene, which changes every `scene.duration` seconds. :class:`SimpleScene`
+(`scene.kind: simple`) is a trivial stand-in for plumbing tests. A scripted
 scenario (YAML, see sentryfuse_ros.core.scenario) drops and restores streams and sets the
 battery level, which otherwise drains at `battery.drain_per_s`.
 """
@@ -19,6 +22,7 @@ from std_msgs.msg import String
 from sentryfuse_ros import conversions
 from sentryfuse_ros.core.errors import ConfigError
 from sentryfuse_ros.core.scenario import Scenario, ScenarioEvent, ScenarioPlayer, load_scenario
+from sentryfuse_ros.core.scenes import SCENE_PRESETS, SceneStream
 from sentryfuse_ros.msg import AudioFrame
 from sentryfuse_ros.nodes import common
 
@@ -30,6 +34,9 @@ DEFAULTS: Dict[str, Any] = {
     'qos': 'sensor_data',                 # QoS of the sensor streams: 'sensor_data' | 'reliable'
     'scenario': '',                       # scenario YAML path ('' = none); relative: cwd, then config/
     'seed': 0,
+    'scene.kind': 'synthetic',            # 'synthetic' (coherent core scenes) | 'simple'
+    'scene.preset': 'sim6',               # core.scenes preset; must match the model's training data
+    'scene.duration': 5.0,                # [s] per scene
     'camera.topic': '/camera/image_raw',
     'camera.rate': 15.0,                  # [Hz]
     'camera.width': 128,
@@ -119,6 +126,57 @@ class SimpleScene:
         raise ConfigError(f'modality {modality!r}: expected one of {list(STREAMS)}')
 
 
+class SyntheticScenes:
+    """Coherent scenes from the core generator: camera, lidar and audio of the same scene.
+
+    Args:
+        preset: a name in core.scenes.SCENE_PRESETS.
+        seed: timeline seed.
+        duration: seconds per scene.
+        width, height: camera image size [px] (rendered square, resized when not).
+        points: lidar points per scan.
+        sample_rate: audio rate [Hz]; must equal the preset's audio rate.
+        frame_samples: audio samples per frame.
+    """
+
+    def __init__(self, *, preset: str = 'sim6', seed: int = 0, duration: float = 5.0, width: int = 128,
+                 height: int = 128, points: int = 4096, sample_rate: int = 8000, frame_samples: int = 160):
+        if preset not in SCENE_PRESETS:
+            raise ConfigError(f'scene.preset={preset!r}: expected one of {sorted(SCENE_PRESETS)}')
+        import dataclasses  # noqa: PLC0415
+        cfg = dataclasses.replace(SCENE_PRESETS[preset], image_size=int(max(width, height)),
+                                  lidar_points=int(points))
+        if cfg.audio_rate != sample_rate:
+            raise ConfigError(f'audio.sample_rate={sample_rate!r}: scene preset {preset!r} renders audio '
+                              f'at {cfg.audio_rate} Hz')
+        self.stream = SceneStream(cfg, seed=seed, scene_duration_s=duration)
+        self.size = (int(width), int(height))
+        self.frame_samples = int(frame_samples)
+        self._audio_t = None
+
+    def label(self, t: float) -> str:
+        return self.stream.scene_at(t).label
+
+    def make_frame(self, modality: str, t: float) -> np.ndarray:
+        if modality == 'camera':
+            img = self.stream.camera(t)                                          # (S, S, 3)
+            if img.shape[1::-1] != self.size:
+                import cv2  # noqa: PLC0415
+                img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)  # (H, W, 3)
+            return img
+        if modality == 'lidar':
+            return self.stream.lidar(t)                                          # (N, 4)
+        if modality == 'audio':
+            # consecutive frames, sample-exact, whatever the timer jitter
+            rate = self.stream.cfg.audio_rate
+            if self._audio_t is None or abs(t - self._audio_t) > 0.5:
+                self._audio_t = t
+            chunk = self.stream.audio_chunk(self._audio_t, self.frame_samples)  # (L,)
+            self._audio_t += self.frame_samples / rate
+            return chunk
+        raise ConfigError(f'modality {modality!r}: expected one of {list(STREAMS)}')
+
+
 def resolve_path(path: str) -> pathlib.Path:
     """An existing file: absolute, relative to the working directory, or to the package root
     (where config/ lives in a source checkout)."""
@@ -152,6 +210,12 @@ def check_values(values: Mapping[str, Any]) -> None:
         raise ConfigError(f"battery.start={values['battery.start']!r}: expected a fraction in [0, 1]")
     if common.as_float(values['battery.drain_per_s'], 'battery.drain_per_s') < 0:
         raise ConfigError(f"battery.drain_per_s={values['battery.drain_per_s']!r}: expected >= 0")
+    if values['scene.kind'] not in ('synthetic', 'simple'):
+        raise ConfigError(f"scene.kind={values['scene.kind']!r}: expected 'synthetic' or 'simple'")
+    if values['scene.preset'] not in SCENE_PRESETS:
+        raise ConfigError(f"scene.preset={values['scene.preset']!r}: expected one of {sorted(SCENE_PRESETS)}")
+    if common.as_float(values['scene.duration'], 'scene.duration') <= 0:
+        raise ConfigError(f"scene.duration={values['scene.duration']!r}: expected a positive number [s]")
     if values['audio.encoding'] not in ('S16LE', 'F32LE'):
         raise ConfigError(f"audio.encoding={values['audio.encoding']!r}: expected S16LE or F32LE")
 
@@ -171,10 +235,18 @@ class SensorSim(Node):
             self.get_logger().error(f'invalid parameter: {exc}; using the defaults')
             values = dict(DEFAULTS)
         self._v = values
-        self.scene = scene or SimpleScene(
-            width=values['camera.width'], height=values['camera.height'], points=values['lidar.points'],
-            sample_rate=values['audio.sample_rate'], frame_samples=values['audio.frame_samples'],
-            seed=values['seed'])
+        if scene is not None:
+            self.scene = scene
+        elif values['scene.kind'] == 'simple':
+            self.scene = SimpleScene(
+                width=values['camera.width'], height=values['camera.height'], points=values['lidar.points'],
+                sample_rate=values['audio.sample_rate'], frame_samples=values['audio.frame_samples'],
+                seed=values['seed'])
+        else:
+            self.scene = SyntheticScenes(
+                preset=values['scene.preset'], seed=values['seed'], duration=float(values['scene.duration']),
+                width=values['camera.width'], height=values['camera.height'], points=values['lidar.points'],
+                sample_rate=values['audio.sample_rate'], frame_samples=values['audio.frame_samples'])
         scenario = Scenario()
         if values['scenario']:
             try:

@@ -1,0 +1,318 @@
+"""perception: SentryGate-pruned, SentryAttend inference over whatever sensors are live.
+
+Subscribes to camera (Image | CompressedImage), lidar (PointCloud2 | LaserScan), audio
+(AudioFrame | AudioDataStamped) and /sentryfuse/health; keeps the newest sample per modality
+(never waits for all sensors); at `rate` (or on each camera frame) runs the sub-network for the
+current (live set, compute budget) zero-shot; publishes Prediction on /sentryfuse/prediction,
+InferenceLatency on /sentryfuse/latency and /diagnostics. All logic is in
+sentryfuse_ros.core.engine; this node converts messages and publishes results.
+"""
+import math
+import os
+import time
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+
+from sentryfuse_ros import conversions
+from sentryfuse_ros.core.engine import EngineConfig, PerceptionEngine
+from sentryfuse_ros.core.errors import ConfigError, ConversionError, SentryFuseError
+from sentryfuse_ros.core.latency import LatencyStats
+from sentryfuse_ros.core.preprocess import MODALITIES
+from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
+from sentryfuse_ros.nodes import common
+
+STAGES = ('convert_ms', 'preprocess_ms', 'reconfigure_ms', 'inference_ms', 'total_ms', 'sensor_age_ms')
+
+DEFAULTS = {
+    'model_path': '',                 # checkpoint; '' = the shipped models/sentryfuse_sim.pt
+    'device': 'cpu',                  # 'cpu' or 'cuda' (fp16 on CUDA)
+    'rate': 10.0,                     # [Hz] inference rate when trigger = 'timer'
+    'trigger': 'timer',               # 'timer' or 'camera' (one inference per camera frame)
+    'qos': 'sensor_data',             # QoS of the sensor subscriptions
+    'health_topic': '/sentryfuse/health',
+    'health_timeout': 1.0,            # [s] without health messages -> own freshness check, budget 1.0
+    'diagnostics_period': 1.0,        # [s]
+    'stats_window': 200,              # inferences in the latency percentile window
+    'budget_levels': [1.0, 0.85, 0.7, 0.55, 0.4],  # budgets with a cached sub-network
+    'camera.topic': '/camera/image_raw', 'camera.type': 'sensor_msgs/msg/Image', 'camera.max_age': 0.5,
+    'lidar.topic': '/lidar/points', 'lidar.type': 'sensor_msgs/msg/PointCloud2', 'lidar.max_age': 0.5,
+    'audio.topic': '/audio/frames', 'audio.type': 'sentryfuse_ros/msg/AudioFrame', 'audio.max_age': 0.5,
+}
+READ_ONLY = [k for k in DEFAULTS if k not in ('health_timeout', 'diagnostics_period')]
+
+
+def default_model_path() -> str:
+    """The shipped checkpoint: share/sentryfuse_ros/models (installed) or the source tree."""
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory  # noqa: PLC0415
+        candidates.append(os.path.join(get_package_share_directory('sentryfuse_ros'), 'models'))
+    except Exception:  # noqa: BLE001 - ament index absent or package not installed
+        pass
+    candidates.append(os.path.join(os.path.dirname(__file__), '..', '..', 'models'))
+    for folder in candidates:
+        path = os.path.realpath(os.path.join(folder, 'sentryfuse_sim.pt'))
+        if os.path.isfile(path):
+            return path
+    return os.path.realpath(os.path.join(candidates[-1], 'sentryfuse_sim.pt'))
+
+
+def build_engine_config(values: Mapping[str, Any]) -> EngineConfig:
+    ages = tuple(common.as_float(values[f'{m}.max_age'], f'{m}.max_age') for m in MODALITIES)
+    levels = tuple(common.as_float(b, 'budget_levels') for b in values['budget_levels'])
+    return EngineConfig(max_age_s=ages, budget_levels=levels)
+
+
+def check_values(values: Mapping[str, Any]) -> None:
+    if values['device'] not in ('cpu', 'cuda'):
+        raise ConfigError(f"device={values['device']!r}: expected 'cpu' or 'cuda'")
+    if values['trigger'] not in ('timer', 'camera'):
+        raise ConfigError(f"trigger={values['trigger']!r}: expected 'timer' or 'camera'")
+    common.check_qos_name(values['qos'])
+    for key in ('rate', 'health_timeout', 'diagnostics_period'):
+        if not common.as_float(values[key], key) > 0:
+            raise ConfigError(f'{key}={values[key]!r}: expected a positive number')
+    if common.as_int(values['stats_window'], 'stats_window') < 1:
+        raise ConfigError(f"stats_window={values['stats_window']!r}: expected an integer >= 1")
+    build_engine_config(values)
+
+
+def _lidar_converter(type_name: str):
+    def convert(msg) -> np.ndarray:
+        if type_name.endswith('LaserScan'):
+            pts = conversions.laserscan_to_points(msg)                                  # (N, 3)
+            pts = np.concatenate([pts, np.zeros((len(pts), 1), np.float32)], axis=1)    # (N, 4)
+        else:
+            pts = conversions.pointcloud2_to_array(msg, with_intensity=True)           # (N, 4)
+        if len(pts) == 0:
+            raise ConversionError(f'{type_name.rsplit("/", 1)[-1]} has no finite points '
+                                  f'(width={getattr(msg, "width", "?")}, all NaN/inf or empty)')
+        return pts
+    return convert
+
+
+def _audio_converter(rate: int):
+    def convert(msg) -> np.ndarray:
+        pcm, src_rate = conversions.audio_msg_to_array(msg)
+        return conversions.resample(pcm, src_rate, rate) if src_rate != rate else pcm
+    return convert
+
+
+class Perception(Node):
+    """Args: **kwargs: passed to rclpy Node (context, parameter_overrides, ...)."""
+
+    def __init__(self, **kwargs):
+        super().__init__('perception', **kwargs)
+        values = common.declare_parameters(self, DEFAULTS)
+        self._param_errors = common.fall_back_to_defaults(self, values, DEFAULTS, [
+            (tuple(k for k in DEFAULTS if k != 'model_path'), check_values)])
+        self._values = values
+        self._stats = LatencyStats(int(values['stats_window']))
+        self._health: Optional[ModalityHealth] = None
+        self._health_received = -math.inf
+        self._logged = set()  # (modality, error type) already logged once
+        self._model_error = ''
+        self._last: Optional[Any] = None
+        self._count = 0
+        self.engine: Optional[PerceptionEngine] = None
+        self._health_timeout = float(values['health_timeout'])
+        self._load_engine(values)
+        common.install_validator(self, DEFAULTS, self._build_runtime, self._apply_runtime, READ_ONLY)
+
+        qos = common.qos_profile(values['qos'])
+        self._types = {m: values[f'{m}.type'] for m in MODALITIES}
+        self._subs = []
+        for m in MODALITIES:
+            try:
+                msg_type = common.message_type(self._types[m])
+            except ConfigError as exc:
+                self._param_errors.append(str(exc))
+                self.get_logger().error(str(exc))
+                continue
+            self._subs.append(self.create_subscription(
+                msg_type, values[f'{m}.topic'], lambda msg, m=m: self._on_sensor(m, msg), qos))
+        self._health_sub = self.create_subscription(
+            ModalityHealth, values['health_topic'], self._on_health, 10)
+        self._pred_pub = self.create_publisher(Prediction, '/sentryfuse/prediction', 10)
+        self._lat_pub = self.create_publisher(InferenceLatency, '/sentryfuse/latency', 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._timer = None
+        if values['trigger'] == 'timer':
+            self._timer = self.create_timer(1.0 / float(values['rate']), self._on_timer)
+        self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
+
+    # -- set-up --------------------------------------------------------------------------
+    def _load_engine(self, values: Mapping[str, Any]) -> None:
+        from sentryfuse_ros.core.train import load_sentryfuse  # noqa: PLC0415 (torch-heavy)
+        path = values['model_path'] or default_model_path()
+        try:
+            model, gate, _meta = load_sentryfuse(path, device=values['device'])
+            self.engine = PerceptionEngine(model, gate.scores, build_engine_config(values),
+                                           device=values['device'])
+            self._converters = {
+                'camera': conversions.image_to_rgb,
+                'lidar': _lidar_converter(values['lidar.type']),
+                'audio': _audio_converter(self.engine.pre.audio_rate),
+            }
+            self.get_logger().info(f'model {path}: classes {list(self.engine.class_names)}, '
+                                   f'modalities {list(self.engine.modalities)}, device {values["device"]}')
+        except (SentryFuseError, OSError, RuntimeError) as exc:
+            self._model_error = f'cannot load model {path!r}: {exc}'
+            self.get_logger().error(self._model_error)
+
+    def _build_runtime(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        check_values(values)
+        return values
+
+    def _apply_runtime(self, values: Mapping[str, Any]) -> None:
+        self._health_timeout = float(values['health_timeout'])
+
+    # -- callbacks -----------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_sensor(self, modality: str, msg) -> None:
+        if self.engine is None:
+            return
+        header = getattr(msg, 'header', None)
+        stamp = conversions.stamp_to_sec(header.stamp) if header is not None else 0.0
+        now = self._now()
+        self.engine.push(modality, msg, stamp if stamp > 0 else now, self._converters[modality],
+                         received_s=now)
+        if modality == 'camera' and self._values['trigger'] == 'camera':
+            self._infer()
+
+    def _on_health(self, msg: ModalityHealth) -> None:
+        self._health = msg
+        self._health_received = self._now()
+
+    def _on_timer(self) -> None:
+        self._infer()
+
+    def health_view(self, now: float):
+        """(live modalities or None, budget, source) from the newest health message."""
+        if self._health is None or now - self._health_received > self._health_timeout:
+            return None, 1.0, 'no health message: own freshness check, budget 1.0'
+        live = [m for m, ok in zip(self._health.modalities, self._health.live) if ok]
+        budget = float(self._health.compute_budget)
+        if not (0 < budget <= 1) or math.isnan(budget):
+            return live, 1.0, f'health compute_budget={budget!r} invalid: using 1.0'
+        return live, budget, 'health monitor'
+
+    def _infer(self) -> None:
+        if self.engine is None:
+            return
+        t0 = time.perf_counter()
+        now = self._now()
+        live, budget, _ = self.health_view(now)
+        try:
+            result = self.engine.infer(now, live, budget)
+        except SentryFuseError as exc:
+            self._log_once('inference', exc)
+            return
+        self._report_new_errors()
+        if result is None:
+            return
+        pred = Prediction()
+        pred.header.stamp = _stamp_msg(result.stamp_s)
+        pred.header.frame_id = 'sentryfuse'
+        pred.label = result.label
+        pred.class_id = result.class_id
+        pred.confidence = float(result.confidence)
+        pred.scores = [float(x) for x in result.scores]
+        pred.modalities_used = list(result.modalities_used)
+        pred.compute_budget = float(result.compute_budget)
+        pred.gflops = float(result.gflops)
+        pred.subnetwork = result.subnetwork
+        self._pred_pub.publish(pred)
+        total_ms = (time.perf_counter() - t0) * 1e3
+        lat = InferenceLatency()
+        lat.header = pred.header
+        lat.convert_ms = float(result.convert_ms)
+        lat.preprocess_ms = float(result.preprocess_ms)
+        lat.inference_ms = float(result.inference_ms)
+        lat.reconfigure_ms = float(result.reconfigure_ms)
+        lat.total_ms = float(total_ms)
+        lat.sensor_age_ms = float(result.sensor_age_ms)
+        self._lat_pub.publish(lat)
+        self._stats.add(**{k: getattr(lat, k) for k in STAGES})
+        self._last = result
+        self._count += 1
+
+    def _report_new_errors(self) -> None:
+        for modality, text in self.engine.last_error.items():
+            key = (modality, text.split(':', 1)[0])
+            if key not in self._logged:
+                self._logged.add(key)
+                self.get_logger().error(f'{modality}: {text} (logged once per cause; counted on /diagnostics)')
+
+    def _log_once(self, where: str, exc: Exception) -> None:
+        key = (where, type(exc).__name__)
+        if key not in self._logged:
+            self._logged.add(key)
+            self.get_logger().error(f'{where}: {type(exc).__name__}: {exc}')
+
+    def _on_diagnostics(self) -> None:
+        now = self._now()
+        statuses = []
+        if self.engine is None:
+            statuses.append(common.diagnostic_status(
+                'sentryfuse: perception model', common.LEVEL_ERROR, self._model_error))
+        else:
+            live, budget, source = self.health_view(now)
+            last = self._last
+            values: Dict[str, Any] = {
+                'inferences': self._count, 'health_source': source, 'compute_budget': budget,
+                'subnetwork': last.subnetwork if last else '', 'gflops': last.gflops if last else 0.0,
+                'modalities_used': '+'.join(last.modalities_used) if last else '',
+                'subnetwork_switches': self.engine.switches,
+                'subnetworks_built': self.engine.cache.stats.get('builds', 0) if hasattr(self.engine.cache, 'stats') else 0,
+            }
+            for stage, row in self._stats.percentiles((50, 95)).items():
+                values[f'{stage}_p50'] = row['p50']
+                values[f'{stage}_p95'] = row['p95']
+            level = common.LEVEL_OK if source == 'health monitor' else common.LEVEL_WARN
+            message = f'{last.subnetwork} {last.gflops:.3f} GFLOPs' if last else 'no inference yet'
+            if source != 'health monitor':
+                message += f'; {source}'
+            statuses.append(common.diagnostic_status('sentryfuse: perception', level, message, values=values))
+            errors = self.engine.errors
+            statuses.append(common.diagnostic_status(
+                'sentryfuse: perception inputs', common.LEVEL_WARN if errors else common.LEVEL_OK,
+                '; '.join(f'{m}: {self.engine.last_error[m]}' for m in sorted(errors)) or 'OK',
+                values={f'{m}_errors': errors.get(m, 0) for m in MODALITIES}))
+        statuses.append(common.diagnostic_status(
+            'sentryfuse: perception parameters',
+            common.LEVEL_ERROR if self._param_errors else common.LEVEL_OK,
+            '; '.join(self._param_errors) or 'OK', values={'invalid_at_startup': len(self._param_errors)}))
+        self._diag_pub.publish(common.diagnostic_array(self.get_clock().now().to_msg(), statuses))
+
+
+def _stamp_msg(t: float):
+    from builtin_interfaces.msg import Time  # noqa: PLC0415
+    sec, nanosec = conversions.sec_to_stamp(t)
+    return Time(sec=int(sec), nanosec=int(nanosec))
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = Perception()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    main()
