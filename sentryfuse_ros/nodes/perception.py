@@ -39,6 +39,7 @@ DEFAULTS = {
     'diagnostics_period': 1.0,        # [s]
     'stats_window': 200,              # inferences in the latency percentile window
     'budget_levels': [1.0, 0.85, 0.7, 0.55, 0.4],  # budgets with a cached sub-network
+    'prebuild': True,                 # build every (live subset, budget level) sub-network at start-up
     'camera.topic': '/camera/image_raw', 'camera.type': 'sensor_msgs/msg/Image', 'camera.max_age': 0.5,
     'lidar.topic': '/lidar/points', 'lidar.type': 'sensor_msgs/msg/PointCloud2', 'lidar.max_age': 0.5,
     'audio.topic': '/audio/frames', 'audio.type': 'sentryfuse_ros/msg/AudioFrame', 'audio.max_age': 0.5,
@@ -77,6 +78,8 @@ def check_values(values: Mapping[str, Any]) -> None:
     for key in ('rate', 'health_timeout', 'diagnostics_period'):
         if not common.as_float(values[key], key) > 0:
             raise ConfigError(f'{key}={values[key]!r}: expected a positive number')
+    if not isinstance(values['prebuild'], bool):
+        raise ConfigError(f"prebuild={values['prebuild']!r}: expected true or false")
     if common.as_int(values['stats_window'], 'stats_window') < 1:
         raise ConfigError(f"stats_window={values['stats_window']!r}: expected an integer >= 1")
     build_engine_config(values)
@@ -117,6 +120,7 @@ class Perception(Node):
         self._health_received = -math.inf
         self._logged = set()  # (modality, error type) already logged once
         self._model_error = ''
+        self._prebuild_ms = 0.0
         self._last: Optional[Any] = None
         self._count = 0
         self.engine: Optional[PerceptionEngine] = None
@@ -161,6 +165,11 @@ class Perception(Node):
             }
             self.get_logger().info(f'model {path}: classes {list(self.engine.class_names)}, '
                                    f'modalities {list(self.engine.modalities)}, device {values["device"]}')
+            if values['prebuild']:
+                ms = self.engine.prebuild()
+                self._prebuild_ms = ms
+                self.get_logger().info(f'prebuilt {self.engine.cache.stats.get("builds", 0)} sub-networks '
+                                       f'in {ms:.0f} ms (zero-shot: select + slice, no gradients)')
         except (SentryFuseError, OSError, RuntimeError) as exc:
             self._model_error = f'cannot load model {path!r}: {exc}'
             self.get_logger().error(self._model_error)
@@ -271,7 +280,8 @@ class Perception(Node):
                 'subnetwork': last.subnetwork if last else '', 'gflops': last.gflops if last else 0.0,
                 'modalities_used': '+'.join(last.modalities_used) if last else '',
                 'subnetwork_switches': self.engine.switches,
-                'subnetworks_built': self.engine.cache.stats.get('builds', 0) if hasattr(self.engine.cache, 'stats') else 0,
+                'subnetworks_built': self.engine.cache.stats.get('builds', 0),
+                'prebuild_ms': self._prebuild_ms,
             }
             for stage, row in self._stats.percentiles((50, 95)).items():
                 values[f'{stage}_p50'] = row['p50']
