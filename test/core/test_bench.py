@@ -1,0 +1,173 @@
+"""Benchmark grid: config, conditions, the quick grid end to end (sanity, resume), report generation."""
+import json
+import math
+import pathlib
+
+import pytest
+import torch
+
+from sentryfuse_ros.cli import main as cli_main
+from sentryfuse_ros.core import bench
+from sentryfuse_ros.core.benchplots import compare, headline, render_markdown, write_report
+from sentryfuse_ros.core.errors import ConfigError, DataError
+from sentryfuse_ros.core.gate import SentryGate
+from sentryfuse_ros.core.modelconfig import ModelConfig, SentryFuseConfig
+from sentryfuse_ros.core.preprocess import PreprocessConfig
+from sentryfuse_ros.core.backbone import SentryFuseModel
+from sentryfuse_ros.core.prune import slice_model
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize('mods, which, expected', [
+    (('camera', 'lidar', 'audio'), 'main',
+     [('camera', 'lidar', 'audio'), ('lidar', 'audio'), ('camera', 'audio'), ('camera', 'lidar')]),
+    (('camera', 'audio'), 'main', [('camera', 'audio'), ('audio',), ('camera',)]),
+    (('camera', 'audio'), 'all_subsets', [('camera', 'audio'), ('audio',), ('camera',)]),
+])
+def test_conditions(mods, which, expected):
+    assert bench.conditions_for(mods, which) == expected
+
+
+def test_all_subsets_appends_the_rest():
+    conds = bench.conditions_for(('camera', 'lidar', 'audio'), 'all_subsets')
+    assert len(conds) == 7 == len(set(conds)) and conds[:4] == bench.conditions_for(('camera', 'lidar', 'audio'), 'main')
+
+
+@pytest.mark.parametrize('key, value, match', [
+    ('methods', ['sentrygate', 'magic'], 'methods='),
+    ('ratios', [0.0, 0.5], 'ratios='),
+    ('datasets', ['imagenet'], 'datasets='),
+    ('conditions', 'some', 'conditions='),
+    ('test_size', 0, 'test_size='),
+])
+def test_config_errors(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        bench.BenchConfig(**{key: value})
+
+
+def test_config_file_sections_load():
+    for section in ('quick', 'full'):
+        cfg = bench.load_bench_config(ROOT / 'config' / 'bench.yaml', section)
+        assert cfg.train.steps >= 1 and set(cfg.methods) <= set(bench.METHODS)
+    with pytest.raises(ConfigError, match="no top-level key 'medium'"):
+        bench.load_bench_config(ROOT / 'config' / 'bench.yaml', 'medium')
+
+
+def _tiny():
+    torch.manual_seed(0)
+    m = ModelConfig(modalities=('camera', 'audio'), dim=16, depth=2, num_heads=4, num_kv_heads=2, ffn_dim=32,
+                    ffn_block=8, num_fusion_tokens=2, n_fft=128, hop=64, n_mels=16)
+    pre = PreprocessConfig(image_size=16, bev_size=16, audio_samples=1024)
+    model = SentryFuseModel(SentryFuseConfig(model=m, preprocess=pre, class_names=('a', 'b'))).eval()
+    gate = SentryGate(modalities=model.modalities, layout=model.unit_layout())
+    with torch.no_grad():
+        for p in gate.parameters():
+            p.normal_()
+    return model, gate
+
+
+@pytest.mark.parametrize('method', [m for m in bench.METHODS if m not in bench.DENSE_METHODS])
+def test_every_method_gives_sliceable_masks_within_budget(method):
+    model, gate = _tiny()
+    calib = [(model.example_inputs(('camera', 'audio'), batch=4), torch.tensor([0, 1, 0, 1]))]
+    scorer = bench.MethodScorer(model, gate, calib, seed=0, variants={'noalign': (model, gate)})
+    full = bench.evaluate_cell(model, None, _test_set(model), ('camera',), batch=8, latency_repeats=None)
+    for budget in (0.7, 0.4):
+        masks, score_ms = scorer.masks(method, ('camera',), budget)
+        slice_model(model, masks)
+        timed = budget == 0.4 and method == 'sentrygate'  # the profiler-based memory probe is slow-ish
+        cell = bench.evaluate_cell(model, masks, _test_set(model), ('camera',), batch=8,
+                                   latency_repeats=1 if timed else None)
+        assert 0.0 <= cell['accuracy'] <= 1.0 and cell['gflops'] < full['gflops'] and score_ms >= 0
+        assert (cell['latency_ms'] is not None and cell['latency_ms'] > 0 and cell['peak_mem_mb'] > 0) == timed
+
+
+def _test_set(model):
+    from sentryfuse_ros.core.datasets import MultimodalTensors
+    x = model.example_inputs(model.modalities, batch=10, generator=torch.Generator().manual_seed(1))
+    return MultimodalTensors(x, torch.arange(10) % 2, ('a', 'b'))
+
+
+def test_quick_grid_end_to_end_and_resume(tmp_path):
+    out, cache = tmp_path / 'q.json', tmp_path / 'cache'
+    args = ['bench', '--quick', '--config', str(ROOT / 'config' / 'bench.yaml'), '--out', str(out),
+            '--cache-dir', str(cache)]
+    assert cli_main(args) == 0
+    data = json.loads(out.read_text())
+    recs = data['records']
+    cfg = bench.load_bench_config(ROOT / 'config' / 'bench.yaml', 'quick')
+    n_pruned = len(cfg.ratios) * len([m for m in cfg.methods if m not in bench.DENSE_METHODS])
+    assert len(recs) == 4 * (n_pruned + 1)  # 4 conditions; one dense row each
+    for r in recs:
+        assert set(bench.RECORD_KEYS) <= set(r)
+        assert 0.0 <= r['accuracy'] <= 1.0 and r['gflops'] > 0 and r['params'] > 0
+        assert all(math.isfinite(r[k]) for k in ('accuracy', 'gflops', 'latency_ms', 'peak_mem_mb'))
+    for cond in {r['condition'] for r in recs}:
+        for m in cfg.methods:
+            if m in bench.DENSE_METHODS:
+                continue
+            g = {r['ratio']: r['gflops'] for r in recs if r['condition'] == cond and r['method'] == m}
+            dense = [r['gflops'] for r in recs if r['condition'] == cond and r['method'] == 'dense'][0]
+            ratios = sorted(g)
+            assert all(g[a] > g[b] for a, b in zip(ratios, ratios[1:])) and g[ratios[0]] < dense
+    # resume: drop two cells, they come back identical; nothing is retrained
+    kept = recs[2:]
+    bench.write_results(out, data['meta'], kept)
+    assert cli_main(args + ['--resume']) == 0
+    again = json.loads(out.read_text())['records']
+    assert len(again) == len(recs)
+    by_key = {bench.cell_key(r): r['accuracy'] for r in again}
+    assert all(by_key[bench.cell_key(r)] == r['accuracy'] for r in recs)
+    report = tmp_path / 'report'
+    assert cli_main(['bench-report', '--in', str(out), '--out-dir', str(report)]) == 0
+    assert (report / 'bench_report.md').is_file() and list(report.glob('*.png'))
+
+
+def _synthetic_records():
+    recs = []
+    for seed in (0, 1):
+        for cond in ('camera+audio', 'camera'):
+            for ratio in (0.3, 0.5):
+                accs = {'random': 0.4, 'magnitude_l1': 0.5, 'taylor': 0.45 + 0.01 * seed, 'sentrygate': 0.6,
+                        'taylor_recal': 0.55}
+                if cond == 'camera':
+                    accs['sentrygate'] = 0.4  # loses to magnitude_l1 under dropout
+                for m, a in accs.items():
+                    recs.append({'backbone': 'early', 'dataset': 'avmnist', 'condition': cond, 'ratio': ratio,
+                                 'method': m, 'seed': seed, 'accuracy': a, 'gflops': 0.01 * (1 - ratio),
+                                 'params': 1000, 'latency_ms': 1.0, 'peak_mem_mb': 0.5, 'score_ms': 0.0})
+            recs.append({'backbone': 'early', 'dataset': 'avmnist', 'condition': cond, 'ratio': 0.0,
+                         'method': 'dense', 'seed': seed, 'accuracy': 0.7, 'gflops': 0.01, 'params': 2000,
+                         'latency_ms': None, 'peak_mem_mb': None, 'score_ms': 0.0})
+    return recs
+
+
+def test_compare_and_headline_on_known_numbers():
+    rows = compare(_synthetic_records())
+    assert len(rows) == 4 and all(r['best_baseline'] == 'magnitude_l1' for r in rows)
+    h = headline(rows)
+    assert h['all_present']['mean_gain'] == pytest.approx(0.2)   # 0.6 vs 0.5
+    assert h['dropout']['mean_gain'] == pytest.approx(-0.2)      # 0.4 vs 0.5
+    assert h['overall']['mean_gain'] == pytest.approx(0.0)
+    assert (h['overall']['wins'], h['dropout']['wins']) == (2, 0)
+
+
+def test_report_markdown_and_plots(tmp_path):
+    data = {'meta': {'command': 'sentryfuse bench', 'date': 'today'}, 'records': _synthetic_records()}
+    path = write_report(data, tmp_path, title='T', source='x.json')
+    text = path.read_text()
+    assert '+20.0%' in text and '-20.0%' in text and '| under modality dropout | 2 |' in text
+    assert (tmp_path / 'acc_vs_ratio_avmnist_early.png').stat().st_size > 1000
+    assert '![acc_vs_ratio_avmnist_early](acc_vs_ratio_avmnist_early.png)' in text
+    with pytest.raises(DataError, match='no records'):
+        render_markdown({'meta': {}, 'records': []}, [], 'T')
+
+
+def test_read_results_errors(tmp_path):
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{"records": 3}')
+    with pytest.raises(DataError, match='expected'):
+        bench.read_results(bad)
+    with pytest.raises(DataError, match='unreadable'):
+        bench.read_results(tmp_path / 'missing.json')
