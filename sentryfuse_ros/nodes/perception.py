@@ -12,15 +12,15 @@ import os
 import time
 from typing import Any, Dict, Mapping, Optional
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from sentryfuse_ros import conversions
+from sentryfuse_ros.converters import audio_converter, lidar_converter
 from sentryfuse_ros.core.engine import EngineConfig, PerceptionEngine
-from sentryfuse_ros.core.errors import ConfigError, ConversionError, SentryFuseError
+from sentryfuse_ros.core.errors import ConfigError, SentryFuseError
 from sentryfuse_ros.core.latency import LatencyStats
 from sentryfuse_ros.core.preprocess import MODALITIES
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
@@ -85,27 +85,6 @@ def check_values(values: Mapping[str, Any]) -> None:
     build_engine_config(values)
 
 
-def _lidar_converter(type_name: str):
-    def convert(msg) -> np.ndarray:
-        if type_name.endswith('LaserScan'):
-            pts = conversions.laserscan_to_points(msg)                                  # (N, 3)
-            pts = np.concatenate([pts, np.zeros((len(pts), 1), np.float32)], axis=1)    # (N, 4)
-        else:
-            pts = conversions.pointcloud2_to_array(msg, with_intensity=True)           # (N, 4)
-        if len(pts) == 0:
-            raise ConversionError(f'{type_name.rsplit("/", 1)[-1]} has no finite points '
-                                  f'(width={getattr(msg, "width", "?")}, all NaN/inf or empty)')
-        return pts
-    return convert
-
-
-def _audio_converter(rate: int):
-    def convert(msg) -> np.ndarray:
-        pcm, src_rate = conversions.audio_msg_to_array(msg)
-        return conversions.resample(pcm, src_rate, rate) if src_rate != rate else pcm
-    return convert
-
-
 class Perception(Node):
     """Args: **kwargs: passed to rclpy Node (context, parameter_overrides, ...)."""
 
@@ -160,8 +139,8 @@ class Perception(Node):
                                            device=values['device'])
             self._converters = {
                 'camera': conversions.image_to_rgb,
-                'lidar': _lidar_converter(values['lidar.type']),
-                'audio': _audio_converter(self.engine.pre.audio_rate),
+                'lidar': lidar_converter(values['lidar.type']),
+                'audio': audio_converter(self.engine.pre.audio_rate),
             }
             self.get_logger().info(f'model {path}: classes {list(self.engine.class_names)}, '
                                    f'modalities {list(self.engine.modalities)}, device {values["device"]}')
