@@ -55,7 +55,7 @@ NUMPY_INCLUDE="$("$VPY" "$ROOT/scripts/fix_wheel_cmake.py" "$VENV")"
 # 4. colcon build (symlink install: Python edits need no rebuild; new files do) --------
 BUILD_STAMP_FILE="$ROOT/install/.sentryfuse-build-stamp"
 BUILD_HASH="$( { cat CMakeLists.txt package.xml msg/*.msg; \
-  find sentryfuse_ros scripts launch config models -type f -not -path '*__pycache__*' \
+  find sentryfuse_ros scripts launch config models msg -type f -not -path '*__pycache__*' \
     -not -name '*.pyc' | LC_ALL=C sort; } | sha256sum | cut -c1-16)"
 if [ -f "$BUILD_STAMP_FILE" ] && [ "$(cat "$BUILD_STAMP_FILE")" = "$BUILD_HASH" ]; then
   log "colcon build up to date"
