@@ -198,8 +198,7 @@ def validate(model: SentryFuseModel, gate: SentryGate, data: MultimodalTensors, 
     return out
 
 
-def _build(cfg: TrainFileConfig):
-    names = class_names(cfg.data.scene)
+def _build(cfg: TrainFileConfig, names: Sequence[str]):
     model = SentryFuseModel(SentryFuseConfig(model=cfg.model, preprocess=cfg.preprocess, class_names=names))
     layout = model.unit_layout()
     gate = SentryGate(modalities=model.modalities, layout=layout)
@@ -231,7 +230,8 @@ class TrainResult:
 
 
 def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '', progress: bool = True,
-          stop_after: Optional[int] = None, log: Callable[[str], None] = None) -> TrainResult:
+          stop_after: Optional[int] = None, log: Callable[[str], None] = None,
+          datasets: Optional[Tuple[MultimodalTensors, MultimodalTensors]] = None) -> TrainResult:
     """Train, write the checkpoint to ``out``; returns the trained model, gate, teacher and metadata.
 
     Args:
@@ -243,12 +243,15 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
         stop_after: stop (state saved, no checkpoint written) once this step count is reached;
             simulates an interruption in tests.
         log: where summary lines go (default: stderr).
+        datasets: optional (train, val) datasets (e.g. AV-MNIST) used instead of rendering the synthetic
+            scenes of ``cfg.data``; their class names become the model's. ``cfg.data`` is still recorded.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     out = pathlib.Path(out)
     t = cfg.train
     torch.manual_seed(t.seed)
-    model, gate, teacher, opt = _build(cfg)
+    names = tuple(datasets[0].class_names) if datasets is not None else class_names(cfg.data.scene)
+    model, gate, teacher, opt = _build(cfg, names)
     rng = np.random.default_rng(t.seed)
     start_step, elapsed_before = 0, 0.0
     spath = state_path(out)
@@ -256,7 +259,10 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
         start_step, elapsed_before = _load_state(spath, cfg, model, gate, teacher, opt, rng)
         log(f'resuming from {spath} at step {start_step}/{t.steps}')
     t0 = time.perf_counter()
-    train_set, val_set = _datasets(cfg)
+    if datasets is not None:
+        train_set, val_set = (d.subset(model.modalities) for d in datasets)
+    else:
+        train_set, val_set = _datasets(cfg)
     log(f'data: {len(train_set)} train / {len(val_set)} val scenes in {time.perf_counter() - t0:.1f}s')
     curriculum = Curriculum(t.curriculum, modalities=model.modalities, total_steps=t.steps)
     prune_start = int(round(t.gate.prune_start_frac * t.steps))

@@ -153,3 +153,22 @@ def test_shipped_config_loads():
     sentry = load_train_config(root / 'config' / 'train_sim.yaml')
     assert dense.model.attention == 'dense' and sentry.model.attention == 'sentry'
     assert dataclasses.replace(dense, model=dataclasses.replace(dense.model, attention='sentry')) == sentry
+
+
+def test_train_on_given_datasets_takes_their_class_names(tmp_path):
+    from sentryfuse_ros.core.datasets import MultimodalTensors
+    gen = torch.Generator().manual_seed(0)
+    pre = TINY.preprocess
+
+    def make(n):
+        labels = torch.arange(n) % 3
+        inputs = {'camera': torch.rand(n, 3, pre.image_size, pre.image_size, generator=gen) + labels.view(-1, 1, 1, 1),
+                  'audio': torch.rand(n, pre.audio_samples, generator=gen) * 0.1}
+        return MultimodalTensors(inputs, labels, ('low', 'mid', 'high'))
+    cfg = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, modalities=('camera', 'audio')),
+                              train=dataclasses.replace(TINY.train, steps=6))
+    result = train(cfg, tmp_path / 'given.pt', progress=False, log=lambda s: None, datasets=(make(24), make(12)))
+    model, gate, meta = load_sentryfuse(tmp_path / 'given.pt')
+    assert meta['class_names'] == ['low', 'mid', 'high'] and model.modalities == ('camera', 'audio')
+    assert set(meta['training']['val_accuracy']['1.00']) == {'camera', 'audio', 'camera+audio'}
+    assert result.meta['val_size'] == 12
