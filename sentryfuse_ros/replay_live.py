@@ -1,0 +1,266 @@
+"""Live bag replay: the bag's raw CDR bytes played onto ROS topics against the real nodes.
+
+The health_monitor and perception nodes of :mod:`sentryfuse_ros.graph` are started in this process
+(own rclpy Context and DDS domain), a ``bag_player`` node publishes each mapped topic's stored CDR
+bytes with raw publishers at the bag's timing scaled by ``rate`` (optionally publishing /clock
+with the bag time, the nodes then on ``use_sim_time``), and a ``replay_recorder`` node records
+what the graph publishes (Prediction, InferenceLatency, ModalityHealth). The result is a
+:class:`~sentryfuse_ros.core.replay.ReplayResult`, reported like an offline run.
+
+Alignment with the bag: a Prediction's header stamp is the stamp of the newest sample it used (a
+sensor stamp from the bag), so ``t_sample = stamp - bag start``, exactly as offline; ground truth
+is looked up there. Health messages and the prediction's ``t`` are placed on the bag timeline by
+wall time since playback started times ``rate``.
+"""
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import BatteryState
+
+from sentryfuse_ros import graph
+from sentryfuse_ros.core.bags import SENSOR_MODALITIES, BagSource
+from sentryfuse_ros.core.errors import BagError
+from sentryfuse_ros.core.replay import (Faults, LabelTrack, ReplayConfig, ReplayResult, bag_info, faults_dict,
+                                        profile_at)
+from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
+from sentryfuse_ros.nodes import common
+
+DEFAULT_TYPES = {'camera': 'sensor_msgs/msg/Image', 'lidar': 'sensor_msgs/msg/PointCloud2',
+                 'audio': 'sentryfuse_ros/msg/AudioFrame'}
+DEFAULT_TOPICS = {'camera': '/camera/image_raw', 'lidar': '/lidar/points', 'audio': '/audio/frames'}
+
+
+def graph_parameters(config: ReplayConfig, mapping: Dict[str, str], types: Dict[str, str], faults: Faults,
+                     checkpoint: str, use_sim_time: bool) -> Dict[str, Dict[str, Any]]:
+    """ros__parameters of health_monitor and perception for this bag and configuration."""
+    h, e, rp = config.health, config.engine, config.replay
+    health: Dict[str, Any] = {'modalities': list(SENSOR_MODALITIES), 'qos': 'reliable',
+                              'update_rate': float(h.update_rate),
+                              'battery_topic': mapping.get('battery', '/battery_state')}
+    perception: Dict[str, Any] = {'model_path': checkpoint, 'device': rp.device, 'rate': float(rp.rate),
+                                  'trigger': rp.trigger, 'qos': 'reliable', 'prebuild': True,
+                                  'budget_levels': [float(b) for b in e.budget_levels]}
+    for i, m in enumerate(SENSOR_MODALITIES):
+        topic, type_name = mapping.get(m, DEFAULT_TOPICS[m]), types.get(m, DEFAULT_TYPES[m])
+        mon = getattr(h, m)
+        health.update({f'{m}.topic': topic, f'{m}.type': type_name, f'{m}.timeout': float(mon.timeout),
+                       f'{m}.warn_rate': float(mon.warn_rate), f'{m}.error_rate': float(mon.error_rate),
+                       f'{m}.window_size': int(mon.window_size), f'{m}.recover_count': int(mon.recover_count)})
+        perception.update({f'{m}.topic': topic, f'{m}.type': type_name, f'{m}.max_age': float(e.max_age_s[i])})
+    b = h.battery
+    health.update({'budget_levels': [float(v) for v in b.budget_levels],
+                   'budget_values': [float(v) for v in b.budget_values],
+                   'budget_hysteresis': float(b.budget_hysteresis), 'battery_timeout': float(b.battery_timeout),
+                   'unknown_budget': float(b.unknown_budget),
+                   'compute_budget_override': float(faults.budget or b.compute_budget_override)})
+    params = {'health_monitor': health, 'perception': perception}
+    if use_sim_time:
+        params['**'] = {'use_sim_time': True}
+    return params
+
+
+class ReplayRecorder(Node):
+    """Records Prediction + InferenceLatency (paired by header stamp) and ModalityHealth.
+
+    Args:
+        origin_s: bag start [s], to place sensor stamps on the bag timeline.
+        bag_time: () -> current bag time [s since bag start] (wall time since playback x rate).
+        labels: ground truth.
+        **kwargs: passed to rclpy Node.
+    """
+
+    def __init__(self, origin_s: float, bag_time, labels: LabelTrack, **kwargs):
+        super().__init__('replay_recorder', **kwargs)
+        self.origin_s, self.bag_time, self.labels = origin_s, bag_time, labels
+        self.records: List[Dict[str, Any]] = []
+        self.availability: List[Dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._pred: Dict[Any, List] = {}
+        self._lat: Dict[Any, List] = {}
+        self.create_subscription(Prediction, '/sentryfuse/prediction', self._on_prediction, 100)
+        self.create_subscription(InferenceLatency, '/sentryfuse/latency', self._on_latency, 100)
+        self.create_subscription(ModalityHealth, '/sentryfuse/health', self._on_health, 100)
+
+    def _on_health(self, msg: ModalityHealth) -> None:
+        with self._lock:
+            self.availability.append({
+                't': self.bag_time(), 'live': dict(zip(msg.modalities, (bool(x) for x in msg.live))),
+                'status': dict(zip(msg.modalities, (int(x) for x in msg.status))),
+                'budget': float(msg.compute_budget), 'battery': float(msg.battery_percentage)})
+
+    def _on_prediction(self, msg: Prediction) -> None:
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        with self._lock:
+            self._pred.setdefault(key, []).append((self.bag_time(), msg))
+            self._match(key)
+
+    def _on_latency(self, msg: InferenceLatency) -> None:
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        with self._lock:
+            self._lat.setdefault(key, []).append(msg)
+            self._match(key)
+
+    def _match(self, key) -> None:
+        while self._pred.get(key) and self._lat.get(key):
+            t, p = self._pred[key].pop(0)
+            lat = self._lat[key].pop(0)
+            stamp = key[0] + key[1] * 1e-9
+            t_sample = stamp - self.origin_s
+            self.records.append({
+                't': t, 't_sample': t_sample, 'label': p.label, 'class_id': int(p.class_id),
+                'truth': self.labels.truth(t_sample) if len(self.labels) else None,
+                'confidence': float(p.confidence), 'scores': [float(x) for x in p.scores],
+                'modalities': list(p.modalities_used), 'budget': float(p.compute_budget),
+                'gflops': float(p.gflops), 'subnetwork': p.subnetwork, 'stamp_s': stamp,
+                'convert_ms': lat.convert_ms, 'preprocess_ms': lat.preprocess_ms,
+                'reconfigure_ms': lat.reconfigure_ms, 'inference_ms': lat.inference_ms,
+                'total_ms': lat.total_ms, 'sensor_age_ms': lat.sensor_age_ms})
+
+
+def _labels_of(bag: BagSource, topic: Optional[str], start_ns: int, transition_s: float) -> LabelTrack:
+    track = LabelTrack(transition_s)
+    if topic:
+        for t_ns, _, msgtype, raw in bag.raw_messages([topic]):
+            track.add((t_ns - start_ns) / 1e9, str(bag.deserialize(raw, msgtype).data))
+    return track
+
+
+def replay_live(bag_path, config: ReplayConfig, *, checkpoint: str, faults: Faults = Faults(),
+                labels: Optional[LabelTrack] = None, rate: float = 1.0, publish_clock: bool = False,
+                domain_id: Optional[int] = None, discovery_timeout_s: float = 10.0,
+                progress=None) -> ReplayResult:
+    """Play ``bag_path`` into a live health_monitor + perception graph and record their output.
+
+    Args:
+        bag_path: the bag.
+        config: topic map, health and engine settings, inference rate and trigger.
+        checkpoint: model checkpoint for the perception node.
+        faults: drop windows (not published), battery profile (published instead of the bag's
+            BatteryState), fixed budget (the health monitor's compute_budget_override).
+        labels: ground truth from a file; None: the bag's label topic when mapped.
+        rate: playback speed factor (2.0 = twice as fast as recorded).
+        publish_clock: publish /clock with the bag time; the nodes then use sim time.
+        domain_id: DDS domain (None: ROS_DOMAIN_ID).
+        discovery_timeout_s: how long to wait for the nodes to subscribe.
+        progress: called as progress(fraction, text).
+    """
+    if not rate > 0:
+        raise BagError(f'--rate={rate!r}: expected a positive playback speed factor')
+    with BagSource(bag_path) as bag:
+        info = bag_info(bag)
+        mapping, notes = bag.resolve(config.topics)
+        types = {m: bag.topics[t]['type'] for m, t in mapping.items()}
+        start_ns, duration = info['start_ns'], info['duration_s']
+        track = labels if labels is not None else _labels_of(
+            bag, mapping.get('labels'), start_ns, config.replay.label_transition_s)
+        played = [mapping[m] for m in SENSOR_MODALITIES + ('battery',) if m in mapping]
+        modality_of = {t: m for m, t in mapping.items()}
+        skipped = {t: {'type': v['type'], 'count': v['count']} for t, v in bag.topics.items()
+                   if t not in played and t != mapping.get('labels')}
+        context = rclpy.context.Context()
+        rclpy.init(context=context, domain_id=domain_id)
+        executor, nodes, stop = None, [], threading.Event()
+        wall0 = [time.monotonic()]
+        injected: Dict[str, int] = {}
+        read: Dict[str, int] = {}
+        spinner = None
+        try:
+            params = graph_parameters(config, mapping, types, faults, checkpoint, publish_clock)
+            specs = [s for s in graph.GRAPH if not s.sim_only]
+            nodes = graph.build_graph(specs, params, use_sim=False, context=context)
+            perception = next(n for n in nodes if n.get_name() == 'perception')
+            if perception.engine is None:
+                raise BagError(f'the perception node could not load the model: {perception._model_error}')
+            bag_time = lambda: (time.monotonic() - wall0[0]) * rate  # noqa: E731
+            recorder = ReplayRecorder(start_ns / 1e9, bag_time, track, context=context)
+            player = Node('bag_player', context=context,
+                          parameter_overrides=[Parameter('use_sim_time', value=False)])
+            qos = common.qos_profile('reliable')
+            pubs = {t: player.create_publisher(common.message_type(bag.topics[t]['type']), t, qos)
+                    for t in played}
+            battery_topic = mapping.get('battery', '/battery_state')
+            battery_pub = (pubs.get(battery_topic) or player.create_publisher(BatteryState, battery_topic, qos)) \
+                if faults.battery_profile else None
+            clock_pub = player.create_publisher(Clock, '/clock', 10) if publish_clock else None
+            executor = MultiThreadedExecutor(context=context)
+            for node in nodes + [recorder]:
+                executor.add_node(node)
+
+            def spin():
+                while not stop.is_set() and context.ok():
+                    executor.spin_once(timeout_sec=0.05)
+            spinner = threading.Thread(target=spin, daemon=True)
+            spinner.start()
+            deadline = time.monotonic() + discovery_timeout_s
+            want = {t: (2 if modality_of[t] in SENSOR_MODALITIES else 1) for t in played}
+            while any(pubs[t].get_subscription_count() < n for t, n in want.items()):
+                if time.monotonic() > deadline:
+                    raise BagError(f'live replay: the nodes did not subscribe within {discovery_timeout_s:g} s '
+                                   f'(DDS discovery on domain {domain_id})')
+                time.sleep(0.05)
+            time.sleep(0.2)  # let the other endpoints' discovery finish too
+            wall0[0] = time.monotonic()
+            next_battery = 0.0
+            for t_ns, topic, _msgtype, raw in bag.raw_messages(played):
+                t = (t_ns - start_ns) / 1e9
+                while battery_pub is not None and next_battery <= t:
+                    _sleep_until(wall0[0] + next_battery / rate)
+                    msg = BatteryState()
+                    msg.header.stamp = _time_msg(start_ns + int(next_battery * 1e9))
+                    msg.percentage = float(profile_at(faults.battery_profile, next_battery))
+                    battery_pub.publish(msg)
+                    next_battery += 1.0 / config.replay.battery_feed_hz
+                m = modality_of[topic]
+                if faults.dropped(m, t):
+                    injected[m] = injected.get(m, 0) + 1
+                    continue
+                if m == 'battery' and faults.battery_profile:
+                    injected['battery_replaced'] = injected.get('battery_replaced', 0) + 1
+                    continue
+                _sleep_until(wall0[0] + t / rate)
+                if clock_pub is not None:
+                    clock_pub.publish(Clock(clock=_time_msg(t_ns)))
+                pubs[topic].publish(raw)
+                read[topic] = read.get(topic, 0) + 1
+                if progress is not None and sum(read.values()) % 100 == 0:
+                    progress(min(1.0, t / duration) if duration else 1.0, f'{t:.1f}/{duration:.1f} s played')
+            _sleep_until(wall0[0] + duration / rate + 0.5)  # the last inferences reach the recorder
+        finally:
+            stop.set()
+            if spinner is not None:
+                spinner.join(timeout=5.0)
+            if executor is not None:
+                executor.shutdown(timeout_sec=1.0)
+            for node in nodes:
+                node.destroy_node()
+            context.try_shutdown()
+        if progress is not None:
+            progress(1.0, f'{duration:.1f}/{duration:.1f} s played')
+    return ReplayResult(
+        mode='live', bag=info, mapping=mapping, notes=notes, class_names=tuple(perception.engine.class_names),
+        records=sorted(recorder.records, key=lambda r: r['t']), availability=recorder.availability,
+        read={'read': read, 'skipped': skipped, 'errors': {}, 'injected_drops': injected,
+              'unknown_types': dict(bag.unknown_types), 'out_of_order': 0},
+        faults=faults_dict(faults), switches=perception.engine.switches, engine_errors=dict(perception.engine.errors),
+        labels_source=('file' if labels is not None else f'topic {mapping["labels"]}' if 'labels' in mapping else ''),
+        wall_s=time.monotonic() - wall0[0],
+        settings={'rate': config.replay.rate, 'trigger': config.replay.trigger, 'playback_rate': rate,
+                  'clock': publish_clock, 'health_update_rate': config.health.update_rate,
+                  'label_transition_s': config.replay.label_transition_s, 'device': config.replay.device})
+
+
+def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _time_msg(t_ns: int):
+    from builtin_interfaces.msg import Time  # noqa: PLC0415
+    return Time(sec=int(t_ns // 10**9), nanosec=int(t_ns % 10**9))
