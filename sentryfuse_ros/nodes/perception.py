@@ -9,6 +9,7 @@ sentryfuse_ros.core.engine; this node converts messages and publishes results.
 """
 import math
 import os
+import re
 import time
 from typing import Any, Dict, Mapping, Optional
 
@@ -234,7 +235,9 @@ class Perception(Node):
 
     def _report_new_errors(self) -> None:
         for modality, text in self.engine.last_error.items():
-            key = (modality, text.split(':', 1)[0])
+            # the cause is the message with its numbers masked (sizes vary, the cause does not);
+            # the exception type alone would log only the first of many ConversionError causes
+            key = (modality, re.sub(r'\d+', '#', text))
             if key not in self._logged:
                 self._logged.add(key)
                 self.get_logger().error(f'{modality}: {text} (logged once per cause; counted on /diagnostics)')
