@@ -362,8 +362,7 @@ def run_bench(cfg: BenchConfig, out, *, cache_dir, device='cpu', resume: bool = 
         models = {}
         for variant in ['main'] + variants_needed:
             path, wall = trained_checkpoint(cfg, backbone, dataset, seed, variant, data, cache_dir, log)
-            with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):  # train.py stores one
-                model, gate, ckmeta = tr.load_sentryfuse(path, device=device)
+            model, gate, ckmeta = tr.load_sentryfuse(path, device=device)
             models[variant] = (model, gate)
             training = ckmeta.get('training', {})
             info[variant] = {'checkpoint': path.name, 'train_wall_time_s': training.get('train_wall_time_s'),
