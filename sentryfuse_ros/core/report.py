@@ -144,7 +144,8 @@ def plot_accuracy_budget(ax, result: ReplayResult, phases: Sequence[Phase], wind
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlim(0, max(t_end, 1e-3))
     ax.set_ylabel('accuracy / budget')
-    ax.legend(loc='lower left', fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc='lower left', fontsize=7)
     ax.set_title('accuracy and compute budget over bag time', fontsize=9)
 
 
@@ -178,7 +179,10 @@ def plot_latency(ax, result: ReplayResult) -> None:
     ax.set_xscale('log')
     ax.set_xlabel('latency per inference [ms]')
     ax.set_ylabel('inferences')
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, 'no inferences', transform=ax.transAxes, ha='center')
     ax.set_title('latency per stage', fontsize=9)
 
 
