@@ -92,11 +92,11 @@ def build_inputs(args):
         topics[modality.strip()] = topic.strip()
     label_file = None
     if args.labels:
-        if args.labels.startswith('/') and not pathlib.Path(args.labels).is_file():
-            topics['labels'] = args.labels
-        elif args.labels.lower().endswith('.csv'):
+        if args.labels.lower().endswith('.csv'):
             label_file = args.labels
             topics.setdefault('labels', '')
+        elif args.labels.startswith('/'):
+            topics['labels'] = args.labels
         else:
             raise ConfigError(f'--labels {args.labels!r}: expected a topic (/name) or a .csv file')
     from sentryfuse_ros.core.errors import BagError

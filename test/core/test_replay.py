@@ -263,3 +263,19 @@ def test_cli_errors_name_the_value(tmp_path, checkpoint):
     pathlib.Path(out).mkdir()
     with pytest.raises(ConfigError, match=r"--out '.*out' exists; choose a new folder or pass --overwrite"):
         _run(base + [str(bag)])
+
+
+def test_label_file_gives_the_label_topics_truth(tmp_path, checkpoint):
+    from sentryfuse_ros.core.simbag import scene_truth
+    bag = sim_bag(tmp_path / 'bag', duration=3.0)
+    rows = [f'{k * 0.1:.1f},{scene_truth(SIM, k * 0.1)}' for k in range(30)]
+    (tmp_path / 'labels.csv').write_text('t,label\n' + '\n'.join(rows) + '\n')
+    metrics = {}
+    for name, extra in (('topic', []), ('file', ['--labels', str(tmp_path / 'labels.csv')])):
+        assert _run(['replay', str(bag), '--out', str(tmp_path / name), '--checkpoint', str(checkpoint),
+                     '--no-progress', '--no-plots', *extra]) == 0
+        metrics[name] = json.loads((tmp_path / name / 'metrics.json').read_text())
+    assert metrics['file']['labels_source'] == 'file'
+    assert metrics['topic']['labels_source'] == f'topic {SIM.labels_topic}'
+    assert metrics['file']['accuracy']['overall'] == metrics['topic']['accuracy']['overall']
+    assert metrics['file']['accuracy']['overall']['n_scored'] > 10
