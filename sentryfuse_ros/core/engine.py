@@ -162,7 +162,7 @@ class PerceptionEngine:
             try:
                 pcm = converter(payload) if converter else np.asarray(payload, dtype=np.float32)
             except SentryFuseError as exc:
-                self._record_error('audio', exc)
+                self.record_error('audio', exc)
                 return
             finally:
                 self._audio_convert_ms += (time.perf_counter() - t0) * 1e3
@@ -228,7 +228,7 @@ class PerceptionEngine:
                 try:
                     pending.array = pending.converter(pending.payload) if pending.converter else np.asarray(pending.payload)
                 except SentryFuseError as exc:
-                    self._record_error(m, exc)
+                    self.record_error(m, exc)
                     self._latest.pop(m, None)
                     continue
                 finally:
@@ -249,7 +249,7 @@ class PerceptionEngine:
                     continue
             except (SentryFuseError, KeyError) as exc:
                 if isinstance(exc, SentryFuseError):
-                    self._record_error(m, exc)
+                    self.record_error(m, exc)
                 continue
             tensors[m] = torch.as_tensor(np.asarray(x)).unsqueeze(0).to(self.device, self.dtype)  # (1, ...)
         preprocess_ms = (time.perf_counter() - t0) * 1e3
@@ -281,6 +281,7 @@ class PerceptionEngine:
             inference_ms=inference_ms, reconfigure_ms=reconfigure_ms,
             sensor_age_ms=max(0.0, (now_s - stamp) * 1e3))
 
-    def _record_error(self, modality: str, exc: Exception) -> None:
+    def record_error(self, modality: str, exc: Exception) -> None:
+        """Count an input error of ``modality`` (``errors``) and keep its text (``last_error``)."""
         self.errors[modality] = self.errors.get(modality, 0) + 1
         self.last_error[modality] = f'{type(exc).__name__}: {exc}'

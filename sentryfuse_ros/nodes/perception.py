@@ -21,7 +21,7 @@ from rclpy.node import Node
 from sentryfuse_ros import conversions
 from sentryfuse_ros.converters import audio_converter, lidar_converter
 from sentryfuse_ros.core.engine import EngineConfig, PerceptionEngine
-from sentryfuse_ros.core.errors import ConfigError, SentryFuseError
+from sentryfuse_ros.core.errors import ConfigError, ConversionError, SentryFuseError
 from sentryfuse_ros.core.latency import LatencyStats
 from sentryfuse_ros.core.preprocess import MODALITIES
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
@@ -169,7 +169,11 @@ class Perception(Node):
         if self.engine is None:
             return
         header = getattr(msg, 'header', None)
-        stamp = conversions.stamp_to_sec(header.stamp) if header is not None else 0.0
+        try:
+            stamp = conversions.stamp_to_sec(header.stamp) if header is not None else 0.0
+        except ConversionError as exc:  # e.g. nanosec >= 1e9: skip the message, count it, stay alive
+            self.engine.record_error(modality, exc)
+            return
         now = self._now()
         self.engine.push(modality, msg, stamp if stamp > 0 else now, self._converters[modality],
                          received_s=now)
