@@ -262,6 +262,12 @@ def _image(encoding='rgb8', data_len=None):
     return msg
 
 
+def _image_with_bad_stamp():
+    msg = _image()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 5, 1_500_000_000   # nanosec must be < 1e9
+    return msg
+
+
 def _cloud_without_z():
     msg = conversions.array_to_pointcloud2(np.ones((100, 3), np.float32))
     msg.fields = [PointField(name='x', offset=0, datatype=PointField.FLOAT32, count=1),
@@ -291,6 +297,7 @@ MALFORMED = [
      r'Image.data has 1000 bytes, expected height\*step'),
     ('camera', 'image with unknown encoding', lambda: _image(encoding='yuv999'),
      r"Image.encoding 'yuv999' is unsupported"),
+    ('camera', 'image with an invalid stamp', _image_with_bad_stamp, r'stamp.nanosec is 1500000000'),
     ('lidar', 'cloud missing z', _cloud_without_z, r"PointCloud2.fields lacks 'z'"),
     ('lidar', 'truncated cloud', _truncated_cloud, r'PointCloud2.data has 1593 bytes'),
     ('lidar', 'NaN-filled cloud', _nan_cloud, r'PointCloud2 has no finite points'),
