@@ -216,10 +216,11 @@ def test_predictions_flow_lidar_stop_and_battery_drop(make_harness, checkpoint):
     # one trial; the bound holds for the fastest, and every trial beats lidar's own 3 s max age.
     bound = LIDAR_TIMEOUT + 1.0 / HEALTH_RATE + 1.0 / RATE
     reactions = []
-    for trial in range(3):
+    for _ in range(3):
         h.stream('lidar', on=False)
         n = len(h.predictions)
-        h.spin_until(lambda: any(not uses(p, ALL) for _, p in h.predictions[n:]), 5.0, 'a prediction without lidar')
+        h.spin_until(lambda: any(not uses(p, ALL) for _, p in h.predictions[n:]), 5.0,
+                     'a prediction without lidar')
         stopped = h.last_sent['lidar']
         first_rt, first = next((rt, p) for rt, p in h.predictions[n:] if not uses(p, ALL))
         assert first_rt > stopped
