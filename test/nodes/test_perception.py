@@ -204,7 +204,8 @@ def test_predictions_flow_lidar_stop_and_battery_drop(make_harness, checkpoint):
     assert full.label and 0 <= full.class_id < len(full.scores)
     assert full.confidence == pytest.approx(max(full.scores))
     key = (full.header.stamp.sec, full.header.stamp.nanosec)
-    matching = lambda: [lat for lat in h.latencies if (lat.header.stamp.sec, lat.header.stamp.nanosec) == key]  # noqa: E731
+    def matching():
+        return [lat for lat in h.latencies if (lat.header.stamp.sec, lat.header.stamp.nanosec) == key]
     h.spin_until(matching, 2.0, 'the InferenceLatency of that prediction')
     lat = matching()[-1]
     assert lat.total_ms >= lat.inference_ms > 0
