@@ -54,8 +54,9 @@ def test_config_builds_the_graph_with_valid_parameters(ros_context):
     nodes = graph.build_graph(graph.GRAPH, params, use_sim=True, context=ros_context)
     try:
         by_name = {n.get_name(): n for n in nodes}
-        assert set(by_name) == {'health_monitor', 'sensor_sim'}
+        assert set(by_name) == {'health_monitor', 'perception', 'sensor_sim'}
         assert by_name['health_monitor']._param_errors == []
+        assert by_name['perception']._param_errors == []
         for name, node in by_name.items():
             undeclared = [k for k in params[name] if not node.has_parameter(k)]
             assert undeclared == [], f'{name}: YAML keys the node does not declare'
@@ -64,8 +65,9 @@ def test_config_builds_the_graph_with_valid_parameters(ros_context):
         for node in nodes:
             node.destroy_node()
     no_sim = graph.build_graph(graph.GRAPH, params, use_sim=False, context=ros_context)
-    assert [n.get_name() for n in no_sim] == ['health_monitor']
-    no_sim[0].destroy_node()
+    assert [n.get_name() for n in no_sim] == ['health_monitor', 'perception']
+    for node in no_sim:
+        node.destroy_node()
 
 
 def test_run_graph_stops_after_duration():
@@ -74,6 +76,6 @@ def test_run_graph_stops_after_duration():
     rc = graph.run_graph(params_file=CONFIG, use_sim=True, duration=1.0, log=lines.append,
                          sets=['health_monitor.update_rate=20.0'], domain_id=231)
     assert rc == 0 and 1.0 <= time.monotonic() - start < 10.0
-    assert "['health_monitor', 'sensor_sim']" in lines[0]
+    assert "['health_monitor', 'perception', 'sensor_sim']" in lines[0]
     with pytest.raises(ConfigError, match=r"--set names node\(s\) \['nope'\]"):
         graph.run_graph(params_file=CONFIG, sets=['nope.x=1'], domain_id=231)

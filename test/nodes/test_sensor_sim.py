@@ -1,6 +1,8 @@
 """sensor_sim over real DDS: every stream at about its rate, and a scenario drop stops one."""
 import time
 
+import numpy as np
+
 import pytest
 
 rclpy = pytest.importorskip('rclpy')
@@ -12,6 +14,7 @@ from sensor_msgs.msg import BatteryState, Image, PointCloud2  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from sentryfuse_ros import conversions  # noqa: E402
+from sentryfuse_ros.core.errors import ConfigError  # noqa: E402
 from sentryfuse_ros.msg import AudioFrame  # noqa: E402
 from sentryfuse_ros.nodes.sensor_sim import SensorSim, SimpleScene  # noqa: E402
 
@@ -27,7 +30,7 @@ def test_streams_rates_and_scenario_drop(ros_context, tmp_path):
     (tmp_path / 'sc.yaml').write_text(SCENARIO)
     params = {'scenario': str(tmp_path / 'sc.yaml'), 'camera.width': 32, 'camera.height': 24,
               'lidar.points': 256, 'battery.rate': 5.0, 'battery.drain_per_s': 0.01,
-              'label.rate': 5.0}
+              'label.rate': 5.0, 'scene.kind': 'simple'}
     sim = SensorSim(context=ros_context,
                     parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     node = Node('sim_test', context=ros_context)
@@ -84,3 +87,20 @@ def test_simple_scene_frames(modality, shape):
     frame = scene.make_frame(modality, 3.0)
     assert frame.shape == shape
     assert scene.label(3.0) == 'person' and scene.label(12.0) == 'vehicle'
+
+
+def test_synthetic_scenes_are_coherent_across_streams():
+    """The default scene source: all streams show the scene of the label, audio is sample-exact."""
+    from sentryfuse_ros.core.scenes import SCENE_PRESETS, SceneStream
+    from sentryfuse_ros.nodes.sensor_sim import SyntheticScenes
+    scenes = SyntheticScenes(preset='sim6', seed=3, duration=2.0, width=64, height=48, points=512)
+    stream = SceneStream(SCENE_PRESETS['sim6'], seed=3, scene_duration_s=2.0)
+    assert [scenes.label(t) for t in (0.5, 2.5, 4.5)] == [stream.scene_at(t).label for t in (0.5, 2.5, 4.5)]
+    assert scenes.make_frame('camera', 0.1).shape == (48, 64, 3)
+    assert scenes.make_frame('lidar', 0.1).shape == (512, 4)
+    a = np.concatenate([scenes.make_frame('audio', 1.0 + 0.02 * i) for i in range(3)])
+    assert a.shape == (480,)
+    with pytest.raises(ConfigError, match=r"scene.preset='nope'"):
+        SyntheticScenes(preset='nope')
+    with pytest.raises(ConfigError, match=r'audio.sample_rate=16000'):
+        SyntheticScenes(sample_rate=16000)
