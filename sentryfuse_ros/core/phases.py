@@ -26,6 +26,8 @@ def scenario_phases(scenario: Scenario, duration: Optional[float] = None) -> Lis
     battery: Optional[float] = None
     bounds: List[Tuple[float, str]] = [(0.0, 'all sensors')]
     for ev in scenario.events:
+        if ev.t >= end:
+            break
         if ev.action == 'drop' and ev.modality not in dropped:
             dropped.append(ev.modality)
         elif ev.action == 'restore' and ev.modality in dropped:
@@ -40,7 +42,7 @@ def scenario_phases(scenario: Scenario, duration: Optional[float] = None) -> Lis
         bounds.append((float(ev.t), ', '.join(parts)))
     phases = []
     for i, (start, name) in enumerate(bounds):
-        stop = bounds[i + 1][0] if i + 1 < len(bounds) else end
+        stop = min(bounds[i + 1][0], end) if i + 1 < len(bounds) else end
         if stop > start:
             phases.append(Phase(start, stop, name))
     return phases

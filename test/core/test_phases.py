@@ -39,8 +39,6 @@ def test_duration_argument_overrides_the_scenario():
     assert scenario_phases(s, duration=5.0)[-1] == Phase(2.0, 5.0, 'lidar dropped')
 
 
-@pytest.mark.xfail(strict=True, reason='core/phases.py does not clip phases to `duration`: an event after '
-                   'the end stretches the previous phase past it (reported to the lead)')
 def test_phases_end_at_duration_when_events_come_later():
     s = Scenario(events=(ev(12, 'drop', modality='lidar'),))
     assert scenario_phases(s, duration=10.0) == [Phase(0.0, 10.0, 'all sensors')]
