@@ -17,6 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument('--steps', type=int, default=None, help='override train.steps')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: torch decides)')
+    parser.add_argument('--device', default='cpu', help='torch device (default cpu, the reference)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
     parser.set_defaults(func=run)
 
@@ -46,5 +47,5 @@ def run(args) -> int:
     words = ['sentryfuse', 'train', '--config', args.config, '--out', args.out]
     words += ['--resume'] * args.resume + [f'--{k}={v}' for k, v in overrides.items()]
     command = ' '.join(shlex.quote(str(w)) for w in words)
-    train(cfg, args.out, resume=args.resume, command=command, progress=not args.no_progress)
+    train(cfg, args.out, resume=args.resume, command=command, progress=not args.no_progress, device=args.device)
     return 0

@@ -57,6 +57,12 @@ def _batch1(model: SentryFuseModel, data, live) -> Dict[str, torch.Tensor]:
     return {m: data.inputs[m][:1] for m in live}
 
 
+def _sync(inputs: Dict[str, torch.Tensor]) -> None:
+    device = next(iter(inputs.values())).device
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
 def interleaved_latency_ms(models: Dict[str, torch.nn.Module], inputs: Dict[str, torch.Tensor], *,
                            repeats: int = 30, warmup: int = 3) -> Dict[str, float]:
     """Median batch-1 latency per model, timing the models round-robin so load drifts hit all alike."""
@@ -64,8 +70,10 @@ def interleaved_latency_ms(models: Dict[str, torch.nn.Module], inputs: Dict[str,
     with torch.no_grad():
         for i in range(warmup + repeats):
             for name, model in models.items():
+                _sync(inputs)
                 start = time.perf_counter()
                 model(inputs)
+                _sync(inputs)
                 if i >= warmup:
                     times[name].append((time.perf_counter() - start) * 1e3)
     return {k: float(statistics.median(v)) for k, v in times.items()}
@@ -137,9 +145,10 @@ def _dense_vs_sliced(model, subnets, full, budgets, data, repeats) -> Dict[str, 
     for b in budgets:
         sub = subnets[(full, b)].model
         mem = peak_memory_mb(sub, inputs1)
-        rows.append({'budget': float(b), 'params': count_params(sub), 'params_ratio': round(count_params(sub) / dense_params, 4),
+        params, ms = count_params(sub), lat[f'{b:.2f}']
+        rows.append({'budget': float(b), 'params': params, 'params_ratio': round(params / dense_params, 4),
                      'peak_mem_mb': round(mem, 4), 'peak_mem_ratio': round(mem / dense_mem, 4),
-                     'latency_ms': round(lat[f'{b:.2f}'], 4), 'latency_ratio': round(lat[f'{b:.2f}'] / lat['dense'], 4)})
+                     'latency_ms': round(ms, 4), 'latency_ratio': round(ms / lat['dense'], 4)})
     return {'subset': list(full), 'dense_params': dense_params, 'dense_peak_mem_mb': round(dense_mem, 4),
             'dense_latency_ms': round(lat['dense'], 4), 'sliced': rows}
 
@@ -166,18 +175,18 @@ def _attention_comparison(model, records, data, subsets, dense_checkpoint, devic
     if trained:
         twin, _, _ = load_sentryfuse(dense_checkpoint, device=device)
         source = str(dense_checkpoint)
-        if twin.config.model.attention != 'dense' or dataclasses.replace(twin.config.model, attention='sentry',
-                                                                          num_kv_heads=cfg.model.num_kv_heads) != cfg.model:
+        as_sentry = dataclasses.replace(twin.config.model, attention='sentry', num_kv_heads=cfg.model.num_kv_heads)
+        if twin.config.model.attention != 'dense' or as_sentry != cfg.model:
             raise CheckpointError(f'--dense-checkpoint {str(dense_checkpoint)!r}: expected the dense-attention twin '
                                   f'of the evaluated model (same config except attention: dense), got '
                                   f'attention={twin.config.model.attention!r}')
         if twin.config.class_names != cfg.class_names:
             raise CheckpointError(f'--dense-checkpoint {str(dense_checkpoint)!r}: class names '
                                   f'{list(twin.config.class_names)} differ from {list(cfg.class_names)}')
-    rows = []
+    rows, top = [], max(r['budget'] for r in records)
     for live in subsets:
         inputs1 = _batch1(model, data, live)
-        sentry = next(r for r in records if r['subset'] == list(live) and r['budget'] == max(r2['budget'] for r2 in records))
+        sentry = next(r for r in records if r['subset'] == list(live) and r['budget'] == top)
         dense_gflops = count_flops(twin, inputs1) / 1e9
         row = {'subset': list(live), 'sentry_gflops': sentry['gflops'], 'dense_gflops': round(dense_gflops, 6),
                'gflops_ratio': round(sentry['gflops'] / dense_gflops, 4),
@@ -203,8 +212,9 @@ def format_table(result: Dict[str, Any]) -> str:
         lines.append(f'{r["budget"]:>6.2f} {r["params"]:>8d} {r["params_ratio"]:>6.3f} {r["peak_mem_mb"]:>7.2f} '
                      f'{r["peak_mem_ratio"]:>6.3f} {r["latency_ms"]:>7.2f} {r["latency_ratio"]:>6.3f}')
     s = result['subnetwork_times']
-    lines += ['', f'sub-network build (select + slice): median {s["build_ms_median"]:.2f} ms, max {s["build_ms_max"]:.2f} ms '
-                  f'over {s["builds"]}; switch (cache hit): median {s["switch_ms_median"] * 1e3:.1f} us']
+    lines += ['', f'sub-network build (select + slice): median {s["build_ms_median"]:.2f} ms, '
+                  f'max {s["build_ms_max"]:.2f} ms over {s["builds"]}; '
+                  f'switch (cache hit): median {s["switch_ms_median"] * 1e3:.1f} us']
     a = result['dense_attention']
     lines += ['', f'SentryAttend vs dense attention at budget 1.0 (dense: {a["dense_source"]})',
               f'{"subset":<22} {"GFLOPs S":>9} {"GFLOPs D":>9} {"ratio":>6} {"acc S":>6} {"acc D":>6}']

@@ -192,17 +192,30 @@ def validate(model: SentryFuseModel, gate: SentryGate, data: MultimodalTensors, 
     for b in budgets:
         row = {}
         for live in modality_subsets(model.modalities):
-            gates = None if b >= 1.0 else masks_to_gates(select_units(gate.scores(live), unit_costs(model, live), b))
+            gates = None
+            if b < 1.0:
+                masks = select_units(gate.scores(live), unit_costs(model, live), b)
+                gates = _to(masks_to_gates(masks), data.labels.device)
             row[subset_key(live)] = round(accuracy(model, data, live, batch=batch, gates=gates), 4)
         out[f'{b:.2f}'] = row
     return out
 
 
-def _build(cfg: TrainFileConfig, names: Sequence[str]):
+def _to(gates, device: torch.device):
+    return [(a.to(device), f.to(device)) for a, f in gates]
+
+
+def _on_device(data: MultimodalTensors, device: torch.device) -> MultimodalTensors:
+    return MultimodalTensors({m: x.to(device) for m, x in data.inputs.items()}, data.labels.to(device),
+                             data.class_names)
+
+
+def _build(cfg: TrainFileConfig, names: Sequence[str], device: torch.device):
     model = SentryFuseModel(SentryFuseConfig(model=cfg.model, preprocess=cfg.preprocess, class_names=names))
     layout = model.unit_layout()
     gate = SentryGate(modalities=model.modalities, layout=layout)
     teacher = SaliencyTeacher(modalities=model.modalities, layout=layout, decay=cfg.train.gate.ema_decay)
+    model, gate, teacher = model.to(device), gate.to(device), teacher.to(device)
     t = cfg.train
     opt = torch.optim.AdamW([
         {'params': list(model.parameters()), 'lr': t.lr, 'weight_decay': t.weight_decay, 'base_lr': t.lr},
@@ -231,7 +244,7 @@ class TrainResult:
 
 def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '', progress: bool = True,
           stop_after: Optional[int] = None, log: Callable[[str], None] = None,
-          datasets: Optional[Tuple[MultimodalTensors, MultimodalTensors]] = None) -> TrainResult:
+          datasets: Optional[Tuple[MultimodalTensors, MultimodalTensors]] = None, device='cpu') -> TrainResult:
     """Train, write the checkpoint to ``out``; returns the trained model, gate, teacher and metadata.
 
     Args:
@@ -245,13 +258,15 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
         log: where summary lines go (default: stderr).
         datasets: optional (train, val) datasets (e.g. AV-MNIST) used instead of rendering the synthetic
             scenes of ``cfg.data``; their class names become the model's. ``cfg.data`` is still recorded.
+        device: where to train (CPU is the reference; bit-exact resume is only promised there).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     out = pathlib.Path(out)
     t = cfg.train
     torch.manual_seed(t.seed)
     names = tuple(datasets[0].class_names) if datasets is not None else class_names(cfg.data.scene)
-    model, gate, teacher, opt = _build(cfg, names)
+    device = torch.device(device)
+    model, gate, teacher, opt = _build(cfg, names, device)
     rng = np.random.default_rng(t.seed)
     start_step, elapsed_before = 0, 0.0
     spath = state_path(out)
@@ -263,11 +278,11 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
         train_set, val_set = (d.subset(model.modalities) for d in datasets)
     else:
         train_set, val_set = _datasets(cfg)
+    train_set, val_set = _on_device(train_set, device), _on_device(val_set, device)
     log(f'data: {len(train_set)} train / {len(val_set)} val scenes in {time.perf_counter() - t0:.1f}s')
     curriculum = Curriculum(t.curriculum, modalities=model.modalities, total_steps=t.steps)
     prune_start = int(round(t.gate.prune_start_frac * t.steps))
     layout = model.unit_layout()
-    cpu = torch.device('cpu')
     bar = Progress(t.steps) if progress else None
     n = len(train_set)
     batch = min(t.batch_size, n)
@@ -276,15 +291,15 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
     t_run = time.perf_counter()
     for step in range(start_step, t.steps):
         live = curriculum.sample(step, rng)
-        idx = torch.from_numpy(rng.choice(n, size=batch, replace=False))
+        idx = torch.from_numpy(rng.choice(n, size=batch, replace=False)).to(device)
         inputs = {m: train_set.inputs[m][idx] for m in live}
         labels = train_set.labels[idx]
         pruned = step >= prune_start and rng.random() < t.gate.prune_prob
         if pruned:
             budget = float(rng.uniform(t.gate.prune_min_budget, 1.0))
-            gates = masks_to_gates(select_units(gate.scores(live), unit_costs(model, live), budget))
+            gates = _to(masks_to_gates(select_units(gate.scores(live), unit_costs(model, live), budget)), device)
         else:
-            gates = ones_gates(layout, device=cpu, batch_size=batch if t.gate.saliency == 'fisher' else None)
+            gates = ones_gates(layout, device=device, batch_size=batch if t.gate.saliency == 'fisher' else None)
         for group in opt.param_groups:
             group['lr'] = group['base_lr'] * lr_factor(step, t)
         logits = model(inputs, gates)  # (B, K)
@@ -313,7 +328,8 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
     wall = elapsed_before + time.perf_counter() - t_run
     val = validate(model, gate, val_set, batch=t.eval_batch)
     meta = {'steps': t.steps, 'seed': t.seed, 'val_accuracy': val, 'val_size': len(val_set),
-            'train_wall_time_s': round(wall, 1), 'command': command, 'torch_version': str(torch.__version__),
+            'train_wall_time_s': round(wall, 1), 'device': str(device), 'command': command,
+            'torch_version': str(torch.__version__),
             'python_version': sys.version.split()[0], 'train_config': to_dict(cfg)}
     save_checkpoint(out, model, extra={
         'class_names': list(model.config.class_names), 'gate': gate.state_dict(),
