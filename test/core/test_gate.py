@@ -211,3 +211,29 @@ def test_alignment_loss_trains_only_the_gate_and_learns_each_subset_ranking():
             assert sa.argsort().tolist() == ta.argsort().tolist()
             assert sf.argsort().tolist() == tf.argsort().tolist()
     assert all(b.grad is None for b in teacher.buffers())
+
+
+@pytest.mark.parametrize('backbone', ['early', 'mid', 'bottleneck'])
+def test_teacher_on_the_real_model_zeroed_units_rank_lowest(backbone):
+    from sentryfuse_ros.core.backbone import SentryFuseModel
+    from sentryfuse_ros.core.modelconfig import ModelConfig, SentryFuseConfig
+    from sentryfuse_ros.core.preprocess import PreprocessConfig
+    torch.manual_seed(0)
+    cfg = SentryFuseConfig(
+        model=ModelConfig(backbone=backbone, dim=16, depth=3, mid_layers=1, num_heads=4, num_kv_heads=2, ffn_dim=32,
+                          ffn_block=8, num_fusion_tokens=2, n_fft=128, hop=128, n_mels=8),
+        preprocess=PreprocessConfig(image_size=16, bev_size=16, audio_samples=2048), class_names=('a', 'b', 'c'))
+    model = SentryFuseModel(cfg)
+    blk = model.blocks()[-1]  # a block every live set runs
+    d = blk.attn.head_dim
+    with torch.no_grad():  # KV group 1 has zero values; FFN block 3 has zero pre-activations (GELU(0) = 0)
+        blk.attn.v.weight[d:2 * d].zero_()
+        blk.attn.v.bias[d:2 * d].zero_()
+        blk.ffn.fc1.weight[24:32].zero_()
+        blk.ffn.fc1.bias[24:32].zero_()
+    x = model.example_inputs(MODS3, batch=6, generator=torch.Generator().manual_seed(1))
+    gates = ones_gates(model.unit_layout(), device=torch.device('cpu'))
+    nn.functional.cross_entropy(model(x, gates), torch.tensor([0, 1, 2, 0, 1, 2])).backward()
+    attn, ffn = read_saliency(gates)[-1]
+    assert attn[1] == 0 and attn[0] > 0
+    assert ffn[3] == 0 and int(ffn.argmin()) == 3 and bool((ffn[:3] > 0).all())
