@@ -1,7 +1,14 @@
 """The node graph of launch/perception.launch.py in one process, for machines without
 `ros2 launch`: the same nodes, each reading its own section of the same parameters YAML
 (`<node name>: {ros__parameters: ...}`, with `/**` applying to every node), spun together by
-a MultiThreadedExecutor until Ctrl-C or a duration.
+one executor until Ctrl-C or a duration.
+
+The executor is a SingleThreadedExecutor. With rclpy Kilted's MultiThreadedExecutor, measured
+here, the spinning thread re-polls entities whose callbacks are still queued in its pool and
+starves the pool of the GIL: in a live bag replay 27k spin_once calls in 4 s delivered ~10 of
+45 camera frames, and the health monitor saw sensors flap. The single-threaded executor
+delivered all of them; every callback here is short (an inference is a few ms), so nothing is
+lost by running them one after another.
 
 To add a node, append one :class:`NodeSpec` to ``GRAPH``.
 """
@@ -159,7 +166,7 @@ def run_graph(specs: Sequence[NodeSpec] = GRAPH, *, params_file=None, use_sim: b
         domain_id: DDS domain (default: ROS_DOMAIN_ID or 0).
     """
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     path = pathlib.Path(params_file) if params_file else default_params_file()
     params = load_parameters(path)
@@ -177,7 +184,7 @@ def run_graph(specs: Sequence[NodeSpec] = GRAPH, *, params_file=None, use_sim: b
     nodes: List[Any] = []
     try:
         nodes = build_graph(specs, params, use_sim=use_sim, context=context)
-        executor = MultiThreadedExecutor(context=context)
+        executor = SingleThreadedExecutor(context=context)
         for node in nodes:
             executor.add_node(node)
         log(f'sentryfuse run: {[n.get_name() for n in nodes]} with {path}'
@@ -191,9 +198,6 @@ def run_graph(specs: Sequence[NodeSpec] = GRAPH, *, params_file=None, use_sim: b
         if executor is not None:
             for node in nodes:
                 executor.remove_node(node)
-            # Let callbacks already handed to the thread pool finish: Kilted's
-            # Executor.shutdown destroys its guard condition before joining the pool.
-            time.sleep(0.2)
             executor.shutdown(timeout_sec=1.0)
         for node in nodes:
             node.destroy_node()

@@ -17,7 +17,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
@@ -188,7 +188,7 @@ def replay_live(bag_path, config: ReplayConfig, *, checkpoint: str, faults: Faul
             battery_pub = (pubs.get(battery_topic) or player.create_publisher(BatteryState, battery_topic, qos)) \
                 if faults.battery_profile else None
             clock_pub = player.create_publisher(Clock, '/clock', 10) if publish_clock else None
-            executor = MultiThreadedExecutor(context=context)
+            executor = SingleThreadedExecutor(context=context)  # see sentryfuse_ros.graph: why not multi
             for node in nodes + [recorder]:
                 executor.add_node(node)
 

@@ -160,7 +160,7 @@ class SubnetworkCache:
     """
 
     def __init__(self, model: SentryFuseModel, score_fn: Callable[[tuple], UnitScores],
-                 budget_levels: Sequence[float] = (1.0, 0.85, 0.7, 0.55, 0.4), device='cpu'):
+                 budget_levels: Sequence[float] = (1.0, 0.85, 0.7, 0.5, 0.4), device='cpu'):
         levels = sorted({_check_budget(b) for b in budget_levels}, reverse=True)
         if not levels:
             raise PruningError(f'budget_levels={list(budget_levels)}: expected at least one level in (0, 1]')

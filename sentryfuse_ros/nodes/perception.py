@@ -39,7 +39,7 @@ DEFAULTS = {
     'health_timeout': 1.0,            # [s] without health messages -> own freshness check, budget 1.0
     'diagnostics_period': 1.0,        # [s]
     'stats_window': 200,              # inferences in the latency percentile window
-    'budget_levels': [1.0, 0.85, 0.7, 0.55, 0.4],  # budgets with a cached sub-network
+    'budget_levels': [1.0, 0.85, 0.7, 0.5, 0.4],  # budgets with a cached sub-network
     'prebuild': True,                 # build every (live subset, budget level) sub-network at start-up
     'camera.topic': '/camera/image_raw', 'camera.type': 'sensor_msgs/msg/Image', 'camera.max_age': 0.5,
     'lidar.topic': '/lidar/points', 'lidar.type': 'sensor_msgs/msg/PointCloud2', 'lidar.max_age': 0.5,
