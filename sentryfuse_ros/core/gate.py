@@ -138,13 +138,16 @@ def ones_gates(layout: Sequence[Tuple[int, int]], *, device: torch.device,
              torch.ones(*lead, f, device=device, requires_grad=True)) for g, f in _check_layout(layout)]
 
 
-def read_saliency(gates: Sequence[Tuple[torch.Tensor, torch.Tensor]], *, kind: str = 'taylor') -> UnitScores:
+def read_saliency(gates: Sequence[Tuple[torch.Tensor, torch.Tensor]], *, kind: str = 'taylor',
+                  skipped_blocks_zero: bool = False) -> UnitScores:
     """First-order saliency from the gates' ``.grad`` after the task loss's backward pass.
 
     Args:
         gates: per block (attn, ffn) gate tensors that took part in the forward pass.
         kind: 'taylor' -> |dL/dg| (per-sample gates: mean_n |dL_n/dg|, Michel 2019);
             'fisher' -> sum_n (dL_n/dg)^2 (Kwon 2022; needs per-sample gates (B, G)).
+        skipped_blocks_zero: a gate without gradient belongs to a block the forward pass skipped
+            (mid/bottleneck blocks of an absent modality); give it saliency 0 instead of raising.
     Returns:
         per block (attn (G,), ffn (NF,)), detached, non-negative.
     """
@@ -154,6 +157,9 @@ def read_saliency(gates: Sequence[Tuple[torch.Tensor, torch.Tensor]], *, kind: s
     for i, pair in enumerate(gates):
         sal = []
         for name, g in zip(('attn', 'ffn'), pair):
+            if g.grad is None and skipped_blocks_zero:
+                sal.append(torch.zeros(g.shape[-1], device=g.device))
+                continue
             if g.grad is None:
                 raise PruningError(f'block {i} {name} gate has no gradient: was it used in the forward pass '
                                    'and was backward() called?')

@@ -237,3 +237,13 @@ def test_teacher_on_the_real_model_zeroed_units_rank_lowest(backbone):
     attn, ffn = read_saliency(gates)[-1]
     assert attn[1] == 0 and attn[0] > 0
     assert ffn[3] == 0 and int(ffn.argmin()) == 3 and bool((ffn[:3] > 0).all())
+
+
+def test_read_saliency_skipped_blocks_give_zero_only_when_asked():
+    a = torch.ones(2, requires_grad=True)
+    f = torch.ones(3, requires_grad=True)
+    (a.sum() * 2).backward()  # f took no part: like a block of an absent modality
+    with pytest.raises(PruningError, match='block 0 ffn gate has no gradient'):
+        read_saliency([(a, f)])
+    (sa, sf), = read_saliency([(a, f)], skipped_blocks_zero=True)
+    assert torch.equal(sa, torch.full((2,), 2.0)) and torch.equal(sf, torch.zeros(3))
