@@ -5,6 +5,9 @@ counts); norms, activations, softmax and the FFT are not counted. On CPU,
 ``scaled_dot_product_attention`` dispatches to ``_scaled_dot_product_flash_attention_for_cpu``, which
 torch's flop table lacks, so it is added here with torch's own SDPA formula.
 """
+import contextlib
+import os
+import sys
 import statistics
 import time
 from typing import Dict
@@ -99,10 +102,33 @@ def peak_memory_mb(model: nn.Module, inputs: Dict[str, Tensor]) -> float:
     return (resident + _cpu_forward_peak_bytes(model, inputs)) / 2 ** 20
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence file descriptor 2 (the profiler's native USDT start/stop lines) for the block."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # pytest capture or no real stderr
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _cpu_forward_peak_bytes(model: nn.Module, inputs: Dict[str, Tensor]) -> int:
+    import warnings  # noqa: PLC0415
     from torch.profiler import ProfilerActivity, profile
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        model(inputs)
+    with torch.no_grad(), warnings.catch_warnings(), _native_stderr_silenced():
+        warnings.simplefilter('ignore', UserWarning)  # torch >= 2.11 asks for acc_events=True
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            model(inputs)
     deltas = []
     stack = list(prof.profiler.kineto_results.experimental_event_tree())
     while stack:  # allocations nested inside ops are only visible in the event tree
