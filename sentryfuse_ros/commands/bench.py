@@ -2,7 +2,9 @@
 import pathlib
 import shlex
 
-DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[2] / 'config' / 'bench.yaml'
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / 'config' / 'bench.yaml'
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / 'shared' / 'data'
 
 
 def register(subparsers) -> None:
@@ -20,7 +22,28 @@ def register(subparsers) -> None:
                         help='datasets and trained checkpoints (default: .bench_cache next to --out)')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch CPU threads (default 1: fastest on a shared 2-core machine)')
+    parser.add_argument('--shard', default=None, metavar='I/N',
+                        help='run only the I-th of N disjoint, cost-balanced parts of the grid models '
+                             '(0 <= I < N); merge the N outputs with `sentryfuse bench-merge`')
+    parser.add_argument('--models', nargs='+', default=(), metavar='PATTERN',
+                        help="only grid models whose 'dataset/backbone/sSEED' matches a pattern (fnmatch), "
+                             "e.g. 'sim6/*/s0' 'avmnist/mid/*'")
+    parser.add_argument('--data-root', default=None,
+                        help=f'folder with mnist/ and fsdd/recordings/ for avmnist (default: {DEFAULT_DATA_ROOT})')
+    parser.add_argument('--prepare-data', action='store_true',
+                        help='only render and cache the synthetic datasets of the selected models, then exit '
+                             '(run once before parallel shards that share --cache-dir)')
     parser.set_defaults(func=run)
+
+    merge = subparsers.add_parser(
+        'bench-merge', help='merge the JSONs of several `sentryfuse bench --shard` runs',
+        description='Concatenate the records (a cell present twice is kept once) and merge meta: models, '
+                    'errors, per-shard wall times; the grid configs must be identical.')
+    merge.add_argument('inputs', nargs='+', help='shard JSONs')
+    merge.add_argument('--out', required=True, help='merged JSON')
+    merge.add_argument('--allow-missing', action='store_true',
+                       help='skip inputs that do not exist or are unreadable (reported) instead of failing')
+    merge.set_defaults(func=run_merge)
 
     report = subparsers.add_parser(
         'bench-report', help='tables, plots and markdown from a bench JSON',
@@ -43,7 +66,9 @@ def _config_path(arg) -> pathlib.Path:
 def run(args) -> int:
     import torch
 
-    from sentryfuse_ros.core.bench import load_bench_config, run_bench
+    import dataclasses
+
+    from sentryfuse_ros.core.bench import load_bench_config, parse_shard, prepare_data, run_bench, select_jobs
     from sentryfuse_ros.core.errors import ConfigError
 
     if args.threads < 1:
@@ -53,13 +78,51 @@ def run(args) -> int:
         raise ConfigError(f'--device={args.device!r}: CUDA is not available here; expected cpu')
     cfg_path = _config_path(args.config)
     cfg = load_bench_config(cfg_path, 'quick' if args.quick else 'full')
+    cfg = dataclasses.replace(cfg, avmnist_root=str(data_root(args.data_root, cfg.avmnist_root)))
+    shard = parse_shard(args.shard) if args.shard else None
     out = pathlib.Path(args.out)
     cache = pathlib.Path(args.cache_dir) if args.cache_dir else out.parent / '.bench_cache'
+    if args.prepare_data:
+        prepare_data(cfg, cache, select_jobs(cfg, shard=shard, models=args.models))
+        return 0
     words = ['sentryfuse', 'bench'] + ['--quick'] * args.quick + ['--config', str(cfg_path), '--out', args.out,
                                                                   '--device', args.device]
-    words += ['--resume'] * args.resume
+    words += ['--resume'] * args.resume + ['--shard', args.shard] * bool(args.shard)
+    words += (['--models'] + list(args.models)) * bool(args.models)
+    words += ['--data-root', args.data_root] * bool(args.data_root)
     run_bench(cfg, out, cache_dir=cache, device=args.device, resume=args.resume,
-              command=' '.join(shlex.quote(w) for w in words))
+              command=' '.join(shlex.quote(w) for w in words), shard=shard, models=args.models)
+    return 0
+
+
+def data_root(arg, configured: str) -> pathlib.Path:
+    """--data-root if given; else the config's avmnist_root, a relative one taken from the repository root."""
+    if arg:
+        return pathlib.Path(arg).resolve()
+    root = pathlib.Path(configured)
+    if root.is_absolute():
+        return root
+    return (REPO_ROOT / root).resolve()
+
+
+def run_merge(args) -> int:
+    import sys
+
+    from sentryfuse_ros.core.bench import merge_results, read_results, write_results
+    from sentryfuse_ros.core.errors import DataError
+
+    parts = []
+    for path in args.inputs:
+        try:
+            parts.append(read_results(pathlib.Path(path)))
+        except DataError as exc:
+            if not args.allow_missing:
+                raise
+            print(f'bench-merge: skipping {path}: {exc}', file=sys.stderr)
+    merged = merge_results(parts)
+    write_results(pathlib.Path(args.out), merged['meta'], merged['records'])
+    print(f'{len(merged["records"])} cells from {len(parts)} parts, {len(merged["meta"]["errors"])} errors '
+          f'-> {args.out}')
     return 0
 
 

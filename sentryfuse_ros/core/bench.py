@@ -23,6 +23,7 @@ latency_ms / peak_mem_mb are measured at batch 1 on the bench device for seeds i
 """
 import contextlib
 import dataclasses
+import fnmatch
 import hashlib
 import inspect
 import json
@@ -31,6 +32,7 @@ import pathlib
 import platform
 import sys
 import time
+import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -78,7 +80,7 @@ class BenchConfig:
     calib_batches: int = 4                          # calibration batches for taylor / fisher / kwon / recal
     calib_batch_size: int = 32                      # samples per calibration batch (from the training split)
     eval_batch: int = 250                           # test batch size
-    avmnist_root: str = '../shared/data'            # folder with mnist/ and fsdd/recordings/
+    avmnist_root: str = '../shared/data'            # folder with mnist/ and fsdd/recordings/ (CLI: relative to the repo root)
     model: ModelConfig = ModelConfig()              # architecture; backbone and modalities set per cell
     preprocess: PreprocessConfig = PreprocessConfig()  # input geometry
     train: tr.TrainConfig = tr.TrainConfig()        # optimisation; seed set per cell
@@ -136,7 +138,8 @@ def load_data(cfg: BenchConfig, dataset: str, cache_dir: pathlib.Path) -> Dict[s
         from sentryfuse_ros.core.avmnist import load_avmnist
         root = pathlib.Path(cfg.avmnist_root)
         if not root.is_dir():
-            raise DataError(f'avmnist_root={cfg.avmnist_root!r} is not a folder: expected ../shared/data')
+            raise DataError(f'avmnist_root={cfg.avmnist_root!r} is not a folder: expected one holding mnist/ and '
+                            f'fsdd/recordings/ (sentryfuse bench --data-root DIR)')
         return {s: load_avmnist(root, s, cfg.data_seed, cfg.preprocess) for s in ('train', 'val', 'test')}
     scene = scene_for(cfg, dataset)
     sizes = {'train': (cfg.data_seed, cfg.train_size), 'val': (cfg.data_seed + 1, cfg.val_size),
@@ -332,61 +335,176 @@ def evaluate_cell(model, masks, test: MultimodalTensors, live: Tuple[str, ...], 
     return out
 
 
+def model_jobs(cfg: BenchConfig) -> List[Tuple[str, str, int]]:
+    """(dataset, backbone, seed) of every grid model, in run order."""
+    return [(d, b, s) for d in cfg.datasets for b in cfg.backbones for s in cfg.seeds]
+
+
+def model_name(job: Tuple[str, str, int]) -> str:
+    return f'{job[0]}/{job[1]}/s{job[2]}'
+
+
+def parse_shard(text: str) -> Tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    parts = str(text).split('/')
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or not 0 <= int(parts[0]) < int(parts[1]):
+        raise ConfigError(f'shard={text!r}: expected I/N with 0 <= I < N, e.g. 3/15')
+    return int(parts[0]), int(parts[1])
+
+
+def _job_weight(cfg: BenchConfig, job: Tuple[str, str, int]) -> float:
+    """Rough cost of one grid model: trainings (~100 s each) + cells (~0.2 s; x2 with latency)."""
+    n_mods = 2 if job[0] == 'avmnist' else 3
+    cells = _cells(cfg, MODALITIES[:n_mods], job[2])
+    trainings = 1 + len({VARIANT_OF[m] for _, _, m in cells if m in VARIANT_OF})
+    return 100.0 * trainings + 0.2 * len(cells) * (2 if job[2] in cfg.latency_seeds else 1)
+
+
+def select_jobs(cfg: BenchConfig, *, shard: Optional[Tuple[int, int]] = None,
+                models: Sequence[str] = ()) -> List[Tuple[str, str, int]]:
+    """The grid models one process runs.
+
+    Args:
+        shard: (I, N): the I-th of N disjoint, cost-balanced parts (greedy longest-first on ``_job_weight``;
+            every process computes the same assignment from the config alone).
+        models: fnmatch patterns on 'dataset/backbone/sSEED' (e.g. 'sim6/*/s0'); empty keeps every model.
+    """
+    jobs = model_jobs(cfg)
+    if models:
+        jobs = [j for j in jobs if any(fnmatch.fnmatchcase(model_name(j), p) for p in models)]
+        if not jobs:
+            raise ConfigError(f'models={list(models)!r}: no grid model matches; names look like '
+                              f'{model_name(model_jobs(cfg)[0])!r}')
+    if shard is None:
+        return jobs
+    index, count = shard
+    loads, owner = [0.0] * count, {}
+    for j in sorted(jobs, key=lambda j: (-_job_weight(cfg, j), model_name(j))):
+        k = min(range(count), key=lambda i: (loads[i], i))
+        loads[k] += _job_weight(cfg, j)
+        owner[j] = k
+    return [j for j in jobs if owner[j] == index]
+
+
+def prepare_data(cfg: BenchConfig, cache_dir, jobs: Sequence[Tuple[str, str, int]],
+                 log: Callable[[str], None] = None) -> None:
+    """Render (and cache) the synthetic datasets these jobs use, so parallel shards only read them."""
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    for dataset in dict.fromkeys(j[0] for j in jobs):
+        start = time.perf_counter()
+        load_data(cfg, dataset, pathlib.Path(cache_dir))
+        log(f'data {dataset}: {time.perf_counter() - start:.1f}s')
+
+
+def merge_results(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """One {'meta', 'records'} from several shard outputs of the same grid config.
+
+    Records are concatenated (a cell present in two parts is kept once, the first); meta keeps the first
+    part's fields, unions 'models' and 'errors', sets wall_time_s to the slowest part and lists every part's
+    shard, wall time and cell count under 'shards'.
+    """
+    if not parts:
+        raise DataError('merge: no bench results given')
+    config = parts[0].get('meta', {}).get('config')
+    records, seen, errors, models, shards = [], set(), [], {}, []
+    for i, part in enumerate(parts):
+        meta = part.get('meta', {})
+        if meta.get('config') != config:
+            raise DataError(f'merge: part {i} was run with another grid config than part 0; expected the same '
+                            f'config.yaml section for every shard')
+        for rec in part['records']:
+            key = cell_key(rec)
+            if key not in seen:
+                seen.add(key)
+                records.append(rec)
+        errors += meta.get('errors', [])
+        models.update(meta.get('models', {}))
+        shards.append({'shard': meta.get('shard'), 'wall_time_s': meta.get('wall_time_s'),
+                       'cells': len(part['records']), 'command': meta.get('command')})
+    meta = dict(parts[0].get('meta', {}))
+    walls = [s['wall_time_s'] for s in shards if isinstance(s['wall_time_s'], (int, float))]
+    meta.update(models=models, errors=errors, shards=shards, wall_time_s=max(walls) if walls else None,
+                shard=None)
+    return {'meta': meta, 'records': records}
+
+
 def run_bench(cfg: BenchConfig, out, *, cache_dir, device='cpu', resume: bool = False, command: str = '',
-              log: Callable[[str], None] = None) -> Dict[str, Any]:
-    """Run the grid, writing ``out`` after every model; returns {'meta', 'records'}."""
+              log: Callable[[str], None] = None, shard: Optional[Tuple[int, int]] = None,
+              models: Sequence[str] = ()) -> Dict[str, Any]:
+    """Run the grid (or this shard's models), writing ``out`` after every model; returns {'meta', 'records'}.
+
+    An exception while training or evaluating one model is logged and recorded in meta['errors']
+    ({model, error, traceback}); the run goes on with the next model (its finished cells are kept).
+    """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     device = torch.device(device)
     out, cache_dir = pathlib.Path(out), pathlib.Path(cache_dir)
     records: List[Dict[str, Any]] = []
+    old_meta: Dict[str, Any] = {}
     if resume and out.is_file():
-        records = read_results(out)['records']
+        old = read_results(out)
+        records, old_meta = old['records'], old['meta']
         log(f'resuming: {len(records)} cells already in {out}')
     done = {cell_key(r) for r in records}
+    jobs = select_jobs(cfg, shard=shard, models=models)
     meta = {'command': command, 'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'device': str(device),
             'machine': f'{platform.machine()} {platform.processor() or ""}'.strip(), 'cpu_count': os.cpu_count(),
             'torch_threads': torch.get_num_threads(), 'torch': torch.__version__,
-            'python': sys.version.split()[0], 'config': to_dict(cfg), 'models': {}}
-    if resume and out.is_file():
-        meta['models'] = read_results(out)['meta'].get('models', {})
-    jobs = [(d, b, s) for d in cfg.datasets for b in cfg.backbones for s in cfg.seeds]
+            'python': sys.version.split()[0], 'config': to_dict(cfg),
+            'shard': None if shard is None else f'{shard[0]}/{shard[1]}',
+            'jobs': [model_name(j) for j in jobs], 'models': old_meta.get('models', {}), 'errors': []}
+    log(f'{len(jobs)} models: {", ".join(meta["jobs"])}')
     t0, n_new = time.perf_counter(), 0
     for j, (dataset, backbone, seed) in enumerate(jobs):
-        data = load_data(cfg, dataset, cache_dir)
-        cells = [c for c in _cells(cfg, data['train'].modalities, seed)
-                 if (backbone, dataset, condition_name(c[0]), round(c[1], 4), c[2], seed) not in done]
-        if not cells:
-            continue
-        variants_needed = sorted({VARIANT_OF[m] for _, _, m in cells if m in VARIANT_OF})
-        info = meta['models'].setdefault(f'{dataset}/{backbone}/s{seed}', {})
-        models = {}
-        for variant in ['main'] + variants_needed:
-            path, wall = trained_checkpoint(cfg, backbone, dataset, seed, variant, data, cache_dir, log)
-            model, gate, ckmeta = tr.load_sentryfuse(path, device=device)
-            models[variant] = (model, gate)
-            training = ckmeta.get('training', {})
-            info[variant] = {'checkpoint': path.name, 'train_wall_time_s': training.get('train_wall_time_s'),
-                             'val_accuracy': training.get('val_accuracy'), 'bench_train_s': round(wall, 1)}
-        model, gate = models['main']
-        scorer = MethodScorer(model, gate, calibration_batches(data['train'], cfg), seed,
-                              {k: v for k, v in models.items() if k != 'main'})
-        test = _on(data['test'], device)
-        for live, ratio, method in cells:
-            masks, score_ms = (None, 0.0) if method in DENSE_METHODS else scorer.masks(method, live, 1.0 - ratio)
-            result = evaluate_cell(scorer.model_for(method), masks, test, live, batch=cfg.eval_batch,
-                                   latency_repeats=cfg.latency_repeats if seed in cfg.latency_seeds else None)
-            rec = {'backbone': backbone, 'dataset': dataset, 'condition': condition_name(live), 'ratio': ratio,
-                   'method': method, 'seed': seed, **result, 'score_ms': round(score_ms, 3), 'n_test': len(test)}
-            records.append(rec)
-            done.add(cell_key(rec))
-            n_new += 1
-        info['static_score_ms'] = {k: round(v, 2) for k, v in scorer.static_ms.items()}
+        name = model_name((dataset, backbone, seed))
+        try:
+            n_new += _run_model(cfg, dataset, backbone, seed, cache_dir, device, records, done, meta, log)
+        except Exception as exc:  # noqa: BLE001  (one model's failure must not end the grid)
+            meta['errors'].append({'model': name, 'error': f'{type(exc).__name__}: {exc}',
+                                   'traceback': traceback.format_exc(limit=8)})
+            log(f'ERROR {name}: {type(exc).__name__}: {exc} (continuing with the next model)')
         write_results(out, meta, records)
         elapsed = time.perf_counter() - t0
         eta = elapsed / (j + 1) * (len(jobs) - j - 1)
-        log(f'[{j + 1}/{len(jobs)}] {dataset}/{backbone}/seed {seed}: {len(cells)} cells, '
-            f'{elapsed:.0f}s elapsed, eta {eta:.0f}s')
+        log(f'[{j + 1}/{len(jobs)}] {name} done, {elapsed:.0f}s elapsed, eta {eta:.0f}s')
     meta['wall_time_s'] = round(time.perf_counter() - t0, 1)
     write_results(out, meta, records)
-    log(f'{n_new} new cells, {len(records)} in {out} ({meta["wall_time_s"]:.0f}s)')
+    log(f'{n_new} new cells, {len(records)} in {out} ({meta["wall_time_s"]:.0f}s, {len(meta["errors"])} errors)')
     return {'meta': meta, 'records': records}
+
+
+def _run_model(cfg: BenchConfig, dataset: str, backbone: str, seed: int, cache_dir: pathlib.Path,
+               device: torch.device, records: List[Dict[str, Any]], done: set, meta: Dict[str, Any],
+               log: Callable[[str], None]) -> int:
+    """Train (cached) and evaluate every missing cell of one grid model; returns the number of new cells."""
+    data = load_data(cfg, dataset, cache_dir)
+    cells = [c for c in _cells(cfg, data['train'].modalities, seed)
+             if (backbone, dataset, condition_name(c[0]), round(c[1], 4), c[2], seed) not in done]
+    if not cells:
+        return 0
+    variants_needed = sorted({VARIANT_OF[m] for _, _, m in cells if m in VARIANT_OF})
+    info = meta['models'].setdefault(f'{dataset}/{backbone}/s{seed}', {})
+    models = {}
+    for variant in ['main'] + variants_needed:
+        path, wall = trained_checkpoint(cfg, backbone, dataset, seed, variant, data, cache_dir, log)
+        model, gate, ckmeta = tr.load_sentryfuse(path, device=device)
+        models[variant] = (model, gate)
+        training = ckmeta.get('training', {})
+        info[variant] = {'checkpoint': path.name, 'train_wall_time_s': training.get('train_wall_time_s'),
+                         'val_accuracy': training.get('val_accuracy'), 'bench_train_s': round(wall, 1)}
+    model, gate = models['main']
+    scorer = MethodScorer(model, gate, calibration_batches(data['train'], cfg), seed,
+                          {k: v for k, v in models.items() if k != 'main'})
+    test = _on(data['test'], device)
+    start = time.perf_counter()
+    for live, ratio, method in cells:
+        masks, score_ms = (None, 0.0) if method in DENSE_METHODS else scorer.masks(method, live, 1.0 - ratio)
+        result = evaluate_cell(scorer.model_for(method), masks, test, live, batch=cfg.eval_batch,
+                               latency_repeats=cfg.latency_repeats if seed in cfg.latency_seeds else None)
+        rec = {'backbone': backbone, 'dataset': dataset, 'condition': condition_name(live), 'ratio': ratio,
+               'method': method, 'seed': seed, **result, 'score_ms': round(score_ms, 3), 'n_test': len(test)}
+        records.append(rec)
+        done.add(cell_key(rec))
+    info['static_score_ms'] = {k: round(v, 2) for k, v in scorer.static_ms.items()}
+    info['eval_s'] = round(time.perf_counter() - start, 1)
+    return len(cells)

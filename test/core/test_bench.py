@@ -171,3 +171,95 @@ def test_read_results_errors(tmp_path):
         bench.read_results(bad)
     with pytest.raises(DataError, match='unreadable'):
         bench.read_results(tmp_path / 'missing.json')
+
+
+@pytest.mark.parametrize('text, expected', [('0/1', (0, 1)), ('14/15', (14, 15))])
+def test_parse_shard(text, expected):
+    assert bench.parse_shard(text) == expected
+
+
+@pytest.mark.parametrize('text', ['15/15', '1', 'a/b', '-1/3', '2/0'])
+def test_parse_shard_errors(text):
+    with pytest.raises(ConfigError, match='shard='):
+        bench.parse_shard(text)
+
+
+@pytest.mark.parametrize('n', [1, 2, 7, 15])
+def test_shards_are_disjoint_cover_the_grid_and_balance_trainings(n):
+    cfg = bench.load_bench_config(ROOT / 'config' / 'bench.yaml', 'full')
+    parts = [bench.select_jobs(cfg, shard=(i, n)) for i in range(n)]
+    flat = [j for p in parts for j in p]
+    assert sorted(flat) == sorted(bench.model_jobs(cfg)) and len(flat) == len(set(flat))
+    trainings = [sum(1 + 2 * (j[2] in cfg.ablation_seeds) for j in p) for p in parts]
+    assert sum(trainings) == 45
+    if n == 15:
+        assert trainings == [3] * 15  # 9 seed-0 models (3 trainings) alone, 18 others in threes
+
+
+def test_models_filter():
+    cfg = bench.load_bench_config(ROOT / 'config' / 'bench.yaml', 'full')
+    jobs = bench.select_jobs(cfg, models=['sim6/*/s0', 'avmnist/mid/*'])
+    assert sorted(map(bench.model_name, jobs)) == sorted(
+        ['sim6/early/s0', 'sim6/mid/s0', 'sim6/bottleneck/s0', 'avmnist/mid/s0', 'avmnist/mid/s1', 'avmnist/mid/s2'])
+    with pytest.raises(ConfigError, match="no grid model matches; names look like 'sim6/early/s0'"):
+        bench.select_jobs(cfg, models=['imagenet/*'])
+
+
+def _part(records, config='c', **meta):
+    return {'meta': {'config': config, **meta}, 'records': records}
+
+
+def test_merge_results():
+    recs = _synthetic_records()
+    a = _part(recs[:10], shard='0/2', wall_time_s=5.0, models={'x': 1}, errors=[{'model': 'x', 'error': 'E'}])
+    b = _part(recs[8:], shard='1/2', wall_time_s=7.5, models={'y': 2})
+    merged = bench.merge_results([a, b])
+    assert [bench.cell_key(r) for r in merged['records']] == [bench.cell_key(r) for r in recs]
+    m = merged['meta']
+    assert m['models'] == {'x': 1, 'y': 2} and m['errors'] == [{'model': 'x', 'error': 'E'}]
+    assert m['wall_time_s'] == 7.5 and [s['cells'] for s in m['shards']] == [10, len(recs) - 8]
+    with pytest.raises(DataError, match='part 1 was run with another grid config'):
+        bench.merge_results([a, _part([], config='other')])
+    with pytest.raises(DataError, match='no bench results'):
+        bench.merge_results([])
+
+
+def test_bench_merge_cli(tmp_path):
+    recs = _synthetic_records()
+    bench.write_results(tmp_path / 'a.json', {'config': 'c', 'wall_time_s': 1.0}, recs[:5])
+    bench.write_results(tmp_path / 'b.json', {'config': 'c', 'wall_time_s': 2.0}, recs[5:])
+    out = tmp_path / 'all.json'
+    args = ['bench-merge', str(tmp_path / 'a.json'), str(tmp_path / 'b.json'), str(tmp_path / 'gone.json'),
+            '--out', str(out)]
+    assert cli_main(args) == 2  # a missing part is an error unless --allow-missing
+    assert cli_main(args + ['--allow-missing']) == 0
+    assert len(bench.read_results(out)['records']) == len(recs)
+
+
+def test_a_failing_model_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    cfg = bench.load_bench_config(ROOT / 'config' / 'bench.yaml', 'quick')
+    cfg = bench.dataclasses.replace(cfg, datasets=('avmnist', 'sim6'), avmnist_root=str(tmp_path / 'nowhere'))
+    seen = []
+    real = bench._run_model
+
+    def fake(cfg_, dataset, backbone, seed, *args):
+        seen.append(dataset)
+        if dataset == 'avmnist':
+            return real(cfg_, dataset, backbone, seed, *args)  # the real DataError: no such folder
+        records = args[2]
+        records.append({'backbone': backbone, 'dataset': dataset, 'condition': 'camera', 'ratio': 0.0,
+                        'method': 'dense', 'seed': seed})
+        return 1
+
+    monkeypatch.setattr(bench, '_run_model', fake)
+    res = bench.run_bench(cfg, tmp_path / 'o.json', cache_dir=tmp_path / 'c', log=lambda s: None)
+    assert seen == ['avmnist', 'sim6'] and len(res['records']) == 1
+    (err,) = res['meta']['errors']
+    assert err['model'] == 'avmnist/early/s0' and 'DataError' in err['error'] and '--data-root' in err['error']
+    assert bench.read_results(tmp_path / 'o.json')['meta']['errors'] == res['meta']['errors']
+
+
+def test_data_root_default_is_next_to_the_repo(tmp_path):
+    from sentryfuse_ros.commands import bench as cmd
+    assert cmd.data_root(None, '../shared/data') == (ROOT.parent / 'shared' / 'data').resolve()
+    assert cmd.data_root(str(tmp_path), '../shared/data') == tmp_path.resolve()
