@@ -7,9 +7,7 @@ One step (see ``core/gate.py`` for the pieces):
    is drawn and the units SentryGate's *current* scores keep for (live, b) are masked (0/1 gates):
    the backbone learns to run with the sub-networks that deployment will slice out zero-shot;
    otherwise the gates are ones with ``requires_grad`` (the saliency teacher's probe);
-3. total = cross-entropy + align_weight * listwise-KL(gate scores, teacher EMA); one backward pass.
-   From ``freeze_frac`` of the run on, the alignment term is dropped and the gate table stays fixed,
-   so the last stretch of pruned steps trains exactly the sub-networks the final gate deploys;
+3. total = cross-entropy + align_weight * listwise-KL(gate scores, teacher EMA); one backward pass;
 4. on unmasked steps the gate gradients of that same backward pass update the teacher EMA of the
    live subset (so the teacher costs no extra pass); clip, AdamW step.
 
@@ -46,7 +44,6 @@ from sentryfuse_ros.core.prune import masks_to_gates, select_units, unit_costs
 from sentryfuse_ros.core.scenes import SceneConfig, class_names
 
 STATE_FORMAT = 'sentryfuse-train-state'
-PRUNE_SUBSETS = ('curriculum', 'uniform')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +56,6 @@ class GateTrainConfig:
     prune_prob: float = 0.5         # probability per step of training the gate-chosen sub-network
     prune_min_budget: float = 0.4   # sampled budgets are uniform in [prune_min_budget, 1]
     prune_start_frac: float = 0.3   # no pruned steps before this fraction of the run (teacher warms up)
-    freeze_frac: float = 1.0        # from this fraction of the run on the gate table is frozen (no alignment
-                                    # step): pruned steps then train exactly the sub-networks deployment picks
-                                    # (1.0 = never freeze)
-    prune_subsets: str = 'curriculum'  # live set of a pruned step: 'curriculum' (the step's own draw) or
-                                       # 'uniform' (redrawn uniformly over all 2^M - 1 subsets, so rare
-                                       # single-modality sub-networks get trained as often as the others)
 
     def __post_init__(self):
         check(self.saliency in SALIENCY_KINDS, 'saliency', self.saliency, f'one of {SALIENCY_KINDS}')
@@ -75,8 +66,6 @@ class GateTrainConfig:
         check(0.0 <= self.prune_prob <= 1.0, 'prune_prob', self.prune_prob, 'a probability in [0, 1]')
         check(0.0 < self.prune_min_budget <= 1.0, 'prune_min_budget', self.prune_min_budget, 'a budget in (0, 1]')
         check(0.0 <= self.prune_start_frac <= 1.0, 'prune_start_frac', self.prune_start_frac, 'a fraction in [0, 1]')
-        check(0.0 <= self.freeze_frac <= 1.0, 'freeze_frac', self.freeze_frac, 'a fraction in [0, 1]')
-        check(self.prune_subsets in PRUNE_SUBSETS, 'prune_subsets', self.prune_subsets, f'one of {PRUNE_SUBSETS}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,8 +282,6 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
     log(f'data: {len(train_set)} train / {len(val_set)} val scenes in {time.perf_counter() - t0:.1f}s')
     curriculum = Curriculum(t.curriculum, modalities=model.modalities, total_steps=t.steps)
     prune_start = int(round(t.gate.prune_start_frac * t.steps))
-    freeze_start = int(round(t.gate.freeze_frac * t.steps))
-    subsets = modality_subsets(model.modalities)
     layout = model.unit_layout()
     bar = Progress(t.steps) if progress else None
     n = len(train_set)
@@ -305,11 +292,9 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
     for step in range(start_step, t.steps):
         live = curriculum.sample(step, rng)
         idx = torch.from_numpy(rng.choice(n, size=batch, replace=False)).to(device)
-        pruned = step >= prune_start and rng.random() < t.gate.prune_prob
-        if pruned and t.gate.prune_subsets == 'uniform':
-            live = subsets[int(rng.integers(len(subsets)))]
         inputs = {m: train_set.inputs[m][idx] for m in live}
         labels = train_set.labels[idx]
+        pruned = step >= prune_start and rng.random() < t.gate.prune_prob
         if pruned:
             budget = float(rng.uniform(t.gate.prune_min_budget, 1.0))
             gates = _to(masks_to_gates(select_units(gate.scores(live), unit_costs(model, live), budget)), device)
@@ -319,10 +304,7 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
             group['lr'] = group['base_lr'] * lr_factor(step, t)
         logits = model(inputs, gates)  # (B, K)
         task = F.cross_entropy(logits, labels)
-        if step < freeze_start:
-            align = alignment_loss(gate, teacher, temperature=t.gate.align_temperature)
-        else:  # frozen gate: no gradient reaches the table, so AdamW leaves it exactly as it is
-            align = torch.zeros((), device=device)
+        align = alignment_loss(gate, teacher, temperature=t.gate.align_temperature)
         opt.zero_grad(set_to_none=True)
         (task + t.gate.align_weight * align).backward()
         if not pruned:  # the gate gradients of this very backward pass feed the teacher

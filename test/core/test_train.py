@@ -107,8 +107,6 @@ def test_resume_errors(tmp_path):
     ({'train.gate.saliency': 'hessian'}, r"saliency='hessian': expected one of \('taylor', 'fisher'\)"),
     ({'data.train_size': 0}, r'train_size=0: expected a positive int'),
     ({'train.curriculum.full_p': 2.0}, r'full_p=2\.0'),
-    ({'train.gate.freeze_frac': 1.5}, r'freeze_frac=1\.5: expected a fraction in \[0, 1\]'),
-    ({'train.gate.prune_subsets': 'rare'}, r"prune_subsets='rare': expected one of \('curriculum', 'uniform'\)"),
 ])
 def test_bad_yaml_is_rejected(tmp_path, edits, match):
     path = _write_yaml(tmp_path / 'bad.yaml', **edits)
@@ -199,44 +197,3 @@ def test_per_modality_backbones_train_through_modality_dropout(tmp_path, backbon
         rows = result.teacher.teacher(live)
         if rows is not None:
             assert all(torch.isfinite(a).all() and torch.isfinite(f).all() for a, f in rows)
-
-
-def _gate_rows(state_dict):
-    return {k: v.clone() for k, v in state_dict.items()}
-
-
-@pytest.mark.parametrize('freeze_frac, frozen', [(0.5, True), (1.0, False)])
-def test_freeze_frac_stops_gate_updates_from_that_step_on(tmp_path, freeze_frac, frozen):
-    """From freeze_frac of the run on, the gate table the pruned steps use is the one deployed."""
-    cfg = dataclasses.replace(TINY, train=dataclasses.replace(
-        TINY.train, gate=dataclasses.replace(TINY.train.gate, freeze_frac=freeze_frac, prune_start_frac=0.0)))
-    out = tmp_path / 'f.pt'
-    train(cfg, out, stop_after=15, progress=False, log=lambda s: None)
-    at_freeze = torch.load(state_path(out), weights_only=True)['gate']
-    result = train(cfg, out, resume=True, progress=False, log=lambda s: None)
-    final = result.gate.state_dict()
-    same = all(torch.equal(at_freeze[k], final[k]) for k in final)
-    assert same == frozen
-    assert any(float(v.abs().sum()) > 0 for v in final.values())  # the gate did learn before the freeze
-
-
-@pytest.mark.parametrize('mode', ['curriculum', 'uniform'])
-def test_prune_subsets_uniform_trains_every_subset(monkeypatch, tmp_path, mode):
-    """Curriculum stuck on all modalities: only 'uniform' pruned steps reach the single-modality subsets."""
-    from sentryfuse_ros.core import train as tr
-    seen = []
-    real = tr.unit_costs
-
-    def spy(model, live):
-        seen.append(tuple(live))
-        return real(model, live)
-    monkeypatch.setattr(tr, 'unit_costs', spy)
-    cfg = dataclasses.replace(TINY, train=dataclasses.replace(
-        TINY.train, steps=40, curriculum=dataclasses.replace(TINY.train.curriculum, phase1_frac=1.0, phase2_frac=0.0),
-        gate=dataclasses.replace(TINY.train.gate, prune_prob=0.5, prune_start_frac=0.0, prune_subsets=mode)))
-    train(cfg, tmp_path / 'u.pt', progress=False, log=lambda s: None)
-    pruned_lives = set(seen[:-len(modality_subsets(TINY.model.modalities))])  # drop validate()'s calls
-    if mode == 'uniform':
-        assert pruned_lives == set(modality_subsets(TINY.model.modalities))
-    else:
-        assert pruned_lives == {TINY.model.modalities}
