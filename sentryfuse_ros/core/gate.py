@@ -104,6 +104,11 @@ class SentryGate(nn.Module):
         self.register_buffer('inclusion', inclusion)  # (S, S)
         self.attn = nn.ParameterList([nn.Parameter(torch.zeros(s, g)) for g, _ in self.layout])  # (S, G)
         self.ffn = nn.ParameterList([nn.Parameter(torch.zeros(s, f)) for _, f in self.layout])  # (S, NF)
+        # deployment calibration, copied from the teacher (calibrate): the raw saliency scale per
+        # subset, block and unit kind, and the alignment temperature. Zero scale = uncalibrated.
+        self.register_buffer('attn_scale', torch.zeros(s, len(self.layout)))  # (S, L)
+        self.register_buffer('ffn_scale', torch.zeros(s, len(self.layout)))  # (S, L)
+        self.register_buffer('temperature', torch.tensor(1.0))
 
     def table(self) -> UnitScores:
         """Scores for every subset at once, with grad: per block (attn (S, G), ffn (S, NF))."""
@@ -115,9 +120,46 @@ class SentryGate(nn.Module):
         return [(row @ wa, row @ wf) for wa, wf in zip(self.attn, self.ffn)]
 
     @torch.no_grad()
+    def calibrate(self, teacher: 'SaliencyTeacher', temperature: float) -> None:
+        """Copy the teacher's raw saliency scales and the alignment temperature (no gradients)."""
+        self.attn_scale.copy_(teacher.attn_scale)
+        self.ffn_scale.copy_(teacher.ffn_scale)
+        self.temperature.fill_(float(temperature))
+
+    @torch.no_grad()
     def scores(self, live: Sequence[str]) -> UnitScores:
-        """Detached scores for ``live``: the ``score_fn`` a deployment SubnetworkCache calls."""
-        return [(a.detach().clone(), f.detach().clone()) for a, f in self.score_tensors(live)]
+        """Detached scores for ``live``: the ``score_fn`` a deployment SubnetworkCache calls.
+
+        The alignment loss fixes each block's logits s only up to a constant: softmax(s) matches
+        p = t^(1/tau) / sum t^(1/tau) of the layer-normalised teacher t. Raw logits are therefore
+        not comparable across blocks, and a budget search over all blocks needs them to be. So a
+        calibrated gate returns  scale_(subset, block, kind) * U * softmax(tau * s)  per unit: the
+        within-block ranking the gate learned (softmax(tau s) estimates t / sum t), times the raw
+        saliency magnitude of that block and kind for that subset (teacher EMA), i.e. an estimate
+        of the unit's raw first-order saliency, like the Taylor baseline's scores but conditioned
+        on the live subset and read from a table (no data, no gradient on the robot). An
+        uncalibrated gate (zero scale, e.g. an old checkpoint) returns the raw logits.
+        """
+        k = subset_index(live, self.modalities)
+        tau = float(self.temperature)
+        out = []
+        for i, (a, f) in enumerate(self.score_tensors(live)):
+            pair = []
+            for logits, scale in ((a, self.attn_scale[k, i]), (f, self.ffn_scale[k, i])):
+                logits = logits.detach()
+                if float(scale) > 0:
+                    pair.append(float(scale) * logits.numel() * torch.softmax(tau * logits, dim=-1))
+                else:
+                    pair.append(logits.clone())
+            out.append((pair[0], pair[1]))
+        return out
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        """Accepts gate state dicts saved before calibration existed (they load uncalibrated)."""
+        state = dict(state_dict)
+        for name in ('attn_scale', 'ffn_scale', 'temperature'):
+            state.setdefault(name, getattr(self, name).detach().clone() * 0 + (1.0 if name == 'temperature' else 0.0))
+        return super().load_state_dict(state, strict=strict, **kwargs)
 
     def extra_repr(self) -> str:
         return f'modalities={self.modalities}, subsets={len(self.subsets)}, blocks={len(self.layout)}'
@@ -202,6 +244,10 @@ class SaliencyTeacher(nn.Module):
         for i, (g, f) in enumerate(self.layout):
             self.register_buffer(f'attn_{i}', torch.zeros(s, g))  # (S, G)
             self.register_buffer(f'ffn_{i}', torch.zeros(s, f))  # (S, NF)
+        # EMA of the raw (unnormalised) mean saliency per subset, block and unit kind: what makes
+        # units of different blocks comparable at deployment (see SentryGate.scores)
+        self.register_buffer('attn_scale', torch.zeros(s, len(self.layout)))  # (S, L)
+        self.register_buffer('ffn_scale', torch.zeros(s, len(self.layout)))  # (S, L)
 
     def _rows(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
         return getattr(self, f'attn_{i}'), getattr(self, f'ffn_{i}')
@@ -217,6 +263,10 @@ class SaliencyTeacher(nn.Module):
             ea, ef = self._rows(i)
             ea[k].mul_(d).add_((1.0 - d) * a.to(ea))
             ef[k].mul_(d).add_((1.0 - d) * f.to(ef))
+        raw_a = torch.stack([a.float().mean() for a, _ in saliency]).to(self.attn_scale)  # (L,)
+        raw_f = torch.stack([f.float().mean() for _, f in saliency]).to(self.ffn_scale)  # (L,)
+        self.attn_scale[k].mul_(d).add_((1.0 - d) * raw_a)
+        self.ffn_scale[k].mul_(d).add_((1.0 - d) * raw_f)
         self.updates[k] += 1
 
     def seen(self) -> torch.Tensor:

@@ -309,6 +309,7 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
         (task + t.gate.align_weight * align).backward()
         if not pruned:  # the gate gradients of this very backward pass feed the teacher
             teacher.update(live, read_saliency(gates, kind=t.gate.saliency, skipped_blocks_zero=True))
+            gate.calibrate(teacher, t.gate.align_temperature)
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()

@@ -247,3 +247,26 @@ def test_read_saliency_skipped_blocks_give_zero_only_when_asked():
         read_saliency([(a, f)])
     (sa, sf), = read_saliency([(a, f)], skipped_blocks_zero=True)
     assert torch.equal(sa, torch.full((2,), 2.0)) and torch.equal(sf, torch.zeros(3))
+
+
+def test_calibrated_scores_are_comparable_across_blocks():
+    """scores = raw saliency scale of (subset, block, kind) x U x softmax(tau * logits); uncalibrated = logits."""
+    layout = [(2, 3), (2, 3)]
+    gate = SentryGate(modalities=('camera', 'audio'), layout=layout)
+    with torch.no_grad():
+        gate.attn[0][2].copy_(torch.tensor([1.0, -1.0]))  # subset row 2 = camera+audio
+    raw = gate.scores(('camera', 'audio'))
+    assert torch.equal(raw[0][0], torch.tensor([1.0, -1.0]))  # uncalibrated: the logits
+    teacher = SaliencyTeacher(modalities=('camera', 'audio'), layout=layout, decay=0.0)
+    big, small = torch.tensor([4.0, 2.0]), torch.tensor([0.04, 0.02])
+    teacher.update(('camera', 'audio'), [(big, torch.ones(3)), (small, torch.ones(3))])
+    gate.calibrate(teacher, temperature=0.5)
+    (a0, _), (a1, _) = gate.scores(('audio', 'camera'))
+    assert torch.allclose(a0, 3.0 * 2 * torch.softmax(torch.tensor([0.5, -0.5]), 0))
+    assert torch.allclose(a1, 0.03 * 2 * torch.softmax(torch.zeros(2), 0))
+    assert a1.max() < a0.min()  # the low-saliency block's units rank below the high one's
+    # a gate saved before calibration existed still loads (uncalibrated)
+    old = {k: v for k, v in gate.state_dict().items() if not k.endswith(('_scale', 'temperature'))}
+    fresh = SentryGate(modalities=('camera', 'audio'), layout=layout)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.scores(('camera', 'audio'))[0][0], torch.tensor([1.0, -1.0]))
