@@ -405,11 +405,14 @@ def merge_results(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """
     if not parts:
         raise DataError('merge: no bench results given')
-    config = parts[0].get('meta', {}).get('config')
+    def grid_of(meta):  # where the AV-MNIST files lay is not part of the grid
+        cfg = meta.get('config')
+        return {k: v for k, v in cfg.items() if k != 'avmnist_root'} if isinstance(cfg, dict) else cfg
+    config = grid_of(parts[0].get('meta', {}))
     records, seen, errors, models, shards = [], set(), [], {}, []
     for i, part in enumerate(parts):
         meta = part.get('meta', {})
-        if meta.get('config') != config:
+        if grid_of(meta) != config:
             raise DataError(f'merge: part {i} was run with another grid config than part 0; expected the same '
                             f'config.yaml section for every shard')
         for rec in part['records']:
