@@ -26,6 +26,7 @@ import dataclasses
 import fnmatch
 import hashlib
 import inspect
+import gzip
 import json
 import os
 import pathlib
@@ -285,10 +286,14 @@ def cell_key(rec: Dict[str, Any]) -> Tuple:
 
 
 def read_results(path: pathlib.Path) -> Dict[str, Any]:
-    """{'meta': ..., 'records': [...]} from a bench JSON (a bare list of records is accepted too)."""
+    """{'meta': ..., 'records': [...]} from a bench JSON, plain or .gz (a bare list of records too)."""
+    path = pathlib.Path(path)
     try:
-        data = json.loads(pathlib.Path(path).read_text(encoding='utf-8'))
-    except (OSError, json.JSONDecodeError) as exc:
+        raw = path.read_bytes()
+        if path.suffix == '.gz':
+            raw = gzip.decompress(raw)
+        data = json.loads(raw.decode('utf-8'))
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f'bench results {str(path)!r} are unreadable: {exc}') from exc
     if isinstance(data, list):
         data = {'meta': {}, 'records': data}

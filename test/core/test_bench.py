@@ -263,3 +263,14 @@ def test_data_root_default_is_next_to_the_repo(tmp_path):
     from sentryfuse_ros.commands import bench as cmd
     assert cmd.data_root(None, '../shared/data') == (ROOT.parent / 'shared' / 'data').resolve()
     assert cmd.data_root(str(tmp_path), '../shared/data') == tmp_path.resolve()
+
+
+def test_read_results_accepts_gzip(tmp_path):
+    import gzip
+    import json as _json
+    payload = {'meta': {'x': 1}, 'records': [{'method': 'random'}]}
+    (tmp_path / 'r.json.gz').write_bytes(gzip.compress(_json.dumps(payload).encode()))
+    assert bench.read_results(tmp_path / 'r.json.gz') == payload
+    (tmp_path / 'bad.json.gz').write_bytes(b'not gzip')
+    with pytest.raises(DataError, match=r"bench results .*bad.json.gz' are unreadable"):
+        bench.read_results(tmp_path / 'bad.json.gz')
