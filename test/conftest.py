@@ -3,6 +3,8 @@ import itertools
 import os
 import pathlib
 
+import sys
+
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -29,3 +31,24 @@ def ros_context():
         yield context
     finally:
         context.try_shutdown()
+
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # test helper modules
+
+
+@pytest.fixture(scope='session')
+def checkpoint(tmp_path_factory) -> pathlib.Path:
+    """The shipped model, or a tiny one trained once per session (see sentryfuse_checkpoint.py)."""
+    from sentryfuse_checkpoint import checkpoint_path
+    return checkpoint_path(tmp_path_factory)
+
+
+@pytest.fixture(scope='module')
+def trained(checkpoint):
+    """(model, gate) loaded from ``checkpoint``, on CPU, torch at 1 thread."""
+    import torch
+
+    from sentryfuse_ros.core.train import load_sentryfuse
+    torch.set_num_threads(1)
+    model, gate, _meta = load_sentryfuse(checkpoint)
+    return model, gate

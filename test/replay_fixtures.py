@@ -1,5 +1,4 @@
 """Shared helpers of the replay tests: the checkpoint, simulated bags, a KITTI-based bag."""
-import dataclasses
 import pathlib
 
 import cv2
@@ -9,35 +8,6 @@ from sentryfuse_ros.core.bagtypes import make_image, make_pointcloud2, make_type
 from sentryfuse_ros.core.bagwriter import BagSink
 from sentryfuse_ros.core.scenario import Scenario
 from sentryfuse_ros.core.simbag import SimBagConfig, simulate_bag
-
-try:
-    from sentryfuse_checkpoint import checkpoint_path  # noqa: F401  (the suite's shared fixture helper)
-except ImportError:  # pragma: no cover - same behaviour, kept here for a checkout without it
-    ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-    def checkpoint_path(tmp_path_factory) -> pathlib.Path:
-        shipped = ROOT / 'models' / 'sentryfuse_sim.pt'
-        if shipped.is_file():
-            return shipped
-        out = tmp_path_factory.getbasetemp() / 'sentryfuse_checkpoint' / 'tiny.pt'
-        if out.is_file():
-            return out
-        import torch
-
-        from sentryfuse_ros.core.train import load_train_config, train
-        cfg = load_train_config(ROOT / 'config' / 'train_sim.yaml')
-        cfg = dataclasses.replace(
-            cfg, data=dataclasses.replace(cfg.data, train_size=96, val_size=32, cache_dir=''),
-            train=dataclasses.replace(cfg.train, steps=8, batch_size=16, warmup_steps=2,
-                                      checkpoint_every=1000, eval_batch=32))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            train(cfg, out, progress=False, log=lambda s: None, command='test fixture')
-        finally:
-            torch.set_num_threads(threads)
-        return out
 
 SIM = SimBagConfig(scene_duration_s=2.0, lidar_points=1024, image_size=64)  # small and fast
 

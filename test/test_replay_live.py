@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from replay_fixtures import checkpoint_path, sim_bag  # noqa: E402
+from replay_fixtures import sim_bag  # noqa: E402
 
 pytest.importorskip('rclpy')
 from sentryfuse_ros import cli  # noqa: E402
@@ -35,11 +35,6 @@ from sentryfuse_ros.core.replay import Faults, ReplayConfig  # noqa: E402
 from sentryfuse_ros.replay_live import graph_parameters, replay_live  # noqa: E402
 
 DOMAIN = 60 + os.getpid() % 30  # away from conftest's 100-199 and test_graph's 231
-
-
-@pytest.fixture(scope='session')
-def checkpoint(tmp_path_factory):
-    return checkpoint_path(tmp_path_factory)
 
 
 def test_live_replay_matches_offline_predictions(tmp_path, checkpoint):

@@ -40,7 +40,7 @@ import torch
 
 from sentryfuse_ros.core import baselines as bl
 from sentryfuse_ros.core import train as tr
-from sentryfuse_ros.core.config import check, from_dict, load_yaml, to_dict
+from sentryfuse_ros.core.config import check, load_yaml, to_dict
 from sentryfuse_ros.core.curriculum import CurriculumConfig
 from sentryfuse_ros.core.datasets import MultimodalTensors, SyntheticDataset
 from sentryfuse_ros.core.errors import ConfigError, DataError

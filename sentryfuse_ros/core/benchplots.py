@@ -14,7 +14,7 @@ import collections
 import math
 import pathlib
 import statistics
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 from sentryfuse_ros.core.bench import BASELINES, DENSE_METHODS, METHODS
 from sentryfuse_ros.core.errors import DataError

@@ -388,7 +388,7 @@ class OfflineReplay:
                     actions[due](t_due)
                     clock[due] += 1
 
-            n_total, n_done = max(info['message_count'], 1), 0
+            n_done = 0
             for bm in iter_messages(bag, cfg.topics, stats=stats):
                 t = (bm.t_ns - start_ns) / 1e9
                 advance_to(t)

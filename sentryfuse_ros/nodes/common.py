@@ -175,3 +175,27 @@ def diagnostic_array(stamp, statuses: Sequence[DiagnosticStatus]) -> DiagnosticA
     msg.header.stamp = stamp
     msg.status = list(statuses)
     return msg
+
+
+# ---- executables -----------------------------------------------------------------------
+
+def run_node(factory: Callable[[], Node], args=None) -> int:
+    """The body of every node's ``main``: init, spin until Ctrl-C or shutdown, clean up.
+
+    The try/spin/except (KeyboardInterrupt, ExternalShutdownException)/finally shape works from
+    Humble to Kilted.
+    """
+    import rclpy  # noqa: PLC0415
+    from rclpy.executors import ExternalShutdownException  # noqa: PLC0415
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = factory()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -8,8 +8,6 @@ battery, one for the parameters). All logic lives in sentryfuse_ros.core.health.
 import math
 from typing import Any, Dict, Mapping, Tuple
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import BatteryState
 
@@ -220,18 +218,7 @@ class HealthMonitor(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = HealthMonitor()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return common.run_node(HealthMonitor, args)
 
 
 if __name__ == '__main__':

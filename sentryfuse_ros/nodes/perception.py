@@ -13,9 +13,7 @@ import re
 import time
 from typing import Any, Dict, Mapping, Optional
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from sentryfuse_ros import conversions
@@ -296,18 +294,7 @@ def _stamp_msg(t: float):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = Perception()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return common.run_node(Perception, args)
 
 
 if __name__ == '__main__':

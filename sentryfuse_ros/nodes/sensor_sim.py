@@ -8,13 +8,10 @@ show the same scene, which changes every `scene.duration` seconds. :class:`Simpl
 scenario (YAML, see sentryfuse_ros.core.scenario) drops and restores streams and sets the
 battery level, which otherwise drains at `battery.drain_per_s`.
 """
-import math
 import pathlib
 from typing import Any, Dict, Mapping, Optional, Protocol
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import BatteryState, Image, PointCloud2
 from std_msgs.msg import String
@@ -344,18 +341,7 @@ class SensorSim(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SensorSim()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return common.run_node(SensorSim, args)
 
 
 if __name__ == '__main__':

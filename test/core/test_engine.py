@@ -4,25 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from sentryfuse_checkpoint import checkpoint_path
 from sentryfuse_ros.core import preprocess as pp
 from sentryfuse_ros.core.engine import AudioRing, EngineConfig, PerceptionEngine
 from sentryfuse_ros.core.errors import ConfigError, ConversionError
-from sentryfuse_ros.core.train import load_sentryfuse
 
 ALL = ('camera', 'lidar', 'audio')
-
-
-@pytest.fixture(scope='session')
-def checkpoint(tmp_path_factory):
-    return checkpoint_path(tmp_path_factory)
-
-
-@pytest.fixture(scope='module')
-def trained(checkpoint):
-    torch.set_num_threads(1)
-    model, gate, _meta = load_sentryfuse(checkpoint)
-    return model, gate
 
 
 def make_engine(trained, **overrides) -> PerceptionEngine:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from replay_fixtures import SIM, checkpoint_path, sim_bag  # noqa: E402
+from replay_fixtures import SIM, sim_bag  # noqa: E402
 
 from sentryfuse_ros import cli  # noqa: E402
 from sentryfuse_ros.converters import engine_converters  # noqa: E402
@@ -23,25 +23,12 @@ from sentryfuse_ros.core.replay import (DropWindow, Faults, LabelTrack, OfflineR
                                         load_battery_profile, load_label_csv, load_replay_config,
                                         parse_drop, profile_at)
 from sentryfuse_ros.core.scenes import SCENE_PRESETS, SceneStream  # noqa: E402
-from sentryfuse_ros.core.train import load_sentryfuse  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 REFERENCE_BAGS = [f'{group}/{storage}/{name}'
                   for group, names in (('rosbag2_py_resources', ('talker', 'wbag')),
                                        ('rosbag2_tests_resources', ('cdr_test', 'bag_with_topics_and_service_events')))
                   for storage in ('mcap', 'sqlite3') for name in names]
-
-
-@pytest.fixture(scope='session')
-def checkpoint(tmp_path_factory):
-    return checkpoint_path(tmp_path_factory)
-
-
-@pytest.fixture(scope='module')
-def trained(checkpoint):
-    torch.set_num_threads(1)
-    model, gate, _ = load_sentryfuse(checkpoint)
-    return model, gate
 
 
 def replay(trained, bag, config=ReplayConfig(), **kwargs):

@@ -7,18 +7,13 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from replay_fixtures import checkpoint_path, write_kitti_bag  # noqa: E402
+from replay_fixtures import write_kitti_bag  # noqa: E402
 
 from sentryfuse_ros import cli  # noqa: E402
 from sentryfuse_ros.core import report  # noqa: E402
 from sentryfuse_ros.core.errors import ConfigError  # noqa: E402
 from sentryfuse_ros.core.phases import Phase  # noqa: E402
 from sentryfuse_ros.core.replay import STAGES, ReplayResult  # noqa: E402
-
-
-@pytest.fixture(scope='session')
-def checkpoint(tmp_path_factory):
-    return checkpoint_path(tmp_path_factory)
 
 
 def _record(t, label, truth, modalities=('camera', 'lidar'), budget=1.0, total=5.0):

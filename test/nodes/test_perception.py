@@ -16,7 +16,6 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import BatteryState, Image, PointCloud2, PointField  # noqa: E402
 
-from sentryfuse_checkpoint import checkpoint_path  # noqa: E402
 from sentryfuse_ros import conversions  # noqa: E402
 from sentryfuse_ros.msg import AudioFrame, InferenceLatency, ModalityHealth, Prediction  # noqa: E402
 from sentryfuse_ros.nodes.health_monitor import HealthMonitor  # noqa: E402
@@ -28,11 +27,6 @@ HEALTH_RATE = 20.0          # [Hz] health monitor checks
 LIDAR_TIMEOUT = 0.5         # [s] health monitor: lidar silent this long -> not live
 AUDIO_RATE, AUDIO_FRAME = 8000, 800   # 100 ms frames at 10 Hz
 LOAD_ALLOWANCE = 0.25       # [s] slack for 2 shared cores (DDS hop + executor delays)
-
-
-@pytest.fixture(scope='session')
-def checkpoint(tmp_path_factory):
-    return checkpoint_path(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
