@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import yaml
 
+from sentryfuse_ros.core.config import read_yaml
 from sentryfuse_ros.core.errors import ConfigError
 
 
@@ -82,12 +83,7 @@ def load_parameters(path) -> Dict[str, Dict[str, Any]]:
     """{node name: {dotted parameter name: value}} from a ros__parameters YAML file.
     A `/**` section applies to every node (its own section wins); leading '/' is dropped."""
     path = pathlib.Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
-    except FileNotFoundError as exc:
-        raise ConfigError(f'parameters file {str(path)!r} does not exist') from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f'parameters file {str(path)!r} is not valid YAML: {exc}') from exc
+    data = read_yaml(path, 'parameters file')
     if not isinstance(data, Mapping):
         raise ConfigError(f'parameters file {str(path)!r}: expected a mapping of node names')
     out = {}

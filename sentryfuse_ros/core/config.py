@@ -43,7 +43,9 @@ def from_dict(cls: Type[T], data: Mapping[str, Any], where: str = '') -> T:
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f'{key}: expected a mapping, got {type(value).__name__} {value!r}')
         return from_dict(hint, value, key)
     origin = typing.get_origin(hint)
     if (hint is tuple or origin is tuple) and isinstance(value, list):
@@ -64,15 +66,21 @@ def to_dict(config: Any) -> dict:
     return plain(config)
 
 
+def read_yaml(path: 'str | pathlib.Path', what: str) -> Any:
+    """Parsed YAML of ``path`` ({} for an empty file); ConfigError "<what> '<path>' ..." otherwise."""
+    path = pathlib.Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding='utf-8')) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f'{what} {str(path)!r} does not exist') from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f'{what} {str(path)!r} is not valid YAML: {exc}') from exc
+
+
 def load_yaml(cls: Type[T], path: 'str | pathlib.Path', section: str = '') -> T:
     """Load ``cls`` from a YAML file (optionally from one top-level ``section`` of it)."""
     path = pathlib.Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding='utf-8'))
-    except FileNotFoundError as exc:
-        raise ConfigError(f'config file {str(path)!r} does not exist') from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f'config file {str(path)!r} is not valid YAML: {exc}') from exc
+    data = read_yaml(path, 'config file')
     if section:
         if not isinstance(data, Mapping) or section not in data:
             raise ConfigError(f'config file {str(path)!r} has no top-level key {section!r}')

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from sentryfuse_ros.core.bags import SENSOR_MODALITIES, BagSource, ReadStats, TopicMap, iter_messages
-from sentryfuse_ros.core.config import check, from_dict
+from sentryfuse_ros.core.config import check, from_dict, read_yaml
 from sentryfuse_ros.core.engine import EngineConfig, PerceptionEngine
 from sentryfuse_ros.core.errors import BagError, ConfigError
 from sentryfuse_ros.core.health import (DEFAULT_MODALITY_CONFIGS, BatteryBudgetConfig, HealthState,
@@ -87,12 +87,7 @@ def load_replay_config(path=None) -> ReplayConfig:
     if path is None:
         return ReplayConfig()
     path = pathlib.Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
-    except FileNotFoundError as exc:
-        raise ConfigError(f'replay config {str(path)!r} does not exist') from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f'replay config {str(path)!r} is not valid YAML: {exc}') from exc
+    data = read_yaml(path, 'replay config')
     try:
         return from_dict(ReplayConfig, data, where='')
     except (ConfigError, BagError) as exc:

@@ -18,9 +18,8 @@ import math
 import pathlib
 from typing import List
 
-import yaml
 
-from sentryfuse_ros.core.config import check, from_dict
+from sentryfuse_ros.core.config import check, from_dict, read_yaml
 from sentryfuse_ros.core.errors import ConfigError
 from sentryfuse_ros.core.preprocess import MODALITIES
 
@@ -69,12 +68,7 @@ class Scenario:
 def load_scenario(path) -> Scenario:
     """Read a scenario YAML file; ConfigError names the file and the bad key."""
     path = pathlib.Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
-    except FileNotFoundError as exc:
-        raise ConfigError(f'scenario file {str(path)!r} does not exist') from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f'scenario file {str(path)!r} is not valid YAML: {exc}') from exc
+    data = read_yaml(path, 'scenario file')
     try:
         return from_dict(Scenario, data, where='scenario')
     except ConfigError as exc:
