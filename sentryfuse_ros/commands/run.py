@@ -4,9 +4,9 @@
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         'run', help='start the node graph of perception.launch.py in one process',
-        description='Start health_monitor (+ sensor_sim with --use-sim, + perception once it '
-                    'exists) in one process, each node reading its own section of the '
-                    'parameters YAML. Stops on Ctrl-C or after --duration.')
+        description='Start health_monitor + perception (+ sensor_sim with --use-sim) in one '
+                    'process, each node reading its own section of the parameters YAML. Stops on '
+                    'Ctrl-C or after --duration.')
     parser.add_argument('--params', default=None,
                         help='ros__parameters YAML (default: config/perception.yaml)')
     parser.add_argument('--use-sim', action='store_true', help='also start sensor_sim')
