@@ -1,7 +1,6 @@
 """health_monitor over real DDS: liveness, timeout latency, hysteresis, rates, battery budget,
 parameter validation and /diagnostics, asserted on what the node publishes."""
 import math
-import time
 
 import pytest
 
@@ -15,6 +14,7 @@ from sensor_msgs.msg import BatteryState, Image  # noqa: E402
 
 from sentryfuse_ros.msg import ModalityHealth  # noqa: E402
 from sentryfuse_ros.nodes.health_monitor import HealthMonitor  # noqa: E402
+from ros_helpers import spin_until  # noqa: E402  (test/ is on sys.path via conftest)
 
 TIMEOUT, UPDATE_RATE, RECOVER = 0.3, 10.0, 3
 
@@ -62,12 +62,7 @@ class Harness:
         return self.now()
 
     def spin_until(self, predicate, timeout_s, what):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.01)
-            if predicate():
-                return
-        raise AssertionError(f'timed out after {timeout_s} s waiting for {what}')
+        spin_until(self.executor, predicate, timeout_s, what)
 
     def close(self):
         self.camera(None)

@@ -20,6 +20,7 @@ from sentryfuse_ros import conversions  # noqa: E402
 from sentryfuse_ros.msg import AudioFrame, InferenceLatency, ModalityHealth, Prediction  # noqa: E402
 from sentryfuse_ros.nodes.health_monitor import HealthMonitor  # noqa: E402
 from sentryfuse_ros.nodes.perception import Perception  # noqa: E402
+from ros_helpers import spin_until  # noqa: E402  (test/ is on sys.path via conftest)
 
 ALL = ['camera', 'lidar', 'audio']
 RATE = 10.0                 # [Hz] perception inferences
@@ -134,12 +135,7 @@ class Harness:
             self.streaming[m] = on
 
     def spin_until(self, predicate, timeout_s, what):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.01)
-            if predicate():
-                return
-        raise AssertionError(f'timed out after {timeout_s} s waiting for {what}')
+        spin_until(self.executor, predicate, timeout_s, what)
 
     def spin_for(self, seconds):
         deadline = time.monotonic() + seconds
