@@ -176,7 +176,7 @@ def replay_live(bag_path, config: ReplayConfig, *, checkpoint: str, faults: Faul
             nodes = graph.build_graph(specs, params, use_sim=False, context=context)
             perception = next(n for n in nodes if n.get_name() == 'perception')
             if perception.engine is None:
-                raise BagError(f'the perception node could not load the model: {perception._model_error}')
+                raise BagError(f'the perception node could not load the model: {perception.model_error}')
             bag_time = lambda: (time.monotonic() - wall0[0]) * rate  # noqa: E731
             recorder = ReplayRecorder(start_ns / 1e9, bag_time, track, context=context)
             player = Node('bag_player', context=context,

@@ -128,6 +128,11 @@ class Perception(Node):
             self._timer = self.create_timer(1.0 / float(values['rate']), self._on_timer)
         self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
 
+    @property
+    def model_error(self) -> str:
+        """Why the model could not be loaded ('' when it was)."""
+        return self._model_error
+
     # -- set-up --------------------------------------------------------------------------
     def _load_engine(self, values: Mapping[str, Any]) -> None:
         from sentryfuse_ros.core.train import load_sentryfuse  # noqa: PLC0415 (torch-heavy)
