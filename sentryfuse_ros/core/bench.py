@@ -21,11 +21,9 @@ gflops = 2 x analytic MACs of the sliced model for the live set (what count_flop
 latency_ms / peak_mem_mb are measured at batch 1 on the bench device for seeds in
 ``latency_seeds`` only (null elsewhere).
 """
-import contextlib
 import dataclasses
 import fnmatch
 import hashlib
-import inspect
 import gzip
 import json
 import os
@@ -166,22 +164,6 @@ def train_config(cfg: BenchConfig, backbone: str, dataset: str, seed: int, varia
     return tr.TrainFileConfig(model=model, preprocess=cfg.preprocess, data=d, train=t)
 
 
-@contextlib.contextmanager
-def _inject_datasets(data: Dict[str, MultimodalTensors]):
-    """Make ``train.train`` use these splits and class names.
-
-    Shim until ``core/train.train`` takes the datasets as an argument: it builds them from
-    ``DataConfig`` (synthetic scenes only), so AV-MNIST needs its module-level hooks replaced.
-    """
-    saved = tr._datasets, tr.class_names
-    tr._datasets = lambda cfg: (data['train'].subset(cfg.model.modalities), data['val'].subset(cfg.model.modalities))
-    tr.class_names = lambda scene: tuple(data['train'].class_names)
-    try:
-        yield
-    finally:
-        tr._datasets, tr.class_names = saved
-
-
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -197,12 +179,7 @@ def trained_checkpoint(cfg: BenchConfig, backbone: str, dataset: str, seed: int,
     start = time.perf_counter()
     log(f'training {path.name} ({tcfg.train.steps} steps, {len(data["train"])} samples)')
     kwargs = {'progress': False, 'log': lambda s: None, 'command': f'sentryfuse bench ({variant})'}
-    params = inspect.signature(tr.train).parameters
-    if 'datasets' in params:
-        tr.train(tcfg, path, datasets=(data['train'], data['val']), **kwargs)
-    else:
-        with _inject_datasets(data):
-            tr.train(tcfg, path, **kwargs)
+    tr.train(tcfg, path, datasets=(data['train'], data['val']), **kwargs)
     return path, time.perf_counter() - start
 
 
