@@ -39,6 +39,8 @@ DEFAULTS = {
     'stats_window': 200,              # inferences in the latency percentile window
     'budget_levels': [1.0, 0.85, 0.7, 0.5, 0.4],  # budgets with a cached sub-network
     'prebuild': True,                 # build every (live subset, budget level) sub-network at start-up
+    'torch_threads': 1,               # CPU threads for torch ops (0 = torch's default); 1 keeps
+                                      # OpenMP workers from spinning against the other nodes' callbacks
     'camera.topic': '/camera/image_raw', 'camera.type': 'sensor_msgs/msg/Image', 'camera.max_age': 0.5,
     'lidar.topic': '/lidar/points', 'lidar.type': 'sensor_msgs/msg/PointCloud2', 'lidar.max_age': 0.5,
     'audio.topic': '/audio/frames', 'audio.type': 'sentryfuse_ros/msg/AudioFrame', 'audio.max_age': 0.5,
@@ -77,6 +79,8 @@ def check_values(values: Mapping[str, Any]) -> None:
     for key in ('rate', 'health_timeout', 'diagnostics_period'):
         if not common.as_float(values[key], key) > 0:
             raise ConfigError(f'{key}={values[key]!r}: expected a positive number')
+    if common.as_int(values['torch_threads'], 'torch_threads') < 0:
+        raise ConfigError(f"torch_threads={values['torch_threads']!r}: expected an integer >= 0")
     if not isinstance(values['prebuild'], bool):
         raise ConfigError(f"prebuild={values['prebuild']!r}: expected true or false")
     if common.as_int(values['stats_window'], 'stats_window') < 1:
@@ -135,7 +139,11 @@ class Perception(Node):
 
     # -- set-up --------------------------------------------------------------------------
     def _load_engine(self, values: Mapping[str, Any]) -> None:
-        from sentryfuse_ros.core.train import load_sentryfuse  # noqa: PLC0415 (torch-heavy)
+        import torch  # noqa: PLC0415 (torch-heavy)
+
+        from sentryfuse_ros.core.train import load_sentryfuse  # noqa: PLC0415
+        if int(values['torch_threads']) > 0:
+            torch.set_num_threads(int(values['torch_threads']))
         path = values['model_path'] or default_model_path()
         try:
             model, gate, _meta = load_sentryfuse(path, device=values['device'])
