@@ -38,7 +38,8 @@ class DemoView(Node):
         self._t0 = self._now()
         self._truth: Optional[str] = None
         self._truth_changed = -math.inf
-        self._latency = {}
+        self._latency = {}   # header stamp -> InferenceLatency, waiting for its Prediction
+        self._pending = {}   # header stamp -> (t, truth, Prediction), waiting for its latency
         self._health: Optional[ModalityHealth] = None
         self._out, self._live_view = out, live_view
         self._tty = hasattr(out, 'isatty') and out.isatty()
@@ -70,14 +71,12 @@ class DemoView(Node):
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         t = self.t()
         truth = self._truth if t - self._truth_changed >= TRANSITION_S else None
-        self._pending = getattr(self, '_pending', {})
         self._pending[key] = (t, truth, msg)
         self._match(key)
 
     def _match(self, key) -> None:
-        pending = getattr(self, '_pending', {})
-        if key in pending and key in self._latency:
-            t, truth, msg = pending.pop(key)
+        if key in self._pending and key in self._latency:
+            t, truth, msg = self._pending.pop(key)
             lat = self._latency.pop(key)
             self.records.append(Record(
                 t=t, label=msg.label, truth=truth, modalities=tuple(msg.modalities_used),

@@ -244,19 +244,18 @@ class PerceptionEngine:
 
         t0 = time.perf_counter()
         tensors: Dict[str, torch.Tensor] = {}
-        for m in candidates:
+        if 'audio' in candidates:
+            arrays['audio'] = self._audio.buffer.copy()                     # (A,), already at the model rate
+        for m, array in arrays.items():  # modalities whose conversion failed are absent here
             try:
                 if m == 'camera':
-                    x = pp.preprocess_camera(arrays[m], self.pre)            # (3, S, S)
+                    x = pp.preprocess_camera(array, self.pre)               # (3, S, S)
                 elif m == 'lidar':
-                    x = pp.preprocess_lidar(arrays[m], self.pre)             # (3, G, G)
-                elif m == 'audio':
-                    x = self._audio.buffer.copy()                           # (A,)
+                    x = pp.preprocess_lidar(array, self.pre)                # (3, G, G)
                 else:
-                    continue
-            except (SentryFuseError, KeyError) as exc:
-                if isinstance(exc, SentryFuseError):
-                    self.record_error(m, exc)
+                    x = array
+            except SentryFuseError as exc:
+                self.record_error(m, exc)
                 continue
             tensors[m] = torch.as_tensor(np.asarray(x)).unsqueeze(0).to(self.device, self.dtype)  # (1, ...)
         preprocess_ms = (time.perf_counter() - t0) * 1e3
