@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time sentryfuse_ros.conversions on real KITTI sizes; prints median and p95 per operation.
+"""Time sentryfuse_ros.msg_arrays on real KITTI sizes; prints median and p95 per operation.
 
 Usage: python scripts/bench_conversions.py [--data ../shared/data] [--frame 000001] [--runs 50]
 Frame 000001 is a 1242x375 image and a 120,268-point cloud.
@@ -12,7 +12,7 @@ import time
 import cv2
 import numpy as np
 
-from sentryfuse_ros import conversions as conv
+from sentryfuse_ros import msg_arrays as conv
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -56,7 +56,7 @@ def main() -> int:
 
     import cv2
     import numpy as np
-    from sentryfuse_ros import conversions as conv
+    from sentryfuse_ros import msg_arrays as conv
     rgb = cv2.cvtColor(cv2.imread(str(KITTI / 'image_2' / '000001.png')), cv2.COLOR_BGR2RGB)
     points = np.fromfile(KITTI / 'velodyne' / '000001.bin', np.float32).reshape(-1, 4)
     sub = subprocess.Popen([sys.executable, __file__, '--role', 'sub', '--qos', args.qos,

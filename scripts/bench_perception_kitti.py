@@ -63,7 +63,7 @@ def run_dds(args, rgb, points) -> dict:
     from rclpy.node import Node
     from sensor_msgs.msg import Image, PointCloud2
 
-    from sentryfuse_ros import conversions as conv
+    from sentryfuse_ros import msg_arrays as conv
     from sentryfuse_ros.msg import AudioFrame, InferenceLatency, Prediction
     from sentryfuse_ros.nodes import common
 
@@ -151,10 +151,10 @@ def run_dds(args, rgb, points) -> dict:
 def run_engine(args, rgb, points) -> dict:
     import torch
 
-    from sentryfuse_ros import conversions as conv
-    from sentryfuse_ros.core.engine import PerceptionEngine
-    from sentryfuse_ros.core.train import load_sentryfuse
-    from sentryfuse_ros.converters import engine_converters
+    from sentryfuse_ros import msg_arrays as conv
+    from sentryfuse_ros.core.runtime.engine import PerceptionEngine
+    from sentryfuse_ros.core.training.train import load_sentryfuse
+    from sentryfuse_ros.modality_inputs import engine_converters
     from sentryfuse_ros.nodes.perception import DEFAULTS, build_engine_config
 
     torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """sentryfuse_ros: SentryFuse multimodal perception for ROS 2.
 
-``sentryfuse_ros.core`` is ROS-free; ``sentryfuse_ros.nodes`` and ``sentryfuse_ros.conversions``
+``sentryfuse_ros.core`` is ROS-free; ``sentryfuse_ros.nodes`` and ``sentryfuse_ros.msg_arrays``
 are the only parts that import ROS.
 """
 import pkgutil

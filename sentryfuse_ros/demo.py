@@ -13,8 +13,8 @@ from typing import List, Optional
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from sentryfuse_ros.core.phases import Record, format_summary, scenario_phases, summarize
-from sentryfuse_ros.core.scenario import Scenario, load_scenario
+from sentryfuse_ros.core.bags.phases import Record, format_summary, scenario_phases, summarize
+from sentryfuse_ros.core.bags.scenario import Scenario, load_scenario
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.nodes.sensor_sim import resolve_path
 

@@ -5,7 +5,7 @@ The health_monitor and perception nodes of :mod:`sentryfuse_ros.graph` are start
 bytes with raw publishers at the bag's timing scaled by ``rate`` (optionally publishing /clock
 with the bag time, the nodes then on ``use_sim_time``), and a ``replay_recorder`` node records
 what the graph publishes (Prediction, InferenceLatency, ModalityHealth). The result is a
-:class:`~sentryfuse_ros.core.replay.ReplayResult`, reported like an offline run.
+:class:`~sentryfuse_ros.core.bags.replay.ReplayResult`, reported like an offline run.
 
 Alignment with the bag: a Prediction's header stamp is the stamp of the newest sample it used (a
 sensor stamp from the bag), so ``t_sample = stamp - bag start``, exactly as offline; ground truth
@@ -24,9 +24,9 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import BatteryState
 
 from sentryfuse_ros import graph
-from sentryfuse_ros.core.bags import SENSOR_MODALITIES, BagSource
+from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource
 from sentryfuse_ros.core.errors import BagError
-from sentryfuse_ros.core.replay import (Faults, LabelTrack, ReplayConfig, ReplayResult, bag_info, faults_dict,
+from sentryfuse_ros.core.bags.replay import (Faults, LabelTrack, ReplayConfig, ReplayResult, bag_info, faults_dict,
                                         profile_at)
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.nodes import common

@@ -21,7 +21,7 @@ def checkpoint_path(tmp_path_factory) -> pathlib.Path:
         return out
     import torch
 
-    from sentryfuse_ros.core.train import load_train_config, train
+    from sentryfuse_ros.core.training.train import load_train_config, train
 
     cfg = load_train_config(TRAIN_CONFIG)
     cfg = dataclasses.replace(

@@ -31,7 +31,7 @@ from replay_fixtures import sim_bag  # noqa: E402
 pytest.importorskip('rclpy')
 from sentryfuse_ros import cli  # noqa: E402
 from sentryfuse_ros.core.errors import BagError  # noqa: E402
-from sentryfuse_ros.core.replay import Faults, ReplayConfig  # noqa: E402
+from sentryfuse_ros.core.bags.replay import Faults, ReplayConfig  # noqa: E402
 from sentryfuse_ros.replay_live import graph_parameters, replay_live  # noqa: E402
 
 DOMAIN = 60 + os.getpid() % 30  # away from conftest's 100-199 and test_graph's 231

@@ -32,7 +32,7 @@ def run(args) -> int:
     import torch
 
     from sentryfuse_ros.core.errors import ConfigError
-    from sentryfuse_ros.core.evaluate import evaluate, format_table
+    from sentryfuse_ros.core.training.evaluate import evaluate, format_table
 
     if args.threads < 1:
         raise ConfigError(f'--threads={args.threads}: expected a positive int')

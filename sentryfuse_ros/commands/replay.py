@@ -56,7 +56,7 @@ def resolve_file(path: str, what: str) -> pathlib.Path:
 
 def progress_bar():
     """progress(fraction, text) drawing a bar on stderr (one line per 10% when not a terminal)."""
-    from sentryfuse_ros.core.train import Progress
+    from sentryfuse_ros.core.training.train import Progress
     bar = Progress(1000, stream=sys.stderr)
     return lambda frac, text: bar.update(int(round(min(max(frac, 0.0), 1.0) * 1000)), 0, text)
 
@@ -77,7 +77,7 @@ def build_inputs(args):
     import dataclasses
 
     from sentryfuse_ros.core.errors import ConfigError
-    from sentryfuse_ros.core.replay import Faults, load_battery_profile, load_replay_config, parse_drop
+    from sentryfuse_ros.core.bags.replay import Faults, load_battery_profile, load_replay_config, parse_drop
 
     if args.config is not None:
         config = load_replay_config(resolve_file(args.config, '--config'))
@@ -123,8 +123,8 @@ def build_inputs(args):
 
 def report_phases(scenario_path, faults, duration):
     """Phases named by the recording's scenario (optional) plus the injected drops."""
-    from sentryfuse_ros.core.phases import scenario_phases
-    from sentryfuse_ros.core.scenario import Scenario, ScenarioEvent, load_scenario
+    from sentryfuse_ros.core.bags.phases import scenario_phases
+    from sentryfuse_ros.core.bags.scenario import Scenario, ScenarioEvent, load_scenario
 
     events = list(load_scenario(resolve_file(scenario_path, '--scenario')).events) if scenario_path else []
     for w in faults.drops:
@@ -135,10 +135,10 @@ def report_phases(scenario_path, faults, duration):
 
 
 def run(args) -> int:
-    from sentryfuse_ros.core.bags import SENSOR_MODALITIES, BagSource
+    from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource
     from sentryfuse_ros.core.errors import ConfigError
-    from sentryfuse_ros.core.replay import load_label_csv
-    from sentryfuse_ros.core.report import write_report
+    from sentryfuse_ros.core.bags.replay import load_label_csv
+    from sentryfuse_ros.core.bags.report import write_report
 
     config, faults, label_file = build_inputs(args)
     out = pathlib.Path(args.out)
@@ -157,7 +157,7 @@ def run(args) -> int:
 
     import torch
 
-    from sentryfuse_ros.core.train import load_sentryfuse
+    from sentryfuse_ros.core.training.train import load_sentryfuse
     if args.threads < 1:
         raise ConfigError(f'--threads={args.threads}: expected a positive int')
     torch.set_num_threads(args.threads)
@@ -166,9 +166,9 @@ def run(args) -> int:
     labels = (load_label_csv(label_file, class_names, duration, config.replay.label_transition_s)
               if label_file else None)
     if args.mode == 'offline':
-        from sentryfuse_ros.converters import engine_converters
-        from sentryfuse_ros.core.engine import PerceptionEngine
-        from sentryfuse_ros.core.replay import OfflineReplay
+        from sentryfuse_ros.modality_inputs import engine_converters
+        from sentryfuse_ros.core.runtime.engine import PerceptionEngine
+        from sentryfuse_ros.core.bags.replay import OfflineReplay
         engine = PerceptionEngine(model, gate.scores, config.engine, device=config.replay.device)
         prebuild_ms = engine.prebuild()
         with torch.inference_mode():

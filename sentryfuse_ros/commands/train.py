@@ -28,7 +28,7 @@ def run(args) -> int:
     import torch
 
     from sentryfuse_ros.core.errors import ConfigError
-    from sentryfuse_ros.core.train import load_train_config, train
+    from sentryfuse_ros.core.training.train import load_train_config, train
 
     cfg = load_train_config(args.config)
     overrides = {}

@@ -1,4 +1,6 @@
-"""The ROS-free core: model, pruning, health logic, data, training, evaluation.
+"""The ROS-free core: everything that is the method, with no ROS in it.
 
-Nothing under this package may import rclpy or ROS message modules.
+Layers, each importing only those above it (no cycles): ``errors``/``config`` -> ``data`` ->
+``model`` -> ``pruning`` -> ``training`` -> ``runtime`` -> ``bags`` -> ``bench``.
+Nothing under this package may import rclpy or ROS message modules (test/core/test_no_ros.py).
 """

@@ -3,7 +3,7 @@
 Subscribes raw (no deserialization) to each modality topic and to sensor_msgs/BatteryState;
 publishes sentryfuse_ros/ModalityHealth on /sentryfuse/health at `update_rate` and at once when
 the live set or the budget changes, and /diagnostics (one status per modality, one for the
-battery, one for the parameters). All logic lives in sentryfuse_ros.core.health.
+battery, one for the parameters). All logic lives in sentryfuse_ros.core.runtime.health.
 """
 import math
 from typing import Any, Dict, Mapping, Tuple
@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping, Tuple
 from rclpy.node import Node
 from sensor_msgs.msg import BatteryState
 
-from sentryfuse_ros.core import health
+from sentryfuse_ros.core.runtime import health
 from sentryfuse_ros.core.errors import ConfigError
 from sentryfuse_ros.msg import ModalityHealth
 from sentryfuse_ros.nodes import common

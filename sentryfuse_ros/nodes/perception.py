@@ -5,7 +5,7 @@ Subscribes to camera (Image | CompressedImage), lidar (PointCloud2 | LaserScan),
 (never waits for all sensors); at `rate` (or on each camera frame) runs the sub-network for the
 current (live set, compute budget) zero-shot; publishes Prediction on /sentryfuse/prediction,
 InferenceLatency on /sentryfuse/latency and /diagnostics. All logic is in
-sentryfuse_ros.core.engine; this node converts messages and publishes results.
+sentryfuse_ros.core.runtime.engine; this node converts messages and publishes results.
 """
 import math
 import os
@@ -16,12 +16,12 @@ from typing import Any, Dict, Mapping, Optional
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 
-from sentryfuse_ros import conversions
-from sentryfuse_ros.converters import audio_converter, lidar_converter
-from sentryfuse_ros.core.engine import EngineConfig, PerceptionEngine
+from sentryfuse_ros import msg_arrays
+from sentryfuse_ros.modality_inputs import audio_converter, lidar_converter
+from sentryfuse_ros.core.runtime.engine import EngineConfig, PerceptionEngine
 from sentryfuse_ros.core.errors import ConfigError, ConversionError, SentryFuseError
-from sentryfuse_ros.core.latency import LatencyStats
-from sentryfuse_ros.core.preprocess import MODALITIES
+from sentryfuse_ros.core.runtime.latency import LatencyStats
+from sentryfuse_ros.core.data.preprocess import MODALITIES
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.nodes import common
 
@@ -141,7 +141,7 @@ class Perception(Node):
     def _load_engine(self, values: Mapping[str, Any]) -> None:
         import torch  # noqa: PLC0415 (torch-heavy)
 
-        from sentryfuse_ros.core.train import load_sentryfuse  # noqa: PLC0415
+        from sentryfuse_ros.core.training.train import load_sentryfuse  # noqa: PLC0415
         if int(values['torch_threads']) > 0:
             torch.set_num_threads(int(values['torch_threads']))
         path = values['model_path'] or default_model_path()
@@ -150,7 +150,7 @@ class Perception(Node):
             self.engine = PerceptionEngine(model, gate.scores, build_engine_config(values),
                                            device=values['device'])
             self._converters = {
-                'camera': conversions.image_to_rgb,
+                'camera': msg_arrays.image_to_rgb,
                 'lidar': lidar_converter(values['lidar.type']),
                 'audio': audio_converter(self.engine.pre.audio_rate),
             }
@@ -181,7 +181,7 @@ class Perception(Node):
             return
         header = getattr(msg, 'header', None)
         try:
-            stamp = conversions.stamp_to_sec(header.stamp) if header is not None else 0.0
+            stamp = msg_arrays.stamp_to_sec(header.stamp) if header is not None else 0.0
         except ConversionError as exc:  # e.g. nanosec >= 1e9: skip the message, count it, stay alive
             self.engine.record_error(modality, exc)
             return
@@ -302,7 +302,7 @@ class Perception(Node):
 
 def _stamp_msg(t: float):
     from builtin_interfaces.msg import Time  # noqa: PLC0415
-    sec, nanosec = conversions.sec_to_stamp(t)
+    sec, nanosec = msg_arrays.sec_to_stamp(t)
     return Time(sec=int(sec), nanosec=int(nanosec))
 
 

@@ -2,10 +2,10 @@
 
 Content comes from a pluggable scene source (``make_frame(modality, t) -> array`` and
 ``label(t) -> str``). The default, :class:`SyntheticScenes`, shows coherent scenes from the core
-generator (sentryfuse_ros.core.scenes, the data the shipped model was trained on): all streams
+generator (sentryfuse_ros.core.data.scenes, the data the shipped model was trained on): all streams
 show the same scene, which changes every `scene.duration` seconds. :class:`SimpleScene`
 (`scene.kind: simple`) is a trivial stand-in for plumbing tests. A scripted
-scenario (YAML, see sentryfuse_ros.core.scenario) drops and restores streams and sets the
+scenario (YAML, see sentryfuse_ros.core.bags.scenario) drops and restores streams and sets the
 battery level, which otherwise drains at `battery.drain_per_s`.
 """
 import pathlib
@@ -16,10 +16,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import BatteryState, Image, PointCloud2
 from std_msgs.msg import String
 
-from sentryfuse_ros import conversions
+from sentryfuse_ros import msg_arrays
 from sentryfuse_ros.core.errors import ConfigError
-from sentryfuse_ros.core.scenario import Scenario, ScenarioEvent, ScenarioPlayer, load_scenario
-from sentryfuse_ros.core.scenes import SCENE_PRESETS, SceneStream
+from sentryfuse_ros.core.bags.scenario import Scenario, ScenarioEvent, ScenarioPlayer, load_scenario
+from sentryfuse_ros.core.data.scenes import SCENE_PRESETS, SceneStream
 from sentryfuse_ros.msg import AudioFrame
 from sentryfuse_ros.nodes import common
 
@@ -311,12 +311,12 @@ class SensorSim(Node):
         frame = self.scene.make_frame(stream, now - self._t0)
         v = self._v
         if stream == 'camera':
-            msg = conversions.array_to_image(frame, encoding='rgb8', stamp=now,
+            msg = msg_arrays.array_to_image(frame, encoding='rgb8', stamp=now,
                                              frame_id=v['camera.frame_id'])
         elif stream == 'lidar':
-            msg = conversions.array_to_pointcloud2(frame, frame_id=v['lidar.frame_id'], stamp=now)
+            msg = msg_arrays.array_to_pointcloud2(frame, frame_id=v['lidar.frame_id'], stamp=now)
         else:
-            msg = conversions.array_to_audio_frame(frame, sample_rate=v['audio.sample_rate'],
+            msg = msg_arrays.array_to_audio_frame(frame, sample_rate=v['audio.sample_rate'],
                                                    encoding=v['audio.encoding'], stamp=now,
                                                    frame_id=v['audio.frame_id'])
         self._pubs[stream].publish(msg)

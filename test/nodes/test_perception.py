@@ -16,7 +16,7 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import BatteryState, Image, PointCloud2, PointField  # noqa: E402
 
-from sentryfuse_ros import conversions  # noqa: E402
+from sentryfuse_ros import msg_arrays  # noqa: E402
 from sentryfuse_ros.msg import AudioFrame, InferenceLatency, ModalityHealth, Prediction  # noqa: E402
 from sentryfuse_ros.nodes.health_monitor import HealthMonitor  # noqa: E402
 from sentryfuse_ros.nodes.perception import Perception  # noqa: E402
@@ -117,9 +117,9 @@ class Harness:
             if self.bad[m] is not None:
                 msg = self.bad[m]
             elif self.streaming[m]:
-                msg = {'camera': lambda: conversions.array_to_image(self.image, encoding='rgb8', stamp=t),
-                       'lidar': lambda: conversions.array_to_pointcloud2(self.points, stamp=t),
-                       'audio': lambda: conversions.array_to_audio_frame(self.tone, sample_rate=AUDIO_RATE,
+                msg = {'camera': lambda: msg_arrays.array_to_image(self.image, encoding='rgb8', stamp=t),
+                       'lidar': lambda: msg_arrays.array_to_pointcloud2(self.points, stamp=t),
+                       'audio': lambda: msg_arrays.array_to_audio_frame(self.tone, sample_rate=AUDIO_RATE,
                                                                          stamp=t)}[m]()
             else:
                 continue
@@ -261,7 +261,7 @@ def _image_with_bad_stamp():
 
 
 def _cloud_without_z():
-    msg = conversions.array_to_pointcloud2(np.ones((100, 3), np.float32))
+    msg = msg_arrays.array_to_pointcloud2(np.ones((100, 3), np.float32))
     msg.fields = [PointField(name='x', offset=0, datatype=PointField.FLOAT32, count=1),
                   PointField(name='y', offset=4, datatype=PointField.FLOAT32, count=1),
                   PointField(name='intensity', offset=8, datatype=PointField.FLOAT32, count=1)]
@@ -269,17 +269,17 @@ def _cloud_without_z():
 
 
 def _truncated_cloud():
-    msg = conversions.array_to_pointcloud2(np.ones((100, 4), np.float32))
+    msg = msg_arrays.array_to_pointcloud2(np.ones((100, 4), np.float32))
     msg.data = bytes(msg.data)[:-7]
     return msg
 
 
 def _nan_cloud():
-    return conversions.array_to_pointcloud2(np.full((500, 4), np.nan, np.float32))
+    return msg_arrays.array_to_pointcloud2(np.full((500, 4), np.nan, np.float32))
 
 
 def _bad_audio():
-    msg = conversions.array_to_audio_frame(np.zeros(AUDIO_FRAME, np.float32), sample_rate=AUDIO_RATE)
+    msg = msg_arrays.array_to_audio_frame(np.zeros(AUDIO_FRAME, np.float32), sample_rate=AUDIO_RATE)
     msg.encoding = 'MP3'
     return msg
 

@@ -13,7 +13,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import BatteryState, Image, PointCloud2  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from sentryfuse_ros import conversions  # noqa: E402
+from sentryfuse_ros import msg_arrays  # noqa: E402
 from sentryfuse_ros.core.errors import ConfigError  # noqa: E402
 from sentryfuse_ros.msg import AudioFrame  # noqa: E402
 from sentryfuse_ros.nodes.sensor_sim import SensorSim, SimpleScene  # noqa: E402
@@ -65,9 +65,9 @@ def test_streams_rates_and_scenario_drop(ros_context, tmp_path):
     assert rate('lidar') == pytest.approx(10.0, rel=0.35)
     assert rate('audio') == pytest.approx(50.0, rel=0.35)
     # contents decode to the configured sizes
-    assert conversions.image_to_array(got['camera'][-1][1]).shape == (24, 32, 3)
-    assert conversions.pointcloud2_to_array(got['lidar'][-1][1]).shape == (256, 4)
-    assert conversions.audio_frame_to_array(got['audio'][-1][1]).shape == (160,)
+    assert msg_arrays.image_to_array(got['camera'][-1][1]).shape == (24, 32, 3)
+    assert msg_arrays.pointcloud2_to_array(got['lidar'][-1][1]).shape == (256, 4)
+    assert msg_arrays.audio_frame_to_array(got['audio'][-1][1]).shape == (160,)
     # the scenario dropped the lidar at 1.2 s (0.05 s scenario tick) but nothing else
     assert got['lidar'] and max(t for t, _ in got['lidar']) < 1.3
     assert max(t for t, _ in got['camera']) > 2.2 and max(t for t, _ in got['audio']) > 2.3
@@ -91,7 +91,7 @@ def test_simple_scene_frames(modality, shape):
 
 def test_synthetic_scenes_are_coherent_across_streams():
     """The default scene source: all streams show the scene of the label, audio is sample-exact."""
-    from sentryfuse_ros.core.scenes import SCENE_PRESETS, SceneStream
+    from sentryfuse_ros.core.data.scenes import SCENE_PRESETS, SceneStream
     from sentryfuse_ros.nodes.sensor_sim import SyntheticScenes
     scenes = SyntheticScenes(preset='sim6', seed=3, duration=2.0, width=64, height=48, points=512)
     stream = SceneStream(SCENE_PRESETS['sim6'], seed=3, scene_duration_s=2.0)

@@ -1,0 +1,436 @@
+"""Offline bag replay: a rosbag2 bag drives the same health and perception code as the nodes.
+
+The bag is read in receive-time order (:func:`sentryfuse_ros.core.bags.reader.iter_messages`). Every
+sensor message is an *arrival* for :class:`~sentryfuse_ros.core.runtime.health.HealthTracker` (as the
+health_monitor node's raw subscriptions are) and a sample for
+:class:`~sentryfuse_ros.core.runtime.engine.PerceptionEngine` (as the perception node's callbacks are);
+battery messages feed the budget table. Time is the BAG's clock: the health check runs every
+``1 / health.update_rate`` s and inference every ``1 / replay.rate`` s of bag time (or on each
+camera frame with ``trigger: camera``), so the result is deterministic and independent of how
+fast the CPU is. Ties: a message received at the very instant of a check or an inference is
+handled first; at one instant a health check runs before an inference.
+
+Fault injection on top of the bag: :class:`DropWindow` removes a modality's messages in a window
+(seconds since bag start), a battery profile replaces the bag's BatteryState with (t, fraction)
+points (linear in between, fed at ``replay.battery_feed_hz``), a fixed budget overrides the table.
+Ground truth comes from the bag's label topic or a CSV file (:class:`LabelTrack`).
+
+ROS-free: messages are ``rosbags`` objects and the message -> array converters are injected
+(the CLI passes ``sentryfuse_ros.modality_inputs``, the node's own).
+"""
+import csv
+import dataclasses
+import math
+import pathlib
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource, ReadStats, TopicMap, iter_messages
+from sentryfuse_ros.core.config import check, from_dict, read_yaml
+from sentryfuse_ros.core.runtime.engine import EngineConfig, PerceptionEngine
+from sentryfuse_ros.core.errors import BagError, ConfigError
+from sentryfuse_ros.core.runtime.health import (DEFAULT_MODALITY_CONFIGS, BatteryBudgetConfig, HealthState,
+                                        HealthTracker, TopicMonitorConfig)
+
+STAGES = ('convert_ms', 'preprocess_ms', 'reconfigure_ms', 'inference_ms', 'total_ms', 'sensor_age_ms')
+MakeConverters = Callable[[Mapping[str, str], int], Dict[str, Callable]]
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthSettings:
+    """The health_monitor node's parameters, for the replayed tracker."""
+    update_rate: float = 10.0  # [Hz] health checks on the bag clock
+    camera: TopicMonitorConfig = DEFAULT_MODALITY_CONFIGS['camera']  # thresholds
+    lidar: TopicMonitorConfig = DEFAULT_MODALITY_CONFIGS['lidar']
+    audio: TopicMonitorConfig = DEFAULT_MODALITY_CONFIGS['audio']
+    battery: BatteryBudgetConfig = BatteryBudgetConfig()  # battery -> compute budget table
+
+    def __post_init__(self):
+        check(isinstance(self.update_rate, (int, float)) and 0 < self.update_rate <= 1000,
+              'health.update_rate', self.update_rate, 'a rate in (0, 1000] Hz')
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplaySettings:
+    """How the replay itself runs."""
+    rate: float = 10.0                 # [Hz] inferences on the bag clock (trigger: timer)
+    trigger: str = 'timer'             # 'timer' (at rate) | 'camera' (one inference per camera frame)
+    label_transition_s: float = 1.0    # predictions this soon after a label change are not scored
+    battery_feed_hz: float = 1.0       # [Hz] a battery profile is fed to the budget table this often
+    device: str = 'cpu'                # 'cpu' | 'cuda'
+    checkpoint: str = ''               # model; '' = models/sentryfuse_sim.pt
+
+    def __post_init__(self):
+        check(isinstance(self.rate, (int, float)) and 0 < self.rate <= 1000, 'replay.rate',
+              self.rate, 'a rate in (0, 1000] Hz')
+        check(self.trigger in ('timer', 'camera'), 'replay.trigger', self.trigger, "'timer' or 'camera'")
+        check(isinstance(self.label_transition_s, (int, float)) and self.label_transition_s >= 0,
+              'replay.label_transition_s', self.label_transition_s, 'seconds >= 0')
+        check(isinstance(self.battery_feed_hz, (int, float)) and self.battery_feed_hz > 0,
+              'replay.battery_feed_hz', self.battery_feed_hz, 'a positive rate [Hz]')
+        check(self.device in ('cpu', 'cuda'), 'replay.device', self.device, "'cpu' or 'cuda'")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayConfig:
+    """config/replay.yaml: topic map, health, engine and replay settings."""
+    topics: TopicMap = TopicMap()               # bag topic of each modality
+    health: HealthSettings = HealthSettings()   # health monitor thresholds and battery table
+    engine: EngineConfig = EngineConfig()       # perception engine (max ages, budget levels)
+    replay: ReplaySettings = ReplaySettings()   # inference rate, trigger, labels, device
+
+
+def load_replay_config(path=None) -> ReplayConfig:
+    """ReplayConfig from a YAML file (defaults when ``path`` is None); unknown keys rejected."""
+    if path is None:
+        return ReplayConfig()
+    path = pathlib.Path(path)
+    data = read_yaml(path, 'replay config')
+    try:
+        return from_dict(ReplayConfig, data, where='')
+    except (ConfigError, BagError) as exc:
+        raise ConfigError(f'replay config {str(path)!r}: {exc}') from exc
+
+
+# ---------------------------------------------------------------------------- fault injection
+@dataclasses.dataclass(frozen=True)
+class DropWindow:
+    modality: str   # camera | lidar | audio | battery
+    start: float    # [s] since bag start, inclusive
+    end: float      # [s] since bag start, exclusive
+
+    def covers(self, t: float) -> bool:
+        return self.start <= t < self.end
+
+
+def parse_drop(text: str) -> DropWindow:
+    """'lidar@12:22' -> DropWindow('lidar', 12, 22) (seconds since bag start; END may be 'end')."""
+    modality, sep, span = str(text).partition('@')
+    start, sep2, end = span.partition(':')
+    allowed = SENSOR_MODALITIES + ('battery',)
+    try:
+        window = DropWindow(modality, float(start), math.inf if end.strip() == 'end' else float(end))
+    except ValueError:
+        window = None
+    if not sep or not sep2 or window is None:
+        raise ConfigError(f'--drop {text!r}: expected MODALITY@START:END in seconds since bag start, '
+                          f'e.g. lidar@12:22')
+    if modality not in allowed:
+        raise ConfigError(f'--drop {text!r}: modality {modality!r} is not one of {list(allowed)}')
+    if not 0 <= window.start < window.end:
+        raise ConfigError(f'--drop {text!r}: expected 0 <= START < END')
+    return window
+
+
+def load_battery_profile(path) -> Tuple[Tuple[float, float], ...]:
+    """(t [s since bag start], fraction in [0, 1]) rows from a CSV (header t,percentage) or a YAML
+    list of [t, fraction] pairs; times strictly increasing."""
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text(encoding='utf-8')
+    except OSError as exc:
+        raise ConfigError(f'battery profile {str(path)!r} cannot be read: {exc}') from exc
+    rows: List[Sequence[Any]]
+    if path.suffix.lower() == '.csv':
+        reader = list(csv.reader(line for line in text.splitlines() if line.strip()))
+        if not reader or [c.strip() for c in reader[0]] != ['t', 'percentage']:
+            raise ConfigError(f'battery profile {str(path)!r}: expected a CSV header "t,percentage", '
+                              f'got {",".join(reader[0]) if reader else "an empty file"!r}')
+        rows = reader[1:]
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f'battery profile {str(path)!r} is not valid YAML: {exc}') from exc
+        rows = data if isinstance(data, list) else None
+        if rows is None:
+            raise ConfigError(f'battery profile {str(path)!r}: expected a list of [t, fraction] pairs')
+    out: List[Tuple[float, float]] = []
+    for i, row in enumerate(rows):
+        try:
+            t, value = (float(v) for v in row)
+        except (TypeError, ValueError):
+            raise ConfigError(f'battery profile {str(path)!r} row {i + 1} {row!r}: expected t, fraction') \
+                from None
+        if not (0.0 <= value <= 1.0) or t < 0 or (out and t <= out[-1][0]):
+            raise ConfigError(f'battery profile {str(path)!r} row {i + 1} {row!r}: expected t >= 0 '
+                              f'increasing and a fraction in [0, 1]')
+        out.append((t, value))
+    if not out:
+        raise ConfigError(f'battery profile {str(path)!r} has no rows')
+    return tuple(out)
+
+
+def profile_at(profile: Sequence[Tuple[float, float]], t: float) -> float:
+    """The profile's fraction at ``t``: linear between points, held before the first and after the last."""
+    if t <= profile[0][0]:
+        return profile[0][1]
+    for (t0, v0), (t1, v1) in zip(profile, profile[1:]):
+        if t < t1:
+            return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+    return profile[-1][1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Faults:
+    drops: Tuple[DropWindow, ...] = ()                     # messages removed in these windows
+    battery_profile: Tuple[Tuple[float, float], ...] = ()  # replaces the bag's battery when set
+    budget: float = 0.0                                    # 0 = off; else a fixed compute budget
+
+    def __post_init__(self):
+        check(0 <= self.budget <= 1, '--budget', self.budget, 'a compute budget in (0, 1]')
+
+    def dropped(self, modality: str, t: float) -> bool:
+        return any(w.modality == modality and w.covers(t) for w in self.drops)
+
+
+# ---------------------------------------------------------------------------- ground truth
+class LabelTrack:
+    """Ground-truth labels over bag time; ``truth(t)`` is None near a change (transition)."""
+
+    def __init__(self, transition_s: float = 1.0):
+        self.transition_s = float(transition_s)
+        self.times: List[float] = []
+        self.labels: List[str] = []
+        self._changes: List[float] = []
+
+    def add(self, t: float, label: str) -> None:
+        if self.labels and t < self.times[-1]:
+            raise BagError(f'label at t={t:.3f}s is before the previous one ({self.times[-1]:.3f}s)')
+        if not self.labels or label != self.labels[-1]:
+            self._changes.append(t)
+        self.times.append(float(t))
+        self.labels.append(str(label))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def truth(self, t: float) -> Optional[str]:
+        """The label in force at ``t``, or None before the first or within the transition time."""
+        import bisect  # noqa: PLC0415
+        i = bisect.bisect_right(self.times, t) - 1
+        if i < 0:
+            return None
+        j = bisect.bisect_right(self._changes, t) - 1
+        if j > 0 and t - self._changes[j] < self.transition_s:
+            return None
+        return self.labels[i]
+
+
+def load_label_csv(path, class_names: Sequence[str], duration_s: float,
+                   transition_s: float = 1.0) -> LabelTrack:
+    """A LabelTrack from a CSV with header ``t,label`` (t in seconds since bag start).
+
+    Raises ConfigError when the file does not match the bag and model: unknown class names,
+    times outside [0, duration], or none at all.
+    """
+    path = pathlib.Path(path)
+    try:
+        lines = [line for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
+    except OSError as exc:
+        raise ConfigError(f'label file {str(path)!r} cannot be read: {exc}') from exc
+    rows = list(csv.reader(lines))
+    if not rows or [c.strip() for c in rows[0]] != ['t', 'label']:
+        raise ConfigError(f'label file {str(path)!r}: expected a CSV header "t,label", '
+                          f'got {",".join(rows[0]) if rows else "an empty file"!r}')
+    track = LabelTrack(transition_s)
+    unknown = set()
+    for i, row in enumerate(rows[1:], start=2):
+        try:
+            t, label = float(row[0]), row[1].strip()
+        except (IndexError, ValueError):
+            raise ConfigError(f'label file {str(path)!r} line {i} {row!r}: expected t,label') from None
+        if not 0 <= t <= duration_s + 1e-9:
+            raise ConfigError(f'label file {str(path)!r} line {i}: t={t} is outside the bag '
+                              f'(0..{duration_s:.3f} s since its start)')
+        if label not in class_names:
+            unknown.add(label)
+        track.add(t, label)
+    if unknown:
+        raise ConfigError(f'label file {str(path)!r} names classes {sorted(unknown)} the model does not '
+                          f'know; its classes: {list(class_names)}')
+    if not len(track):
+        raise ConfigError(f'label file {str(path)!r} has no labels')
+    return track
+
+
+# ---------------------------------------------------------------------------- the replay
+@dataclasses.dataclass
+class ReplayResult:
+    """What a replay (offline or live) produced; :mod:`sentryfuse_ros.core.bags.report` writes it out."""
+    mode: str
+    bag: Dict[str, Any]                      # path, storage, version, start_ns, duration_s, topics
+    mapping: Dict[str, str]                  # modality -> topic
+    notes: List[str]
+    class_names: Tuple[str, ...]
+    records: List[Dict[str, Any]]            # one per inference (t, label, truth, modalities, ...)
+    availability: List[Dict[str, Any]]       # one per health check (t, live, budget, battery)
+    read: Dict[str, Any]                     # ReadStats.to_dict() + injected drops
+    faults: Dict[str, Any]
+    switches: int = 0
+    engine_errors: Dict[str, int] = dataclasses.field(default_factory=dict)
+    labels_source: str = ''
+    wall_s: float = 0.0
+    prebuild_ms: float = 0.0
+    settings: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def stamp_seconds(msg: Any, fallback: float) -> float:
+    """header.stamp of a rosbags message in seconds; ``fallback`` when absent or zero."""
+    stamp = getattr(getattr(msg, 'header', None), 'stamp', None)
+    if stamp is None:
+        return fallback
+    value = float(stamp.sec) + float(stamp.nanosec) * 1e-9
+    return value if value > 0 else fallback
+
+
+def bag_info(bag: BagSource) -> Dict[str, Any]:
+    return {'path': str(bag.path), 'storage': bag.storage, 'version': bag.version,
+            'start_ns': bag.start_ns, 'end_ns': bag.end_ns,
+            'duration_s': max(0.0, (bag.end_ns - bag.start_ns) / 1e9) if bag.message_count else 0.0,
+            'message_count': bag.message_count, 'topics': bag.topics,
+            'files': len(bag.metadata['relative_file_paths'])}
+
+
+class OfflineReplay:
+    """Drives HealthTracker + PerceptionEngine from one bag. Call :meth:`run` once.
+
+    Args:
+        engine: a PerceptionEngine (prebuilt or not); it is used as it is.
+        config: the replay configuration.
+        make_converters: (modality -> msgtype, audio rate) -> {modality: converter}.
+        faults: drops, battery profile, fixed budget.
+        labels: a LabelTrack from a CSV (None: the bag's label topic when mapped).
+        progress: called as progress(fraction, text) now and then.
+    """
+
+    def __init__(self, engine: PerceptionEngine, config: ReplayConfig, make_converters: MakeConverters, *,
+                 faults: Faults = Faults(), labels: Optional[LabelTrack] = None,
+                 progress: Optional[Callable[[float, str], None]] = None):
+        self.engine, self.config, self.faults = engine, config, faults
+        self.make_converters, self.labels, self.progress = make_converters, labels, progress
+        battery = config.health.battery
+        if faults.budget:
+            battery = dataclasses.replace(battery, compute_budget_override=float(faults.budget))
+        self.tracker = HealthTracker({m: getattr(config.health, m) for m in SENSOR_MODALITIES}, battery)
+
+    def run(self, bag_path) -> ReplayResult:
+        """Replay ``bag_path``; BagError for a missing/corrupt bag or a required topic that is absent."""
+        cfg, rp = self.config, self.config.replay
+        stats = ReadStats()
+        records: List[Dict[str, Any]] = []
+        availability: List[Dict[str, Any]] = []
+        injected: Dict[str, int] = {}
+        bag_labels = self.labels is None
+        track = self.labels if self.labels is not None else LabelTrack(rp.label_transition_s)
+        t_wall = time.perf_counter()
+        with BagSource(bag_path) as bag:
+            info = bag_info(bag)
+            mapping, _ = bag.resolve(cfg.topics)
+            types = {m: bag.topics[t]['type'] for m, t in mapping.items()}
+            converters = self.make_converters(types, self.engine.pre.audio_rate)
+            start_ns, duration = info['start_ns'], info['duration_s']
+            origin = start_ns / 1e9
+            clock = {'health': 0, 'infer': 1, 'battery': 0}
+            state: List[Optional[HealthState]] = [None]
+
+            def health_tick(t: float) -> None:
+                state[0] = self.tracker.check(origin + t)
+                s = state[0]
+                availability.append({'t': t, 'live': dict(zip(s.modalities, s.live)),
+                                     'status': dict(zip(s.modalities, s.status)),
+                                     'budget': s.compute_budget, 'battery': s.battery_percentage})
+
+            def infer(t: float) -> None:
+                t0 = time.perf_counter()
+                s = state[0]
+                live = None if s is None else [m for m, ok in zip(s.modalities, s.live) if ok]
+                budget = 1.0 if s is None else float(s.compute_budget)
+                result = self.engine.infer(origin + t, live, budget)
+                if result is None:
+                    return
+                total_ms = (time.perf_counter() - t0) * 1e3
+                t_sample = result.stamp_s - origin  # the newest sample used, on the bag clock
+                records.append({
+                    't': t, 't_sample': t_sample, 'label': result.label, 'class_id': result.class_id,
+                    'truth': track.truth(t_sample) if len(track) else None,
+                    'confidence': result.confidence, 'scores': [float(x) for x in result.scores],
+                    'modalities': list(result.modalities_used), 'budget': result.compute_budget,
+                    'gflops': result.gflops, 'subnetwork': result.subnetwork, 'stamp_s': result.stamp_s,
+                    'stamps': {m: self.engine.stamp_of(m) - origin for m in result.modalities_used},
+                    'convert_ms': result.convert_ms, 'preprocess_ms': result.preprocess_ms,
+                    'reconfigure_ms': result.reconfigure_ms, 'inference_ms': result.inference_ms,
+                    'total_ms': total_ms, 'sensor_age_ms': result.sensor_age_ms})
+
+            def battery_feed(t: float) -> None:
+                self.tracker.on_battery(origin + t, profile_at(self.faults.battery_profile, t))
+                state[0] = self.tracker.check(origin + t, advance=False)
+
+            periods = {'health': 1.0 / cfg.health.update_rate, 'infer': 1.0 / rp.rate,
+                       'battery': 1.0 / rp.battery_feed_hz}
+            actions = {'health': health_tick, 'infer': infer, 'battery': battery_feed}
+            active = ['health'] + (['infer'] if rp.trigger == 'timer' else []) + \
+                (['battery'] if self.faults.battery_profile else [])
+
+            def advance_to(t_end: float, inclusive: bool = False) -> None:
+                while True:
+                    due = min(active, key=lambda k: (clock[k] * periods[k], active.index(k)))
+                    t_due = clock[due] * periods[due]
+                    if t_due > t_end or (t_due == t_end and not inclusive):
+                        return
+                    actions[due](t_due)
+                    clock[due] += 1
+
+            n_done = 0
+            for bm in iter_messages(bag, cfg.topics, stats=stats):
+                t = (bm.t_ns - start_ns) / 1e9
+                advance_to(t)
+                n_done += 1
+                if self.progress is not None and n_done % 200 == 0:
+                    self.progress(min(1.0, t / duration) if duration else 1.0,
+                                  f'{t:.1f}/{duration:.1f} s bag time, {len(records)} inferences')
+                if self.faults.dropped(bm.modality, t):
+                    injected[bm.modality] = injected.get(bm.modality, 0) + 1
+                    continue
+                if bm.msg is None:
+                    continue
+                if bm.modality in SENSOR_MODALITIES:
+                    self.tracker.on_message(bm.modality, origin + t)
+                    self.engine.push(bm.modality, bm.msg, stamp_seconds(bm.msg, origin + t),
+                                     converters[bm.modality], received_s=origin + t)
+                    if bm.modality == 'camera' and rp.trigger == 'camera':
+                        infer(t)
+                elif bm.modality == 'battery':
+                    if self.faults.battery_profile:
+                        injected['battery_replaced'] = injected.get('battery_replaced', 0) + 1
+                        continue
+                    self.tracker.on_battery(origin + t, float(bm.msg.percentage),
+                                            float(bm.msg.charge), float(bm.msg.capacity))
+                    state[0] = self.tracker.check(origin + t, advance=False)
+                elif bm.modality == 'labels' and bag_labels:
+                    track.add(t, str(bm.msg.data))
+            advance_to(duration, inclusive=True)
+        if self.progress is not None:
+            self.progress(1.0, f'{duration:.1f}/{duration:.1f} s bag time, {len(records)} inferences')
+        read = stats.to_dict()
+        read['injected_drops'] = injected
+        read['unknown_types'] = dict(bag.unknown_types)
+        return ReplayResult(
+            mode='offline', bag=info, mapping=dict(stats.mapping), notes=list(stats.notes),
+            class_names=tuple(self.engine.class_names), records=records, availability=availability,
+            read=read, faults=faults_dict(self.faults), switches=self.engine.switches,
+            engine_errors=dict(self.engine.errors),
+            labels_source=('file' if not bag_labels else
+                           f'topic {mapping["labels"]}' if 'labels' in mapping else ''),
+            wall_s=time.perf_counter() - t_wall,
+            settings={'rate': rp.rate, 'trigger': rp.trigger, 'health_update_rate': cfg.health.update_rate,
+                      'label_transition_s': rp.label_transition_s, 'device': rp.device})
+
+
+def faults_dict(faults: Faults) -> Dict[str, Any]:
+    return {'drops': [{'modality': w.modality, 'start': w.start,
+                       'end': None if math.isinf(w.end) else w.end} for w in faults.drops],
+            'battery_profile': [list(p) for p in faults.battery_profile],
+            'budget': faults.budget or None}

@@ -1,0 +1,240 @@
+"""Tables, plots and a markdown report from the records `sentryfuse bench` wrote.
+
+Definitions (all per "cell" = backbone x dataset x condition x ratio, accuracies averaged over seeds):
+    best baseline      the zero-shot baseline (core/bench/grid.py BASELINES) with the highest mean accuracy
+    relative gain      (acc_sentrygate - acc_best_baseline) / acc_best_baseline
+    headline           the mean relative gain over cells: all cells, cells with all modalities present,
+                       and cells with at least one modality missing ("under modality dropout"); the
+                       paper reports 12.7% overall and up to 18% under severe dropout.
+    win                SentryGate's mean accuracy >= the best baseline's (ties count as wins, and are
+                       counted separately too).
+The oracle (taylor_recal) and the ablations are reported beside, never counted as baselines.
+"""
+import collections
+import math
+import pathlib
+import statistics
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
+
+from sentryfuse_ros.core.bench.grid import BASELINES, DENSE_METHODS, METHODS
+from sentryfuse_ros.core.errors import DataError
+
+PAPER_OVERALL, PAPER_DROPOUT = 0.127, 0.18
+Cell = Tuple[str, str, str, float]  # (backbone, dataset, condition, ratio)
+
+
+def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    vals = [float(v) for v in values]
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def full_condition(records: Iterable[Dict[str, Any]]) -> Dict[str, str]:
+    """{dataset: condition name with every modality} (the longest condition seen per dataset)."""
+    best: Dict[str, str] = {}
+    for r in records:
+        cur = best.get(r['dataset'])
+        if cur is None or r['condition'].count('+') > cur.count('+'):
+            best[r['dataset']] = r['condition']
+    return best
+
+
+def cell_means(records: Sequence[Dict[str, Any]]) -> Dict[Cell, Dict[str, Tuple[float, float, int]]]:
+    """{cell: {method: (mean acc, std acc, n seeds)}} for pruned cells (ratio > 0)."""
+    acc: Dict[Cell, Dict[str, List[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    for r in records:
+        if r['method'] in DENSE_METHODS:
+            continue
+        acc[(r['backbone'], r['dataset'], r['condition'], round(float(r['ratio']), 4))][r['method']].append(
+            float(r['accuracy']))
+    return {cell: {m: (*_mean_std(v), len(v)) for m, v in per.items()} for cell, per in acc.items()}
+
+
+def compare(records: Sequence[Dict[str, Any]], method: str = 'sentrygate',
+            baselines: Sequence[str] = BASELINES) -> List[Dict[str, Any]]:
+    """Per cell: method's mean accuracy vs the best baseline's, with the relative gain."""
+    full = full_condition(records)
+    rows = []
+    for cell, per in sorted(cell_means(records).items()):
+        present = [b for b in baselines if b in per]
+        if method not in per or not present:
+            continue
+        best = max(present, key=lambda b: per[b][0])
+        ours, theirs = per[method][0], per[best][0]
+        rows.append({'backbone': cell[0], 'dataset': cell[1], 'condition': cell[2], 'ratio': cell[3],
+                     'dropout': cell[2] != full[cell[1]],
+                     'missing': full[cell[1]].count('+') - cell[2].count('+'), 'acc': ours, 'std': per[method][1],
+                     'best_baseline': best, 'best_acc': theirs, 'best_std': per[best][1],
+                     'gain': (ours - theirs) / theirs if theirs > 0 else math.nan,
+                     'win': ours >= theirs, 'tie': ours == theirs})
+    return rows
+
+
+def headline(rows: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
+    """{'overall' | 'all_present' | 'dropout' | 'missing1' | 'missing2+': {'mean_gain', 'median_gain', 'wins',
+    'ties', 'cells'}}; missingK = cells with K modalities absent."""
+    out = {}
+    for name, sel in (('overall', rows), ('all_present', [r for r in rows if not r['dropout']]),
+                      ('dropout', [r for r in rows if r['dropout']]),
+                      ('missing1', [r for r in rows if r['missing'] == 1]),
+                      ('missing2+', [r for r in rows if r['missing'] >= 2])):
+        gains = [r['gain'] for r in sel if not math.isnan(r['gain'])]
+        out[name] = {'mean_gain': statistics.fmean(gains) if gains else math.nan,
+                     'median_gain': statistics.median(gains) if gains else math.nan,
+                     'wins': sum(r['win'] for r in sel), 'ties': sum(r['tie'] for r in sel), 'cells': len(sel)}
+    return out
+
+
+def method_summary(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per method: mean accuracy over its pruned cells, and the sliced models' mean costs."""
+    by: Dict[str, List[Dict[str, Any]]] = collections.defaultdict(list)
+    for r in records:
+        by[r['method']].append(r)
+
+    def avg(rs, key):
+        vals = [float(r[key]) for r in rs if r.get(key) is not None]
+        return statistics.fmean(vals) if vals else math.nan
+    order = [m for m in METHODS if m in by] + sorted(set(by) - set(METHODS))
+    return [{'method': m, 'cells': len(by[m]), 'accuracy': avg(by[m], 'accuracy'), 'gflops': avg(by[m], 'gflops'),
+             'params': avg(by[m], 'params'), 'latency_ms': avg(by[m], 'latency_ms'),
+             'peak_mem_mb': avg(by[m], 'peak_mem_mb'), 'score_ms': avg(by[m], 'score_ms')} for m in order]
+
+
+def _fmt(x: float, spec: str = '.3f') -> str:
+    return 'n/a' if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def _pct(x: float) -> str:
+    return 'n/a' if math.isnan(x) else f'{100 * x:+.1f}%'
+
+
+def plot_accuracy_vs_ratio(records: Sequence[Dict[str, Any]], out_dir: pathlib.Path) -> List[pathlib.Path]:
+    """One PNG per (dataset, backbone): a panel per condition, accuracy (mean over seeds) vs ratio per method."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    means = cell_means(records)
+    dense = collections.defaultdict(list)
+    for r in records:
+        if r['method'] == 'dense':
+            dense[(r['backbone'], r['dataset'], r['condition'])].append(float(r['accuracy']))
+    groups = sorted({(c[1], c[0]) for c in means})
+    paths = []
+    for dataset, backbone in groups:
+        conds = sorted({c[2] for c in means if c[0] == backbone and c[1] == dataset}, key=lambda s: -s.count('+'))
+        ncols = min(4, len(conds))
+        nrows = -(-len(conds) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), squeeze=False, sharey=True)
+        flat = [ax for row in axes for ax in row]
+        for ax in flat[len(conds):]:
+            ax.set_visible(False)
+        for ax, cond in zip(flat, conds):
+            cells = sorted(c for c in means if c[:3] == (backbone, dataset, cond))
+            methods = [m for m in METHODS if any(m in means[c] for c in cells)]
+            for m in methods:
+                xs = [c[3] for c in cells if m in means[c]]
+                ys = [means[c][m][0] for c in cells if m in means[c]]
+                style = {'linewidth': 2.4, 'color': 'black'} if m == 'sentrygate' else {'linewidth': 1.1}
+                ax.plot(xs, ys, marker='o', markersize=3, label=m, **style)
+            if dense.get((backbone, dataset, cond)):
+                ax.axhline(statistics.fmean(dense[(backbone, dataset, cond)]), color='grey', linestyle=':',
+                           label='dense')
+            ax.set_title(cond, fontsize=8)
+            ax.set_xlabel('pruned fraction of MACs')
+            ax.grid(alpha=0.3)
+        for row in axes:
+            row[0].set_ylabel('accuracy')
+        flat[0].legend(fontsize=6, loc='lower left')
+        fig.suptitle(f'{dataset} / {backbone}', fontsize=10)
+        fig.tight_layout()
+        path = out_dir / f'acc_vs_ratio_{dataset}_{backbone}.png'
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def render_markdown(data: Dict[str, Any], plots: Sequence[pathlib.Path], title: str, source: str = '') -> str:
+    """The report: headline, per-method costs, per-cell table, dense rows, plots."""
+    records = data['records']
+    if not records:
+        raise DataError('bench results have no records: expected at least one cell')
+    meta = data.get('meta', {})
+    rows = compare(records)
+    head = headline(rows)
+    lines = [f'## {title}', '']
+    if meta:
+        lines += [f'Run: `{meta.get("command", "")}` on {meta.get("machine", "?")} ({meta.get("cpu_count", "?")} cores, '
+                  f'{meta.get("torch_threads", "?")} torch threads, device {meta.get("device", "?")}), '
+                  f'torch {meta.get("torch", "?")}, {meta.get("date", "?")}; wall time '
+                  f'{_fmt(meta.get("wall_time_s", math.nan), ".0f")} s. Source: `{source}`.', '']
+    lines += ['### Headline: SentryGate vs the best zero-shot baseline per cell', '',
+              '| cells | n | mean relative gain | median | wins (ties) | paper |', '|---|---|---|---|---|---|']
+    paper = {'overall': f'{PAPER_OVERALL:+.1%}', 'all_present': '', 'dropout': f'up to {PAPER_DROPOUT:+.0%}',
+             'missing1': '', 'missing2+': ''}
+    for name, label in (('overall', 'all'), ('all_present', 'all modalities present'),
+                        ('dropout', 'under modality dropout'), ('missing1', '- one modality missing'),
+                        ('missing2+', '- two or more missing')):
+        if not head[name]['cells'] and name.startswith('missing'):
+            continue
+        h = head[name]
+        lines.append(f'| {label} | {h["cells"]} | {_pct(h["mean_gain"])} | {_pct(h["median_gain"])} | '
+                     f'{h["wins"]}/{h["cells"]} ({h["ties"]}) | {paper[name]} |')
+    lines += ['', f'Baselines: {", ".join(BASELINES)}. A cell is backbone x dataset x condition x ratio, '
+              'accuracy averaged over seeds. The best baseline is picked per cell after the fact, which favours '
+              'the baselines when their differences are within noise; the table below compares against each '
+              'baseline alone.', '',
+              '| SentryGate vs | mean relative gain | under dropout | wins |', '|---|---|---|---|']
+    for b in BASELINES + ('taylor_recal',):
+        one = compare(records, baselines=(b,))
+        if one:
+            h = headline(one)
+            lines.append(f'| {b} | {_pct(h["overall"]["mean_gain"])} | {_pct(h["dropout"]["mean_gain"])} | '
+                         f'{h["overall"]["wins"]}/{h["overall"]["cells"]} |')
+    lines.append('')
+    for other in ('taylor_recal', 'gate_uncond', 'gate_noalign'):
+        o = compare(records, method=other)
+        if o:
+            h = headline(o)
+            lines.append(f'- `{other}` vs the best baseline: {_pct(h["overall"]["mean_gain"])} overall, '
+                         f'{_pct(h["dropout"]["mean_gain"])} under dropout, wins {h["overall"]["wins"]}/'
+                         f'{h["overall"]["cells"]}.')
+    lines += ['', '### Per method (mean over its cells; latency and memory where measured)', '',
+              '| method | cells | accuracy | GFLOPs | params | latency ms | peak MiB | scoring ms |',
+              '|---|---|---|---|---|---|---|---|']
+    for s in method_summary(records):
+        lines.append(f'| {s["method"]} | {s["cells"]} | {_fmt(s["accuracy"])} | {_fmt(s["gflops"], ".4f")} | '
+                     f'{_fmt(s["params"], ".0f")} | {_fmt(s["latency_ms"], ".2f")} | {_fmt(s["peak_mem_mb"], ".2f")} | '
+                     f'{_fmt(s["score_ms"], ".1f")} |')
+    dense = collections.defaultdict(lambda: collections.defaultdict(list))
+    for r in records:
+        if r['method'] in DENSE_METHODS:
+            dense[(r['dataset'], r['backbone'], r['condition'])][r['method']].append(float(r['accuracy']))
+    if dense:
+        lines += ['', '### Dense models (no pruning): with and without the curriculum', '',
+                  '| dataset | backbone | condition | dense (curriculum) | dense_nocurr |', '|---|---|---|---|---|']
+        for (ds, bb, cond), per in sorted(dense.items()):
+            cells = [('%.3f +- %.3f' % _mean_std(per[m])) if per.get(m) else 'n/a' for m in DENSE_METHODS]
+            lines.append(f'| {ds} | {bb} | {cond} | {cells[0]} | {cells[1]} |')
+    lines += ['', '### Per cell: SentryGate vs the best baseline (mean +- std over seeds)', '',
+              '| dataset | backbone | condition | ratio | SentryGate | best baseline | its acc | gain |',
+              '|---|---|---|---|---|---|---|---|']
+    for r in sorted(rows, key=lambda r: (r['dataset'], r['backbone'], r['dropout'], r['condition'], r['ratio'])):
+        lines.append(f'| {r["dataset"]} | {r["backbone"]} | {r["condition"]} | {r["ratio"]:.1f} | '
+                     f'{r["acc"]:.3f} +- {r["std"]:.3f} | {r["best_baseline"]} | {r["best_acc"]:.3f} +- '
+                     f'{r["best_std"]:.3f} | {_pct(r["gain"])} |')
+    if plots:
+        lines += ['', '### Accuracy vs pruning ratio', '']
+        lines += [f'![{p.stem}]({p.name})' for p in plots]
+    return '\n'.join(lines) + '\n'
+
+
+def write_report(data: Dict[str, Any], out_dir: pathlib.Path, *, title: str = 'Pruning benchmark',
+                 source: str = '') -> pathlib.Path:
+    """Write the PNGs and ``bench_report.md`` into ``out_dir``; returns the markdown path."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = plot_accuracy_vs_ratio(data['records'], out_dir)
+    path = out_dir / 'bench_report.md'
+    path.write_text(render_markdown(data, plots, title, source), encoding='utf-8')
+    return path

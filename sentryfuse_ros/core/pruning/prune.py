@@ -1,0 +1,198 @@
+"""Zero-shot pruning at deployment: unit MAC costs, unit selection under a budget, physical slicing,
+and a cache of sliced sub-networks per (live modality set, budget level). No gradient step happens here.
+
+Prunable units per block: KV groups (each with its query heads) and FFN channel blocks.
+Selection (``select_units``): first the best-scored KV group and FFN block of every block that costs
+anything for the live set; then the remaining units greedily by score per MAC (the knapsack
+heuristic; scores are shifted to be >= 0 first if any is negative), each kept if it still fits
+``budget * total``. Units of blocks the live set skips cost nothing: at budget < 1 they keep only their
+best unit each (so the sliced sub-network is small); budget 1.0 keeps everything.
+"""
+import dataclasses
+import time
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from sentryfuse_ros.core.model.backbone import SentryFuseModel
+from sentryfuse_ros.core.model.block import UnitGates
+from sentryfuse_ros.core.errors import PruningError
+from sentryfuse_ros.core.model.flops import count_params
+
+UnitScores = List[Tuple[Tensor, Tensor]]  # per block: (attn scores (G,), ffn scores (NF,)), higher = keep
+UnitMasks = List[Tuple[Tensor, Tensor]]   # per block: (attn bool (G,), ffn bool (NF,))
+UnitCosts = List[Tuple[Tensor, Tensor]]   # per block: (attn MACs (G,), ffn MACs (NF,)) at batch 1
+
+
+def unit_costs(model: SentryFuseModel, live: Sequence[str]) -> UnitCosts:
+    """MACs per unit at batch 1 for this live set (0 for blocks it skips), from token counts and widths."""
+    costs = []
+    for blk, seg in zip(model.blocks(), model.token_layout(live)):
+        g, nf = blk.unit_layout()
+        if seg is None:
+            costs.append((torch.zeros(g, dtype=torch.float64), torch.zeros(nf, dtype=torch.float64)))
+        else:
+            costs.append(blk.unit_macs(seg))
+    return costs
+
+
+def prunable_macs(model: SentryFuseModel, live: Sequence[str]) -> float:
+    """Total MACs of all prunable units at batch 1 for this live set."""
+    return float(sum(a.sum() + f.sum() for a, f in unit_costs(model, live)))
+
+
+def total_macs(model: SentryFuseModel, live: Sequence[str]) -> float:
+    """Prunable + fixed (tokenizers, head) MACs at batch 1; 2x this is what count_flops reports."""
+    return prunable_macs(model, live) + float(model.fixed_macs(live))
+
+
+def _check_budget(budget: float) -> float:
+    if not isinstance(budget, (int, float)) or not 0.0 < float(budget) <= 1.0:
+        raise PruningError(f'budget={budget!r}: expected a fraction of prunable MACs in (0, 1]')
+    return float(budget)
+
+
+def select_units(scores: UnitScores, costs: UnitCosts, budget: float) -> UnitMasks:
+    """Units to keep so that kept prunable MACs <= budget * total (see the module docstring).
+
+    Args:
+        scores: per block (attn (G,), ffn (NF,)) scores, higher = more important.
+        costs: per block (attn (G,), ffn (NF,)) MACs, as from ``unit_costs``.
+        budget: fraction in (0, 1] of the total prunable MACs. The per-block minimum (one KV group
+            and one FFN block) is kept even if it alone exceeds the budget.
+    """
+    budget = _check_budget(budget)
+    if len(scores) != len(costs):
+        raise PruningError(f'scores for {len(scores)} blocks but costs for {len(costs)}: expected the same')
+    flat_s, flat_c, owner = [], [], []  # owner: (block, 0 attn | 1 ffn, index)
+    for i, (s_pair, c_pair) in enumerate(zip(scores, costs)):
+        for kind in (0, 1):
+            s = torch.as_tensor(s_pair[kind]).detach().flatten().double().cpu()
+            c = torch.as_tensor(c_pair[kind]).detach().flatten().double().cpu()
+            if s.shape != c.shape:
+                raise PruningError(f'block {i} {("attn", "ffn")[kind]} scores shape {tuple(s.shape)}: '
+                                   f'expected {tuple(c.shape)} like its costs')
+            if not torch.isfinite(s).all():
+                raise PruningError(f'block {i} {("attn", "ffn")[kind]} scores {s.tolist()}: expected finite values')
+            flat_s.append(s)
+            flat_c.append(c)
+            owner += [(i, kind, j) for j in range(s.numel())]
+    s_all, c_all = torch.cat(flat_s), torch.cat(flat_c)
+    if budget >= 1.0:
+        keep = torch.ones_like(s_all, dtype=torch.bool)
+    else:
+        keep = torch.zeros_like(s_all, dtype=torch.bool)
+        offset = 0
+        for s, c in zip(flat_s, flat_c):  # the best unit of every (block, kind) is always kept
+            if s.numel():
+                keep[offset + int(torch.argmax(s))] = True
+            offset += s.numel()
+        cap = budget * float(c_all.sum())
+        used = float(c_all[keep].sum())
+        shifted = s_all - min(0.0, float(s_all.min())) + 1e-12
+        ratio = torch.where(c_all > 0, shifted / c_all.clamp(min=1e-30), torch.zeros_like(s_all))
+        for u in torch.argsort(-ratio, stable=True).tolist():
+            if keep[u] or c_all[u] <= 0:
+                continue
+            if used + float(c_all[u]) <= cap * (1 + 1e-12):
+                keep[u] = True
+                used += float(c_all[u])
+    masks, offset = [], 0
+    for i in range(len(scores)):
+        pair = []
+        for kind in (0, 1):
+            n = flat_s[2 * i + kind].numel()
+            pair.append(keep[offset:offset + n].clone())
+            offset += n
+        masks.append((pair[0], pair[1]))
+    return masks
+
+
+def masks_to_gates(masks: UnitMasks) -> List[UnitGates]:
+    """Float 0/1 gates for ``model(inputs, gates=...)`` from boolean masks."""
+    return [UnitGates(attn=torch.as_tensor(a).float(), ffn=torch.as_tensor(f).float()) for a, f in masks]
+
+
+def slice_model(model: SentryFuseModel, masks: UnitMasks) -> SentryFuseModel:
+    """A new, physically smaller dense model holding only the kept units; ``model`` is untouched.
+
+    ``slice_model(model, masks)(x) == model(x, gates=masks_to_gates(masks))`` up to float rounding.
+    """
+    layout = model.unit_layout()
+    if len(masks) != len(layout):
+        raise PruningError(f'masks for {len(masks)} blocks: expected {len(layout)}')
+    for i, ((a, f), (g, nf)) in enumerate(zip(masks, layout)):
+        a, f = torch.as_tensor(a), torch.as_tensor(f)
+        if a.shape != (g,) or f.shape != (nf,) or a.dtype != torch.bool or f.dtype != torch.bool:
+            raise PruningError(f'block {i} masks of shapes {tuple(a.shape)}/{tuple(f.shape)} ({a.dtype}/{f.dtype}): '
+                               f'expected bool ({g},)/({nf},)')
+        if not a.any() or not f.any():
+            raise PruningError(f'block {i} masks keep {int(a.sum())} KV groups and {int(f.sum())} FFN blocks: '
+                               'expected at least one of each')
+    with torch.no_grad():
+        sliced = model.sliced_copy([(torch.as_tensor(a), torch.as_tensor(f)) for a, f in masks])
+    sliced.train(model.training)
+    return sliced
+
+
+@dataclasses.dataclass
+class Subnetwork:
+    """A sliced model for one (live set, budget level)."""
+    model: SentryFuseModel
+    key: str            # e.g. "camera+lidar@0.70"
+    live: tuple         # live modalities in MODALITIES order
+    budget: float       # the budget level it was built for
+    gflops: float       # forward GFLOPs at batch 1 for the live set (2 x MACs, as count_flops reports)
+    params: int         # parameter elements of the sliced model
+    build_ms: float     # time to select units and slice [ms]
+
+
+class SubnetworkCache:
+    """Sub-networks per (live set, budget level), built on first use (select_units + slice_model).
+
+    Args:
+        model: the full model (left untouched).
+        score_fn: live tuple -> UnitScores (e.g. the SentryGate table for that subset).
+        budget_levels: budgets with a sub-network; a requested budget snaps down to the nearest level,
+            and budgets below the lowest level use the lowest.
+        device: where the sliced models live.
+    """
+
+    def __init__(self, model: SentryFuseModel, score_fn: Callable[[tuple], UnitScores],
+                 budget_levels: Sequence[float] = (1.0, 0.85, 0.7, 0.5, 0.4), device='cpu'):
+        levels = sorted({_check_budget(b) for b in budget_levels}, reverse=True)
+        if not levels:
+            raise PruningError(f'budget_levels={list(budget_levels)}: expected at least one level in (0, 1]')
+        self.model, self.score_fn, self.levels, self.device = model, score_fn, tuple(levels), torch.device(device)
+        self._cache: Dict[Tuple[tuple, float], Subnetwork] = {}
+        self._builds = self._hits = 0
+
+    def level_for(self, budget: float) -> float:
+        """The budget level a request maps to."""
+        budget = _check_budget(budget)
+        fitting = [lv for lv in self.levels if lv <= budget + 1e-9]
+        return fitting[0] if fitting else self.levels[-1]
+
+    def get(self, live: Sequence[str], budget: float) -> Subnetwork:
+        """The sub-network for these live modalities at (the level of) this budget."""
+        live = self.model.canonical_live(live)
+        level = self.level_for(budget)
+        key = (live, level)
+        if key in self._cache:
+            self._hits += 1
+            return self._cache[key]
+        start = time.perf_counter()
+        masks = select_units(self.score_fn(live), unit_costs(self.model, live), level)
+        sliced = slice_model(self.model, masks).to(self.device).eval()
+        build_ms = (time.perf_counter() - start) * 1e3
+        sub = Subnetwork(model=sliced, key=f'{"+".join(live)}@{level:.2f}', live=live, budget=level,
+                         gflops=2.0 * total_macs(sliced, live) / 1e9, params=count_params(sliced), build_ms=build_ms)
+        self._cache[key] = sub
+        self._builds += 1
+        return sub
+
+    @property
+    def stats(self) -> dict:
+        """{'builds': sub-networks built, 'hits': requests served from the cache, 'cached': entries}."""
+        return {'builds': self._builds, 'hits': self._hits, 'cached': len(self._cache)}

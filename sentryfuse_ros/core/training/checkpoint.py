@@ -1,0 +1,90 @@
+"""Checkpoints: one file that alone rebuilds the model (config + weights + caller's extras).
+
+Format (a dict saved with torch.save, read back with ``weights_only=True``, so only tensors and plain
+dicts/lists/str/numbers are allowed inside):
+    {'format': 'sentryfuse-checkpoint', 'version': 1, 'config': to_dict(SentryFuseConfig),
+     'state_dict': {...}, 'kept_units': [[groups], [ffn blocks]] per block (only for a sliced model),
+     **extra}   # e.g. gate tables, training metadata
+"""
+import pathlib
+from typing import Any, Dict, Tuple, Union
+
+import torch
+
+from sentryfuse_ros.core.model.backbone import SentryFuseModel
+from sentryfuse_ros.core.errors import CheckpointError, ConfigError, ModelError, PruningError
+from sentryfuse_ros.core.model.config import config_from_dict, config_to_dict
+
+FORMAT = 'sentryfuse-checkpoint'
+VERSION = 1
+RESERVED = ('format', 'version', 'config', 'state_dict', 'kept_units')
+
+
+def save_checkpoint(path: Union[str, pathlib.Path], model: SentryFuseModel, extra: Dict[str, Any] = None) -> None:
+    """Write ``model`` (config, weights, slicing if any) and ``extra`` to ``path`` (parents created).
+
+    Args:
+        path: output file.
+        model: the model; a sliced model also records which units it kept.
+        extra: more top-level entries (plain data and tensors only); may not use reserved keys.
+    """
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & set(RESERVED))
+    if clash:
+        raise CheckpointError(f'{path}: extra keys {clash} are reserved; expected other names')
+    data = {'format': FORMAT, 'version': VERSION, 'config': config_to_dict(model.config),
+            'state_dict': {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    kept = model.kept_units()
+    m = model.config.model
+    nf_full = m.ffn_dim // m.ffn_block
+    if any(g != list(range(m.kv_heads)) or f != list(range(nf_full)) for g, f in kept):
+        data['kept_units'] = [[list(g), list(f)] for g, f in kept]
+    data.update(extra)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    torch.save(data, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Union[str, pathlib.Path], device='cpu') -> Tuple[SentryFuseModel, Dict[str, Any]]:
+    """Rebuild the model from a checkpoint alone; returns (model in eval mode on ``device``, extra).
+
+    Raises CheckpointError naming the path and the problem for a missing, corrupt or foreign file, a
+    config that does not validate, or weights that do not match the config.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint {str(path)!r} does not exist or is not a file')
+    try:
+        data = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/garbage/pickled-object files
+        raise CheckpointError(f'checkpoint {str(path)!r} is corrupt or not a torch file: '
+                              f'{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}') from exc
+    if not isinstance(data, dict) or data.get('format') != FORMAT:
+        found = data.get('format') if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f'checkpoint {str(path)!r} has format marker {found!r}: expected {FORMAT!r}')
+    if data.get('version') != VERSION:
+        raise CheckpointError(f'checkpoint {str(path)!r} has version {data.get("version")!r}: expected {VERSION}')
+    for key in ('config', 'state_dict'):
+        if not isinstance(data.get(key), dict):
+            raise CheckpointError(f'checkpoint {str(path)!r} lacks a {key!r} mapping')
+    try:
+        cfg = config_from_dict(data['config'])
+    except ConfigError as exc:
+        raise CheckpointError(f'checkpoint {str(path)!r} has an invalid config: {exc}') from exc
+    model = SentryFuseModel(cfg)
+    if 'kept_units' in data:
+        try:
+            model = model.sliced_copy([(torch.tensor(g, dtype=torch.long), torch.tensor(f, dtype=torch.long))
+                                       for g, f in data['kept_units']])
+        except (PruningError, ModelError, ValueError, TypeError) as exc:
+            raise CheckpointError(f'checkpoint {str(path)!r} has invalid kept_units: {exc}') from exc
+    try:
+        model.load_state_dict(data['state_dict'], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).split('\n\t')
+        raise CheckpointError(f'checkpoint {str(path)!r}: state_dict does not match its config: '
+                              f'{" ".join(s.strip() for s in first[:3])}') from exc
+    extra = {k: v for k, v in data.items() if k not in RESERVED}
+    return model.to(device).eval(), extra

@@ -1,0 +1,409 @@
+"""Training SentryFuse on synthetic scenes: task loss + SentryGate saliency alignment, resumable.
+
+One step (see ``core/pruning/gate.py`` for the pieces):
+
+1. the curriculum draws the live modalities; a batch is drawn without replacement;
+2. with probability ``prune_prob`` (after ``prune_start_frac`` of the run) a budget b ~ U[b_min, 1]
+   is drawn and the units SentryGate's *current* scores keep for (live, b) are masked (0/1 gates):
+   the backbone learns to run with the sub-networks that deployment will slice out zero-shot;
+   otherwise the gates are ones with ``requires_grad`` (the saliency teacher's probe);
+3. total = cross-entropy + align_weight * listwise-KL(gate scores, teacher EMA); one backward pass;
+4. on unmasked steps the gate gradients of that same backward pass update the teacher EMA of the
+   live subset (so the teacher costs no extra pass); clip, AdamW step.
+
+The task loss trains the backbone, the alignment loss trains only the SentryGate table.
+A state file ``<out stem>.train_state.pt`` next to ``--out`` is written every ``checkpoint_every``
+steps (model, gate, teacher, optimizer, step, RNG states); ``resume=True`` continues from it.
+
+Shapes: B batch, K classes; gate shapes as in ``core/pruning/gate.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import sys
+import time
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sentryfuse_ros.core.model.backbone import SentryFuseModel
+from sentryfuse_ros.core.training.checkpoint import load_checkpoint, save_checkpoint
+from sentryfuse_ros.core.config import check, load_yaml, to_dict
+from sentryfuse_ros.core.training.curriculum import Curriculum, CurriculumConfig
+from sentryfuse_ros.core.data.datasets import MultimodalTensors, SyntheticDataset
+from sentryfuse_ros.core.errors import CheckpointError, ConfigError
+from sentryfuse_ros.core.pruning.gate import (SALIENCY_KINDS, SaliencyTeacher, SentryGate, alignment_loss, modality_subsets,
+                                      ones_gates, read_saliency)
+from sentryfuse_ros.core.model.config import ModelConfig, SentryFuseConfig
+from sentryfuse_ros.core.data.preprocess import PreprocessConfig
+from sentryfuse_ros.core.pruning.prune import masks_to_gates, select_units, unit_costs
+from sentryfuse_ros.core.data.scenes import SceneConfig, class_names
+
+STATE_FORMAT = 'sentryfuse-train-state'
+
+
+@dataclasses.dataclass(frozen=True)
+class GateTrainConfig:
+    saliency: str = 'taylor'        # taylor: |dL/dg| on shared gates; fisher: sum_n (dL_n/dg)^2 on per-sample gates
+    ema_decay: float = 0.9          # teacher EMA decay per update of a subset's row
+    align_weight: float = 1.0       # lambda in total = task + lambda * align
+    align_temperature: float = 0.5  # tau of the teacher distribution t^(1/tau) (smaller = sharper)
+    gate_lr: float = 0.05           # AdamW learning rate of the SentryGate table (no weight decay)
+    prune_prob: float = 0.5         # probability per step of training the gate-chosen sub-network
+    prune_min_budget: float = 0.4   # sampled budgets are uniform in [prune_min_budget, 1]
+    prune_start_frac: float = 0.3   # no pruned steps before this fraction of the run (teacher warms up)
+
+    def __post_init__(self):
+        check(self.saliency in SALIENCY_KINDS, 'saliency', self.saliency, f'one of {SALIENCY_KINDS}')
+        check(0.0 <= self.ema_decay < 1.0, 'ema_decay', self.ema_decay, 'a number in [0, 1)')
+        check(self.align_weight >= 0, 'align_weight', self.align_weight, 'a weight >= 0')
+        check(self.align_temperature > 0, 'align_temperature', self.align_temperature, 'a temperature > 0')
+        check(self.gate_lr > 0, 'gate_lr', self.gate_lr, 'a learning rate > 0')
+        check(0.0 <= self.prune_prob <= 1.0, 'prune_prob', self.prune_prob, 'a probability in [0, 1]')
+        check(0.0 < self.prune_min_budget <= 1.0, 'prune_min_budget', self.prune_min_budget, 'a budget in (0, 1]')
+        check(0.0 <= self.prune_start_frac <= 1.0, 'prune_start_frac', self.prune_start_frac, 'a fraction in [0, 1]')
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    scene: SceneConfig = SceneConfig()  # what the synthetic scenes look like (classes = scene.num_classes)
+    train_size: int = 4000              # training scenes
+    val_size: int = 600                 # validation scenes (reported per subset in the checkpoint)
+    seed: int = 0                       # training-set seed; the validation set uses seed + 1
+    cache_dir: str = ''                 # folder caching rendered datasets ('' = no cache)
+
+    def __post_init__(self):
+        check(isinstance(self.scene, SceneConfig), 'scene', self.scene, 'a SceneConfig mapping')
+        for key in ('train_size', 'val_size'):
+            check(isinstance(getattr(self, key), int) and getattr(self, key) >= 1, key, getattr(self, key),
+                  'a positive int')
+        check(isinstance(self.seed, int), 'seed', self.seed, 'an int')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1500                  # optimizer steps
+    batch_size: int = 64               # scenes per step
+    lr: float = 2e-3                   # AdamW peak learning rate of the backbone
+    weight_decay: float = 0.05         # AdamW weight decay of the backbone
+    warmup_steps: int = 100            # linear warm-up, then cosine decay to min_lr_frac * lr
+    min_lr_frac: float = 0.05          # final learning rate as a fraction of the peak
+    grad_clip: float = 1.0             # max global grad norm (0 = no clipping)
+    seed: int = 0                      # seeds model init, batch order, curriculum and budget draws
+    checkpoint_every: int = 250        # steps between resumable state files
+    eval_batch: int = 256              # batch size of the validation passes
+    curriculum: CurriculumConfig = CurriculumConfig()  # modality-dropout schedule
+    gate: GateTrainConfig = GateTrainConfig()          # SentryGate / saliency / pruned-step settings
+
+    def __post_init__(self):
+        for key in ('steps', 'batch_size', 'checkpoint_every', 'eval_batch'):
+            check(isinstance(getattr(self, key), int) and getattr(self, key) >= 1, key, getattr(self, key),
+                  'a positive int')
+        check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, 'warmup_steps', self.warmup_steps,
+              'an int >= 0')
+        check(self.lr > 0, 'lr', self.lr, 'a learning rate > 0')
+        check(self.weight_decay >= 0, 'weight_decay', self.weight_decay, 'a value >= 0')
+        check(0.0 <= self.min_lr_frac <= 1.0, 'min_lr_frac', self.min_lr_frac, 'a fraction in [0, 1]')
+        check(self.grad_clip >= 0, 'grad_clip', self.grad_clip, 'a norm >= 0')
+        check(isinstance(self.seed, int), 'seed', self.seed, 'an int')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainFileConfig:
+    model: ModelConfig = ModelConfig()                 # architecture (core/model/config.py)
+    preprocess: PreprocessConfig = PreprocessConfig()  # input geometry (core/data/preprocess.py)
+    data: DataConfig = DataConfig()                    # synthetic scenes and dataset sizes
+    train: TrainConfig = TrainConfig()                 # optimisation, curriculum and gate settings
+
+
+def load_train_config(path) -> TrainFileConfig:
+    """The training YAML (sections model, preprocess, data, train); unknown keys are rejected."""
+    return load_yaml(TrainFileConfig, path)
+
+
+def state_path(out) -> pathlib.Path:
+    """The resumable state file kept next to the output checkpoint."""
+    out = pathlib.Path(out)
+    return out.with_name(out.stem + '.train_state.pt')
+
+
+class Progress:
+    """A one-line progress bar on a stream: carriage returns on a terminal, else a line per 10%."""
+
+    def __init__(self, total: int, stream=None, width: int = 24):
+        self.total, self.width = total, width
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = bool(getattr(self.stream, 'isatty', lambda: False)())
+        self.start = time.perf_counter()
+        self._last_decile = -1
+
+    def update(self, done: int, first: int, text: str) -> None:
+        frac = done / self.total
+        elapsed = time.perf_counter() - self.start
+        rate = (done - first) / elapsed if elapsed > 0 and done > first else 0.0
+        eta = (self.total - done) / rate if rate > 0 else float('nan')
+        bar = '#' * int(frac * self.width) + '.' * (self.width - int(frac * self.width))
+        line = f'[{bar}] {done}/{self.total} {text} {elapsed:.0f}s eta {eta:.0f}s'
+        decile = int(frac * 10)
+        if self.tty:
+            self.stream.write('\r' + line + ('\n' if done == self.total else ''))
+        elif decile != self._last_decile or done == self.total:
+            self.stream.write(line + '\n')
+        self._last_decile = decile
+        self.stream.flush()
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Warm-up then cosine multiplier of the learning rates at ``step``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    cos = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+    return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * cos
+
+
+@torch.no_grad()
+def accuracy(model: SentryFuseModel, data: MultimodalTensors, live: Sequence[str], *, batch: int = 256,
+             gates=None) -> float:
+    """Top-1 accuracy of ``model`` on ``data`` restricted to ``live`` (optionally with fixed gates)."""
+    was = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(data), batch):
+        inputs = {m: data.inputs[m][i:i + batch] for m in live}
+        correct += int((model(inputs, gates).argmax(-1) == data.labels[i:i + batch]).sum())
+    model.train(was)
+    return correct / len(data)
+
+
+def subset_key(live: Sequence[str]) -> str:
+    """'camera+lidar' style name of a modality subset."""
+    return '+'.join(live)
+
+
+def validate(model: SentryFuseModel, gate: SentryGate, data: MultimodalTensors, *, batch: int,
+             budgets: Sequence[float] = (1.0, 0.5)) -> Dict[str, Dict[str, float]]:
+    """{budget: {subset: accuracy}} on ``data`` with gate-chosen masks (budget 1 = the dense model)."""
+    out = {}
+    for b in budgets:
+        row = {}
+        for live in modality_subsets(model.modalities):
+            gates = None
+            if b < 1.0:
+                masks = select_units(gate.scores(live), unit_costs(model, live), b)
+                gates = _to(masks_to_gates(masks), data.labels.device)
+            row[subset_key(live)] = round(accuracy(model, data, live, batch=batch, gates=gates), 4)
+        out[f'{b:.2f}'] = row
+    return out
+
+
+def _to(gates, device: torch.device):
+    return [(a.to(device), f.to(device)) for a, f in gates]
+
+
+def _on_device(data: MultimodalTensors, device: torch.device) -> MultimodalTensors:
+    return MultimodalTensors({m: x.to(device) for m, x in data.inputs.items()}, data.labels.to(device),
+                             data.class_names)
+
+
+def _build(cfg: TrainFileConfig, names: Sequence[str], device: torch.device):
+    model = SentryFuseModel(SentryFuseConfig(model=cfg.model, preprocess=cfg.preprocess, class_names=names))
+    layout = model.unit_layout()
+    gate = SentryGate(modalities=model.modalities, layout=layout)
+    teacher = SaliencyTeacher(modalities=model.modalities, layout=layout, decay=cfg.train.gate.ema_decay)
+    model, gate, teacher = model.to(device), gate.to(device), teacher.to(device)
+    t = cfg.train
+    opt = torch.optim.AdamW([
+        {'params': list(model.parameters()), 'lr': t.lr, 'weight_decay': t.weight_decay, 'base_lr': t.lr},
+        {'params': list(gate.parameters()), 'lr': t.gate.gate_lr, 'weight_decay': 0.0, 'base_lr': t.gate.gate_lr},
+    ])
+    return model, gate, teacher, opt
+
+
+def _datasets(cfg: TrainFileConfig) -> Tuple[MultimodalTensors, MultimodalTensors]:
+    d = cfg.data
+    cache = pathlib.Path(d.cache_dir) if d.cache_dir else None
+    train = SyntheticDataset(d.scene, cfg.preprocess, seed=d.seed, n=d.train_size, cache_dir=cache)
+    val = SyntheticDataset(d.scene, cfg.preprocess, seed=d.seed + 1, n=d.val_size, cache_dir=cache)
+    mods = cfg.model.modalities
+    return train.subset(mods), val.subset(mods)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` leaves in memory (the checkpoint holds the same model, gate and metadata)."""
+    model: SentryFuseModel
+    gate: SentryGate
+    teacher: SaliencyTeacher
+    meta: Dict[str, Any]  # training metadata; {'steps': k, 'stopped': True} after stop_after
+
+
+def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '', progress: bool = True,
+          stop_after: Optional[int] = None, log: Callable[[str], None] = None,
+          datasets: Optional[Tuple[MultimodalTensors, MultimodalTensors]] = None, device='cpu') -> TrainResult:
+    """Train, write the checkpoint to ``out``; returns the trained model, gate, teacher and metadata.
+
+    Args:
+        cfg: the whole training config (seed/steps overrides already applied).
+        out: output checkpoint path; the resumable state file lives next to it.
+        resume: continue from the state file (CheckpointError if absent or from another config).
+        command: the command line, recorded in the metadata.
+        progress: draw the progress bar on stderr.
+        stop_after: stop (state saved, no checkpoint written) once this step count is reached;
+            simulates an interruption in tests.
+        log: where summary lines go (default: stderr).
+        datasets: optional (train, val) datasets (e.g. AV-MNIST) used instead of rendering the synthetic
+            scenes of ``cfg.data``; their class names become the model's. ``cfg.data`` is still recorded.
+        device: where to train (CPU is the reference; bit-exact resume is only promised there).
+    """
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    out = pathlib.Path(out)
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    names = tuple(datasets[0].class_names) if datasets is not None else class_names(cfg.data.scene)
+    device = torch.device(device)
+    model, gate, teacher, opt = _build(cfg, names, device)
+    rng = np.random.default_rng(t.seed)
+    start_step, elapsed_before = 0, 0.0
+    spath = state_path(out)
+    if resume:
+        start_step, elapsed_before = _load_state(spath, cfg, model, gate, teacher, opt, rng)
+        log(f'resuming from {spath} at step {start_step}/{t.steps}')
+    t0 = time.perf_counter()
+    if datasets is not None:
+        train_set, val_set = (d.subset(model.modalities) for d in datasets)
+    else:
+        train_set, val_set = _datasets(cfg)
+    train_set, val_set = _on_device(train_set, device), _on_device(val_set, device)
+    log(f'data: {len(train_set)} train / {len(val_set)} val scenes in {time.perf_counter() - t0:.1f}s')
+    curriculum = Curriculum(t.curriculum, modalities=model.modalities, total_steps=t.steps)
+    prune_start = int(round(t.gate.prune_start_frac * t.steps))
+    layout = model.unit_layout()
+    bar = Progress(t.steps) if progress else None
+    n = len(train_set)
+    batch = min(t.batch_size, n)
+    ema_loss, ema_acc = None, None
+    model.train()
+    t_run = time.perf_counter()
+    for step in range(start_step, t.steps):
+        live = curriculum.sample(step, rng)
+        idx = torch.from_numpy(rng.choice(n, size=batch, replace=False)).to(device)
+        inputs = {m: train_set.inputs[m][idx] for m in live}
+        labels = train_set.labels[idx]
+        pruned = step >= prune_start and rng.random() < t.gate.prune_prob
+        if pruned:
+            budget = float(rng.uniform(t.gate.prune_min_budget, 1.0))
+            gates = _to(masks_to_gates(select_units(gate.scores(live), unit_costs(model, live), budget)), device)
+        else:
+            gates = ones_gates(layout, device=device, batch_size=batch if t.gate.saliency == 'fisher' else None)
+        for group in opt.param_groups:
+            group['lr'] = group['base_lr'] * lr_factor(step, t)
+        logits = model(inputs, gates)  # (B, K)
+        task = F.cross_entropy(logits, labels)
+        align = alignment_loss(gate, teacher, temperature=t.gate.align_temperature)
+        opt.zero_grad(set_to_none=True)
+        (task + t.gate.align_weight * align).backward()
+        if not pruned:  # the gate gradients of this very backward pass feed the teacher
+            teacher.update(live, read_saliency(gates, kind=t.gate.saliency, skipped_blocks_zero=True))
+            gate.calibrate(teacher, t.gate.align_temperature)
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        opt.step()
+        acc = float((logits.argmax(-1) == labels).float().mean())
+        ema_loss = task.item() if ema_loss is None else 0.95 * ema_loss + 0.05 * task.item()
+        ema_acc = acc if ema_acc is None else 0.95 * ema_acc + 0.05 * acc
+        done = step + 1
+        if bar is not None:
+            bar.update(done, start_step, f'loss {ema_loss:.3f} acc {ema_acc:.2f} align {align.item():.3f} '
+                                         f'phase {curriculum.phase(step)}')
+        if done % t.checkpoint_every == 0 or done == stop_after:
+            _save_state(spath, cfg, done, elapsed_before + time.perf_counter() - t_run, model, gate, teacher,
+                        opt, rng)
+        if stop_after is not None and done >= stop_after and done < t.steps:
+            log(f'stopped after step {done}; state in {spath}')
+            return TrainResult(model, gate, teacher, {'steps': done, 'stopped': True})
+    wall = elapsed_before + time.perf_counter() - t_run
+    val = validate(model, gate, val_set, batch=t.eval_batch)
+    meta = {'steps': t.steps, 'seed': t.seed, 'val_accuracy': val, 'val_size': len(val_set),
+            'train_wall_time_s': round(wall, 1), 'device': str(device), 'command': command,
+            'torch_version': str(torch.__version__),
+            'python_version': sys.version.split()[0], 'train_config': to_dict(cfg)}
+    save_checkpoint(out, model, extra={
+        'class_names': list(model.config.class_names), 'gate': gate.state_dict(),
+        'saliency_ema': teacher.state_dict(), 'training': meta})
+    spath.unlink(missing_ok=True)
+    for b, row in val.items():
+        log(f'val accuracy @ budget {b}: ' + ', '.join(f'{k} {v:.3f}' for k, v in row.items()))
+    log(f'wrote {out} ({out.stat().st_size / 1e6:.2f} MB) after {wall:.0f}s of training')
+    model.eval()
+    return TrainResult(model, gate, teacher, meta)
+
+
+def _save_state(path: pathlib.Path, cfg: TrainFileConfig, step: int, elapsed: float, model, gate, teacher, opt,
+                rng: np.random.Generator) -> None:
+    data = {'format': STATE_FORMAT, 'config': to_dict(cfg), 'step': step, 'elapsed_s': elapsed,
+            'model': model.state_dict(), 'gate': gate.state_dict(), 'teacher': teacher.state_dict(),
+            'optimizer': opt.state_dict(), 'numpy_rng': rng.bit_generator.state,
+            'torch_rng': torch.get_rng_state()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    torch.save(data, tmp)
+    tmp.replace(path)
+
+
+def _load_state(path: pathlib.Path, cfg: TrainFileConfig, model, gate, teacher, opt,
+                rng: np.random.Generator) -> Tuple[int, float]:
+    if not path.is_file():
+        raise CheckpointError(f'--resume: no training state {str(path)!r}; expected one written by an earlier '
+                              'interrupted run with the same --out')
+    try:
+        data = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f'training state {str(path)!r} is corrupt: {type(exc).__name__}: {exc}') from exc
+    if not isinstance(data, dict) or data.get('format') != STATE_FORMAT:
+        raise CheckpointError(f'training state {str(path)!r}: expected format {STATE_FORMAT!r}')
+    if data['config'] != to_dict(cfg):
+        diff = _first_difference(data['config'], to_dict(cfg))
+        raise ConfigError(f'--resume: training state {str(path)!r} was made with another config ({diff}); '
+                          'expected the same config, seed and steps')
+    model.load_state_dict(data['model'])
+    gate.load_state_dict(data['gate'])
+    teacher.load_state_dict(data['teacher'])
+    opt.load_state_dict(data['optimizer'])
+    rng.bit_generator.state = data['numpy_rng']
+    torch.set_rng_state(data['torch_rng'])
+    return int(data['step']), float(data['elapsed_s'])
+
+
+def _first_difference(a, b, where: str = '') -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f'{where}.{k}' if where else k)
+    return f'{where}: saved {a!r}, now {b!r}'
+
+
+def load_sentryfuse(path, device='cpu') -> Tuple[SentryFuseModel, SentryGate, Dict[str, Any]]:
+    """Model, SentryGate and metadata from one trained checkpoint (what nodes and benchmarks call).
+
+    Returns:
+        (model in eval mode on ``device``, gate on ``device``, meta) where meta holds 'class_names',
+        'training' (steps, seed, val accuracy, wall time, command, versions, config) and
+        'saliency_ema' (the teacher's state dict).
+    """
+    model, extra = load_checkpoint(path, device=device)
+    if 'gate' not in extra:
+        raise CheckpointError(f'checkpoint {str(path)!r} has no SentryGate table (key "gate"); expected a '
+                              'checkpoint written by `sentryfuse train`')
+    gate = SentryGate(modalities=model.modalities, layout=model.unit_layout())
+    try:
+        gate.load_state_dict(extra['gate'])
+    except RuntimeError as exc:
+        raise CheckpointError(f'checkpoint {str(path)!r}: gate table does not match the model: '
+                              f'{str(exc).splitlines()[0]}') from exc
+    meta = {k: v for k, v in extra.items() if k != 'gate'}
+    return model, gate.to(device).eval(), meta

@@ -1,0 +1,232 @@
+"""core.health: status order, rate, hysteresis, battery budget, config validation (no ROS)."""
+import math
+
+import pytest
+
+from sentryfuse_ros.core.runtime import health
+from sentryfuse_ros.core.errors import ConfigError
+from sentryfuse_ros.core.runtime.health import (BatteryBudget, BatteryBudgetConfig, HealthTracker,
+                                        ModalityMonitor, TopicMonitorConfig)
+
+CFG = TopicMonitorConfig(timeout=0.3, warn_rate=10.0, error_rate=5.0, window_size=5, recover_count=3)
+
+
+def feed(monitor, rate_hz, t0, t1):
+    """Messages at rate_hz in [t0, t1); returns the last arrival time."""
+    t, n = t0, 0
+    while t < t1:
+        monitor.on_message(t)
+        n += 1
+        t = t0 + n / rate_hz
+    return t0 + (n - 1) / rate_hz
+
+
+def test_status_codes_match_the_message_constants():
+    assert (health.OK, health.WARN_RATE, health.ERROR_RATE, health.TIMEOUT, health.NOT_RECEIVED) == (0, 1, 2, 3, 4)
+    assert health.STATUS_NAMES[health.TIMEOUT] == 'TIMEOUT'
+
+
+@pytest.mark.parametrize('rate, expected', [(30.0, health.OK), (12.0, health.OK), (8.0, health.WARN_RATE),
+                                            (4.0, health.ERROR_RATE)])
+def test_status_from_rate(rate, expected):
+    m = ModalityMonitor('camera', CFG)
+    last = feed(m, rate, 0.0, 2.0)
+    assert m.status(last + 0.01) == expected
+    assert m.rate_hz() == pytest.approx(rate, rel=1e-6)
+
+
+def test_status_order_not_received_then_timeout_before_rate():
+    m = ModalityMonitor('camera', CFG)
+    assert m.status(0.0) == health.NOT_RECEIVED
+    last = feed(m, 2.0, 0.0, 2.0)  # ERROR_RATE while fresh ...
+    assert m.status(last) == health.ERROR_RATE
+    assert m.status(last + 0.31) == health.TIMEOUT  # ... but TIMEOUT is checked first
+
+
+def test_rate_uses_the_window_only():
+    m = ModalityMonitor('camera', CFG)
+    feed(m, 100.0, 0.0, 1.0)
+    last = feed(m, 20.0, 1.0, 1.25)  # 5 arrivals at 20 Hz fill the 5-slot window
+    assert m.rate_hz() == pytest.approx(20.0)
+    assert m.status(last) == health.OK
+
+
+def test_single_arrival_has_no_rate_and_is_not_healthy():
+    m = ModalityMonitor('camera', CFG)
+    m.on_message(1.0)
+    s = m.check(1.0)
+    assert (s.rate_hz, s.status, s.live, s.age_s) == (0.0, health.ERROR_RATE, False, 0.0)
+
+
+def test_age_is_inf_before_any_message():
+    s = ModalityMonitor('lidar', CFG).check(5.0)
+    assert math.isinf(s.age_s) and s.status == health.NOT_RECEIVED and not s.live
+
+
+@pytest.mark.parametrize('recover_count', [1, 3, 5])
+def test_recovery_needs_recover_count_healthy_checks(recover_count):
+    cfg = TopicMonitorConfig(timeout=0.3, warn_rate=10.0, error_rate=5.0, window_size=5,
+                             recover_count=recover_count)
+    m = ModalityMonitor('camera', cfg)
+    feed(m, 30.0, 0.0, 1.0)
+    lives = [m.check(1.0 + 0.001 * i).live for i in range(recover_count)]
+    assert lives == [False] * (recover_count - 1) + [True]
+    # dead at once on timeout ...
+    assert not m.check(1.5).live
+    # ... and after a restart, live again only after recover_count checks
+    feed(m, 30.0, 2.0, 3.0)
+    lives = [m.check(3.0 + 0.001 * i).live for i in range(recover_count)]
+    assert lives == [False] * (recover_count - 1) + [True]
+
+
+def test_non_advancing_check_does_not_count_but_still_kills():
+    m = ModalityMonitor('camera', CFG)
+    feed(m, 30.0, 0.0, 1.0)
+    for _ in range(5):
+        assert not m.check(1.0, advance=False).live
+    for _ in range(3):
+        m.check(1.0)
+    assert m.live
+    assert not m.check(2.0, advance=False).live
+
+
+def test_unhealthy_check_resets_the_recovery_count():
+    m = ModalityMonitor('camera', CFG)
+    feed(m, 30.0, 0.0, 1.0)
+    m.check(1.0)
+    m.check(1.0)
+    assert m.check(1.0).healthy_count == 0 and m.live  # third: live
+    assert not m.check(1.4).live  # timeout
+    last = feed(m, 30.0, 2.0, 2.5)
+    assert m.check(last).healthy_count == 1
+    assert m.check(last + 0.5).status == health.TIMEOUT  # interrupted
+    last = feed(m, 30.0, 3.0, 3.5)
+    assert m.check(last).healthy_count == 1  # counts from zero again
+
+
+def test_time_going_back_resets_the_window():
+    m = ModalityMonitor('camera', CFG)
+    feed(m, 30.0, 100.0, 101.0)
+    m.on_message(5.0)
+    assert m.rate_hz() == 0.0 and m.last_arrival == 5.0
+
+
+def test_reconfigure_keeps_newest_arrivals():
+    m = ModalityMonitor('camera', CFG)
+    feed(m, 30.0, 0.0, 1.0)
+    m.reconfigure(TopicMonitorConfig(timeout=1.0, warn_rate=1.0, error_rate=0.5, window_size=2))
+    assert m.rate_hz() == pytest.approx(30.0) and len(m._arrivals) == 2
+
+
+def test_default_camera_timeout_fits_half_a_second_at_10_hz_checks():
+    cfg = health.DEFAULT_MODALITY_CONFIGS['camera']
+    assert cfg.timeout + 0.1 <= 0.5
+    assert cfg.error_rate < cfg.warn_rate < 15.0
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    ({'timeout': -1.0}, r'timeout=-1.0: expected a positive'),
+    ({'timeout': math.inf}, r'timeout=inf: expected a positive finite'),
+    ({'warn_rate': 1.0, 'error_rate': 2.0}, r'warn_rate=1.0: expected >= error_rate \(2.0\)'),
+    ({'error_rate': -1.0, 'warn_rate': 0.0}, r'error_rate=-1.0'),
+    ({'window_size': 1}, r'window_size=1: expected an int >= 2'),
+    ({'window_size': 2.5}, r'window_size=2.5'),
+    ({'recover_count': 0}, r'recover_count=0: expected an int >= 1'),
+    ({'timeout': True}, r'timeout=True'),
+])
+def test_topic_config_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        TopicMonitorConfig(**kwargs)
+
+
+# ---- battery ---------------------------------------------------------------------------
+BAT = BatteryBudgetConfig(budget_levels=(0.5, 0.25, 0.0), budget_values=(1.0, 0.7, 0.5),
+                          budget_hysteresis=0.03, battery_timeout=5.0, unknown_budget=0.8)
+
+
+@pytest.mark.parametrize('percentage, charge, capacity, fraction, budget', [
+    (0.9, math.nan, math.nan, 0.9, 1.0),
+    (0.3, math.nan, math.nan, 0.3, 0.7),
+    (0.2, math.nan, math.nan, 0.2, 0.5),
+    (math.nan, 2.0, 10.0, 0.2, 0.5),       # NaN percentage: charge / capacity
+    (math.nan, math.nan, 10.0, math.nan, 0.8),  # unknown -> unknown_budget
+    (math.nan, 2.0, 0.0, math.nan, 0.8),   # zero capacity is no information
+    (37.0, 6.0, 10.0, 0.6, 1.0),           # out-of-range percentage: charge / capacity
+])
+def test_battery_mapping(percentage, charge, capacity, fraction, budget):
+    b = BatteryBudget(BAT)
+    b.on_battery(0.0, percentage, charge, capacity)
+    got = b.percentage(1.0)
+    assert (math.isnan(got) and math.isnan(fraction)) or got == pytest.approx(fraction)
+    assert b.budget(1.0) == budget
+
+
+def test_silent_or_never_heard_battery_is_unknown():
+    b = BatteryBudget(BAT)
+    assert math.isnan(b.percentage(0.0)) and b.budget(0.0) == 0.8
+    b.on_battery(10.0, 0.2)
+    assert b.budget(14.9) == 0.5
+    assert math.isnan(b.percentage(15.1)) and b.budget(15.1) == 0.8
+
+
+def test_hysteresis_band_stops_flapping_around_a_level():
+    b = BatteryBudget(BAT)
+    budgets = []
+    for p in (0.55, 0.49, 0.51, 0.52, 0.499, 0.529, 0.531, 0.2, 0.27, 0.281):
+        b.on_battery(0.0, p)
+        budgets.append(b.budget(0.0))
+    assert budgets == [1.0, 0.7, 0.7, 0.7, 0.7, 0.7, 1.0, 0.5, 0.5, 0.7]
+
+
+def test_override_wins_and_budget_stays_in_range():
+    b = BatteryBudget(BatteryBudgetConfig(compute_budget_override=0.3))
+    assert b.budget(0.0) == 0.3
+    b.on_battery(0.0, 0.9)
+    assert b.budget(0.0) == 0.3
+    plain = BatteryBudget(BatteryBudgetConfig())
+    for p in (0.0, 0.1, 0.5, 1.0, math.nan):
+        plain.on_battery(0.0, p)
+        assert 0.0 < plain.budget(0.0) <= 1.0
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    ({'budget_levels': (0.5, 0.6, 0.0), 'budget_values': (1.0, 0.7, 0.5)}, r'budget_levels=.*strictly descending'),
+    ({'budget_levels': (0.5, 0.25), 'budget_values': (1.0, 0.7)}, r'budget_levels=.*ending with 0.0'),
+    ({'budget_levels': (0.5, 0.0), 'budget_values': (1.0,)}, r'budget_values=\(1.0,\): expected one budget per level'),
+    ({'budget_values': (1.0, 0.0, 0.5)}, r'budget_values=.*budgets in \(0, 1\]'),
+    ({'budget_values': (1.5, 0.7, 0.5)}, r'budget_values=.*budgets in \(0, 1\]'),
+    ({'budget_levels': ()}, r'budget_levels=\(\): expected a non-empty list'),
+    ({'budget_hysteresis': -0.1}, r'budget_hysteresis=-0.1'),
+    ({'battery_timeout': 0.0}, r'battery_timeout=0.0: expected a positive'),
+    ({'unknown_budget': 0.0}, r'unknown_budget=0.0: expected a budget in \(0, 1\]'),
+    ({'compute_budget_override': 1.5}, r'compute_budget_override=1.5: expected 0 \(off\)'),
+    ({'compute_budget_override': -0.5}, r'compute_budget_override=-0.5'),
+])
+def test_battery_config_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        BatteryBudgetConfig(**kwargs)
+
+
+def test_battery_fraction_helper():
+    assert health.battery_fraction(0.4) == 0.4
+    assert health.battery_fraction(math.nan, 12.0, 10.0) == 1.0  # clipped
+    assert math.isnan(health.battery_fraction(math.nan))
+
+
+# ---- tracker / snapshot ----------------------------------------------------------------
+def test_tracker_snapshot_and_change_detection():
+    tracker = HealthTracker({'camera': CFG, 'lidar': CFG}, BAT)
+    s0 = tracker.check(0.0)
+    assert s0.modalities == ('camera', 'lidar') and s0.live == (False, False)
+    assert s0.status == (health.NOT_RECEIVED,) * 2 and s0.compute_budget == 0.8
+    assert s0.changed_from(None)
+    assert not tracker.check(0.05).changed_from(s0)
+    last = feed(tracker.monitors['camera'], 30.0, 0.0, 1.0)
+    states = [tracker.check(last + 0.001 * i) for i in range(3)]
+    assert [s.live_set for s in states] == [frozenset(), frozenset(), frozenset({'camera'})]
+    assert states[2].changed_from(states[1]) and not states[1].changed_from(states[0])
+    tracker.on_battery(last, 0.2)
+    s = tracker.check(last, advance=False)
+    assert s.compute_budget == 0.5 and s.battery_percentage == pytest.approx(0.2)
+    assert s.changed_from(states[2]) and s is tracker.last
+    assert s.rate_hz[0] == pytest.approx(30.0) and math.isinf(s.age_s[1])
