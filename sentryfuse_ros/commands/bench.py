@@ -68,7 +68,9 @@ def run(args) -> int:
 
     import dataclasses
 
-    from sentryfuse_ros.core.bench.grid import load_bench_config, parse_shard, prepare_data, run_bench, select_jobs
+    from sentryfuse_ros.core.bench.grid import prepare_data, run_bench
+    from sentryfuse_ros.core.bench.results import parse_shard, select_jobs
+    from sentryfuse_ros.core.bench.spec import load_bench_config
     from sentryfuse_ros.core.errors import ConfigError
 
     if args.threads < 1:
@@ -108,7 +110,7 @@ def data_root(arg, configured: str) -> pathlib.Path:
 def run_merge(args) -> int:
     import sys
 
-    from sentryfuse_ros.core.bench.grid import merge_results, read_results, write_results
+    from sentryfuse_ros.core.bench.results import merge_results, read_results, write_results
     from sentryfuse_ros.core.errors import DataError
 
     parts = []
@@ -127,7 +129,7 @@ def run_merge(args) -> int:
 
 
 def run_report(args) -> int:
-    from sentryfuse_ros.core.bench.grid import read_results
+    from sentryfuse_ros.core.bench.results import read_results
     from sentryfuse_ros.core.bench.plots import write_report
 
     data = read_results(pathlib.Path(args.inp))

@@ -77,7 +77,8 @@ def build_inputs(args):
     import dataclasses
 
     from sentryfuse_ros.core.errors import ConfigError
-    from sentryfuse_ros.core.bags.replay import Faults, load_battery_profile, load_replay_config, parse_drop
+    from sentryfuse_ros.core.bags.faults import Faults, load_battery_profile, parse_drop
+    from sentryfuse_ros.core.bags.replay import load_replay_config
 
     if args.config is not None:
         config = load_replay_config(resolve_file(args.config, '--config'))
@@ -137,7 +138,7 @@ def report_phases(scenario_path, faults, duration):
 def run(args) -> int:
     from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource
     from sentryfuse_ros.core.errors import ConfigError
-    from sentryfuse_ros.core.bags.replay import load_label_csv
+    from sentryfuse_ros.core.bags.faults import load_label_csv
     from sentryfuse_ros.core.bags.report import write_report
 
     config, faults, label_file = build_inputs(args)
@@ -157,7 +158,7 @@ def run(args) -> int:
 
     import torch
 
-    from sentryfuse_ros.core.training.train import load_sentryfuse
+    from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
     if args.threads < 1:
         raise ConfigError(f'--threads={args.threads}: expected a positive int')
     torch.set_num_threads(args.threads)

@@ -141,7 +141,7 @@ class Perception(Node):
     def _load_engine(self, values: Mapping[str, Any]) -> None:
         import torch  # noqa: PLC0415 (torch-heavy)
 
-        from sentryfuse_ros.core.training.train import load_sentryfuse  # noqa: PLC0415
+        from sentryfuse_ros.core.training.checkpoint import load_sentryfuse  # noqa: PLC0415
         if int(values['torch_threads']) > 0:
             torch.set_num_threads(int(values['torch_threads']))
         path = values['model_path'] or default_model_path()

@@ -124,7 +124,7 @@ def register_bag_types(store: Any, connections: Iterable[Any]) -> Dict[str, str]
 
 # ---------------------------------------------------------------------------- constructors
 # Minimal builders of rosbags message objects, for BagSink (simulate-bag). They mirror the
-# writers of sentryfuse_ros/msg_arrays.py (same layouts and scaling) without importing rclpy.
+# writers of sentryfuse_ros/msg_arrays/ (same layouts and scaling) without importing rclpy.
 
 def _stamp(store: Any, stamp_ns: int) -> Any:
     stamp_ns = int(stamp_ns)

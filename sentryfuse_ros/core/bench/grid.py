@@ -22,9 +22,7 @@ latency_ms / peak_mem_mb are measured at batch 1 on the bench device for seeds i
 ``latency_seeds`` only (null elsewhere).
 """
 import dataclasses
-import fnmatch
 import hashlib
-import gzip
 import json
 import os
 import pathlib
@@ -38,91 +36,19 @@ import torch
 
 from sentryfuse_ros.core.pruning import baselines as bl
 from sentryfuse_ros.core.training import train as tr
-from sentryfuse_ros.core.config import check, load_yaml, to_dict
+from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+from sentryfuse_ros.core.config import to_dict
 from sentryfuse_ros.core.training.curriculum import CurriculumConfig
 from sentryfuse_ros.core.data.datasets import MultimodalTensors, SyntheticDataset
 from sentryfuse_ros.core.errors import ConfigError, DataError
 from sentryfuse_ros.core.model.flops import count_params, measure_latency_ms, peak_memory_mb
-from sentryfuse_ros.core.pruning.gate import modality_subsets
-from sentryfuse_ros.core.model.config import BACKBONES, ModelConfig
-from sentryfuse_ros.core.data.preprocess import MODALITIES, PreprocessConfig
 from sentryfuse_ros.core.pruning.prune import select_units, slice_model, total_macs, unit_costs
 from sentryfuse_ros.core.data.scenes import SCENE_PRESETS, SceneConfig
-
-BASELINES = ('random', 'magnitude_l1', 'magnitude_l2', 'taylor', 'fisher', 'kwon')
-ORACLES = ('taylor_recal',)
-GATE_METHODS = ('sentrygate', 'gate_uncond', 'gate_noalign')
-DENSE_METHODS = ('dense', 'dense_nocurr')
-METHODS = BASELINES + ORACLES + GATE_METHODS + DENSE_METHODS
-DATASETS = tuple(SCENE_PRESETS) + ('avmnist',)
-RECORD_KEYS = ('backbone', 'dataset', 'condition', 'ratio', 'method', 'seed', 'accuracy', 'gflops', 'params',
-               'latency_ms', 'peak_mem_mb')
-VARIANT_OF = {'gate_noalign': 'noalign', 'dense_nocurr': 'nocurr'}  # methods needing another checkpoint
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchConfig:
-    backbones: tuple = BACKBONES                    # fusion backbones to train
-    datasets: tuple = DATASETS                      # scene presets (core/data/scenes.py) and/or 'avmnist'
-    seeds: tuple = (0, 1, 2)                        # training seeds (model init, batch order, curriculum)
-    ratios: tuple = (0.2, 0.3, 0.4, 0.5, 0.6)       # fractions of prunable MACs removed (budget = 1 - ratio)
-    methods: tuple = METHODS                        # which rows to compute (module docstring)
-    conditions: str = 'all_subsets'                 # 'main' (all + each single modality missing) | 'all_subsets'
-    ablation_seeds: tuple = (0,)                    # seeds that also train the noalign / nocurr variants
-    latency_seeds: tuple = (0,)                     # seeds whose cells get latency and peak memory
-    latency_repeats: int = 10                       # timed batch-1 forward passes per latency cell
-    train_size: int = 4000                          # synthetic training scenes (avmnist: its train speakers)
-    val_size: int = 500                             # synthetic validation scenes (reported in the checkpoint)
-    test_size: int = 500                            # synthetic test scenes (avmnist: its test speaker, 500 clips)
-    data_seed: int = 0                              # dataset seed (train = s, val = s + 1, test = s + 1000)
-    scene_overrides: dict = dataclasses.field(default_factory=dict)  # {preset: {SceneConfig field: value}}
-    calib_batches: int = 4                          # calibration batches for taylor / fisher / kwon / recal
-    calib_batch_size: int = 32                      # samples per calibration batch (from the training split)
-    eval_batch: int = 250                           # test batch size
-    avmnist_root: str = '../shared/data'            # folder with mnist/ and fsdd/recordings/ (CLI: relative to the repo root)
-    model: ModelConfig = ModelConfig()              # architecture; backbone and modalities set per cell
-    preprocess: PreprocessConfig = PreprocessConfig()  # input geometry
-    train: tr.TrainConfig = tr.TrainConfig()        # optimisation; seed set per cell
-
-    def __post_init__(self):
-        for key in ('backbones', 'datasets', 'seeds', 'ratios', 'methods', 'ablation_seeds', 'latency_seeds'):
-            object.__setattr__(self, key, tuple(getattr(self, key)))
-        check(len(self.backbones) > 0 and set(self.backbones) <= set(BACKBONES), 'backbones', self.backbones,
-              f'a non-empty subset of {BACKBONES}')
-        check(len(self.datasets) > 0 and set(self.datasets) <= set(DATASETS), 'datasets', self.datasets,
-              f'a non-empty subset of {DATASETS}')
-        check(len(self.seeds) > 0 and all(isinstance(s, int) for s in self.seeds), 'seeds', self.seeds,
-              'a non-empty list of ints')
-        check(len(self.ratios) > 0 and all(isinstance(r, (int, float)) and 0.0 < r < 1.0 for r in self.ratios),
-              'ratios', self.ratios, 'a non-empty list of fractions in (0, 1)')
-        check(len(self.methods) > 0 and set(self.methods) <= set(METHODS), 'methods', self.methods,
-              f'a non-empty subset of {METHODS}')
-        check(self.conditions in ('main', 'all_subsets'), 'conditions', self.conditions, "'main' or 'all_subsets'")
-        check(set(self.scene_overrides) <= set(SCENE_PRESETS), 'scene_overrides', self.scene_overrides,
-              f'keys from {tuple(SCENE_PRESETS)}')
-        for key in ('train_size', 'val_size', 'test_size', 'calib_batches', 'calib_batch_size', 'eval_batch',
-                    'latency_repeats'):
-            check(isinstance(getattr(self, key), int) and getattr(self, key) >= 1, key, getattr(self, key),
-                  'a positive int')
-
-
-def load_bench_config(path, section: str) -> BenchConfig:
-    """One section ('quick' or 'full') of the bench YAML."""
-    return load_yaml(BenchConfig, path, section=section)
-
-
-def conditions_for(modalities: Sequence[str], which: str) -> List[Tuple[str, ...]]:
-    """Live sets: all modalities, then each single modality missing, then (all_subsets) the rest."""
-    mods = tuple(modalities)
-    main = [mods] + [tuple(m for m in mods if m != gone) for gone in mods if len(mods) > 1]
-    if which == 'main':
-        return main
-    rest = [s for s in reversed(modality_subsets(mods)) if s not in main]
-    return main + rest
-
-
-def condition_name(live: Sequence[str]) -> str:
-    return '+'.join(live)
+from sentryfuse_ros.core.bench.spec import (  # noqa: F401  (re-exported: the grid's public names)
+    BASELINES, DATASETS, DENSE_METHODS, GATE_METHODS, METHODS, ORACLES, RECORD_KEYS, VARIANT_OF, BenchConfig,
+    _cells, condition_name, conditions_for, load_bench_config, model_jobs, model_name)
+from sentryfuse_ros.core.bench.results import (  # noqa: F401
+    cell_key, merge_results, parse_shard, read_results, select_jobs, write_results)
 
 
 def scene_for(cfg: BenchConfig, dataset: str) -> SceneConfig:
@@ -257,50 +183,6 @@ class MethodScorer:
         return select_units(scores, costs, budget), score_ms
 
 
-def cell_key(rec: Dict[str, Any]) -> Tuple:
-    return (rec['backbone'], rec['dataset'], rec['condition'], round(float(rec['ratio']), 4), rec['method'],
-            int(rec['seed']))
-
-
-def read_results(path: pathlib.Path) -> Dict[str, Any]:
-    """{'meta': ..., 'records': [...]} from a bench JSON, plain or .gz (a bare list of records too)."""
-    path = pathlib.Path(path)
-    try:
-        raw = path.read_bytes()
-        if path.suffix == '.gz':
-            raw = gzip.decompress(raw)
-        data = json.loads(raw.decode('utf-8'))
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f'bench results {str(path)!r} are unreadable: {exc}') from exc
-    if isinstance(data, list):
-        data = {'meta': {}, 'records': data}
-    if not isinstance(data, dict) or not isinstance(data.get('records'), list):
-        raise DataError(f'bench results {str(path)!r}: expected {{"meta": ..., "records": [...]}}')
-    return data
-
-
-def write_results(path: pathlib.Path, meta: Dict[str, Any], records: List[Dict[str, Any]]) -> None:
-    """Atomic write (temporary file + rename)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps({'meta': meta, 'records': records}, indent=None, separators=(',', ':')) + '\n',
-                   encoding='utf-8')
-    tmp.replace(path)
-
-
-def _cells(cfg: BenchConfig, modalities: Sequence[str], seed: int) -> List[Tuple[Tuple[str, ...], float, str]]:
-    """(live, ratio, method) of one model; dense rows only at ratio 0, variants only on ablation seeds."""
-    out = []
-    for live in conditions_for(modalities, cfg.conditions):
-        for method in cfg.methods:
-            if method in VARIANT_OF and seed not in cfg.ablation_seeds:
-                continue
-            for ratio in ((0.0,) if method in DENSE_METHODS else cfg.ratios):
-                out.append((live, float(ratio), method))
-    return out
-
-
 def evaluate_cell(model, masks, test: MultimodalTensors, live: Tuple[str, ...], *, batch: int,
                   latency_repeats: Optional[int]) -> Dict[str, Any]:
     """Slice, then accuracy on ``test`` (already on the model's device), GFLOPs, params, latency, memory."""
@@ -317,57 +199,6 @@ def evaluate_cell(model, masks, test: MultimodalTensors, live: Tuple[str, ...], 
     return out
 
 
-def model_jobs(cfg: BenchConfig) -> List[Tuple[str, str, int]]:
-    """(dataset, backbone, seed) of every grid model, in run order."""
-    return [(d, b, s) for d in cfg.datasets for b in cfg.backbones for s in cfg.seeds]
-
-
-def model_name(job: Tuple[str, str, int]) -> str:
-    return f'{job[0]}/{job[1]}/s{job[2]}'
-
-
-def parse_shard(text: str) -> Tuple[int, int]:
-    """'I/N' -> (I, N) with 0 <= I < N."""
-    parts = str(text).split('/')
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or not 0 <= int(parts[0]) < int(parts[1]):
-        raise ConfigError(f'shard={text!r}: expected I/N with 0 <= I < N, e.g. 3/15')
-    return int(parts[0]), int(parts[1])
-
-
-def _job_weight(cfg: BenchConfig, job: Tuple[str, str, int]) -> float:
-    """Rough cost of one grid model: trainings (~100 s each) + cells (~0.2 s; x2 with latency)."""
-    n_mods = 2 if job[0] == 'avmnist' else 3
-    cells = _cells(cfg, MODALITIES[:n_mods], job[2])
-    trainings = 1 + len({VARIANT_OF[m] for _, _, m in cells if m in VARIANT_OF})
-    return 100.0 * trainings + 0.2 * len(cells) * (2 if job[2] in cfg.latency_seeds else 1)
-
-
-def select_jobs(cfg: BenchConfig, *, shard: Optional[Tuple[int, int]] = None,
-                models: Sequence[str] = ()) -> List[Tuple[str, str, int]]:
-    """The grid models one process runs.
-
-    Args:
-        shard: (I, N): the I-th of N disjoint, cost-balanced parts (greedy longest-first on ``_job_weight``;
-            every process computes the same assignment from the config alone).
-        models: fnmatch patterns on 'dataset/backbone/sSEED' (e.g. 'sim6/*/s0'); empty keeps every model.
-    """
-    jobs = model_jobs(cfg)
-    if models:
-        jobs = [j for j in jobs if any(fnmatch.fnmatchcase(model_name(j), p) for p in models)]
-        if not jobs:
-            raise ConfigError(f'models={list(models)!r}: no grid model matches; names look like '
-                              f'{model_name(model_jobs(cfg)[0])!r}')
-    if shard is None:
-        return jobs
-    index, count = shard
-    loads, owner = [0.0] * count, {}
-    for j in sorted(jobs, key=lambda j: (-_job_weight(cfg, j), model_name(j))):
-        k = min(range(count), key=lambda i: (loads[i], i))
-        loads[k] += _job_weight(cfg, j)
-        owner[j] = k
-    return [j for j in jobs if owner[j] == index]
-
-
 def prepare_data(cfg: BenchConfig, cache_dir, jobs: Sequence[Tuple[str, str, int]],
                  log: Callable[[str], None] = None) -> None:
     """Render (and cache) the synthetic datasets these jobs use, so parallel shards only read them."""
@@ -376,41 +207,6 @@ def prepare_data(cfg: BenchConfig, cache_dir, jobs: Sequence[Tuple[str, str, int
         start = time.perf_counter()
         load_data(cfg, dataset, pathlib.Path(cache_dir))
         log(f'data {dataset}: {time.perf_counter() - start:.1f}s')
-
-
-def merge_results(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """One {'meta', 'records'} from several shard outputs of the same grid config.
-
-    Records are concatenated (a cell present in two parts is kept once, the first); meta keeps the first
-    part's fields, unions 'models' and 'errors', sets wall_time_s to the slowest part and lists every part's
-    shard, wall time and cell count under 'shards'.
-    """
-    if not parts:
-        raise DataError('merge: no bench results given')
-    def grid_of(meta):  # where the AV-MNIST files lay is not part of the grid
-        cfg = meta.get('config')
-        return {k: v for k, v in cfg.items() if k != 'avmnist_root'} if isinstance(cfg, dict) else cfg
-    config = grid_of(parts[0].get('meta', {}))
-    records, seen, errors, models, shards = [], set(), [], {}, []
-    for i, part in enumerate(parts):
-        meta = part.get('meta', {})
-        if grid_of(meta) != config:
-            raise DataError(f'merge: part {i} was run with another grid config than part 0; expected the same '
-                            f'config.yaml section for every shard')
-        for rec in part['records']:
-            key = cell_key(rec)
-            if key not in seen:
-                seen.add(key)
-                records.append(rec)
-        errors += meta.get('errors', [])
-        models.update(meta.get('models', {}))
-        shards.append({'shard': meta.get('shard'), 'wall_time_s': meta.get('wall_time_s'),
-                       'cells': len(part['records']), 'command': meta.get('command')})
-    meta = dict(parts[0].get('meta', {}))
-    walls = [s['wall_time_s'] for s in shards if isinstance(s['wall_time_s'], (int, float))]
-    meta.update(models=models, errors=errors, shards=shards, wall_time_s=max(walls) if walls else None,
-                shard=None)
-    return {'meta': meta, 'records': records}
 
 
 def run_bench(cfg: BenchConfig, out, *, cache_dir, device='cpu', resume: bool = False, command: str = '',
@@ -472,7 +268,7 @@ def _run_model(cfg: BenchConfig, dataset: str, backbone: str, seed: int, cache_d
     models = {}
     for variant in ['main'] + variants_needed:
         path, wall = trained_checkpoint(cfg, backbone, dataset, seed, variant, data, cache_dir, log)
-        model, gate, ckmeta = tr.load_sentryfuse(path, device=device)
+        model, gate, ckmeta = load_sentryfuse(path, device=device)
         models[variant] = (model, gate)
         training = ckmeta.get('training', {})
         info[variant] = {'checkpoint': path.name, 'train_wall_time_s': training.get('train_wall_time_s'),

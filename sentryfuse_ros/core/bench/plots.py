@@ -16,7 +16,7 @@ import pathlib
 import statistics
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
-from sentryfuse_ros.core.bench.grid import BASELINES, DENSE_METHODS, METHODS
+from sentryfuse_ros.core.bench.spec import BASELINES, DENSE_METHODS, METHODS
 from sentryfuse_ros.core.errors import DataError
 
 PAPER_OVERALL, PAPER_DROPOUT = 0.127, 0.18

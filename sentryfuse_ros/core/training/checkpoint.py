@@ -14,6 +14,7 @@ import torch
 from sentryfuse_ros.core.model.backbone import SentryFuseModel
 from sentryfuse_ros.core.errors import CheckpointError, ConfigError, ModelError, PruningError
 from sentryfuse_ros.core.model.config import config_from_dict, config_to_dict
+from sentryfuse_ros.core.pruning.gate import SentryGate
 
 FORMAT = 'sentryfuse-checkpoint'
 VERSION = 1
@@ -88,3 +89,25 @@ def load_checkpoint(path: Union[str, pathlib.Path], device='cpu') -> Tuple[Sentr
                               f'{" ".join(s.strip() for s in first[:3])}') from exc
     extra = {k: v for k, v in data.items() if k not in RESERVED}
     return model.to(device).eval(), extra
+
+
+def load_sentryfuse(path, device='cpu') -> Tuple[SentryFuseModel, SentryGate, Dict[str, Any]]:
+    """Model, SentryGate and metadata from one trained checkpoint (what nodes and benchmarks call).
+
+    Returns:
+        (model in eval mode on ``device``, gate on ``device``, meta) where meta holds 'class_names',
+        'training' (steps, seed, val accuracy, wall time, command, versions, config) and
+        'saliency_ema' (the teacher's state dict).
+    """
+    model, extra = load_checkpoint(path, device=device)
+    if 'gate' not in extra:
+        raise CheckpointError(f'checkpoint {str(path)!r} has no SentryGate table (key "gate"); expected a '
+                              'checkpoint written by `sentryfuse train`')
+    gate = SentryGate(modalities=model.modalities, layout=model.unit_layout())
+    try:
+        gate.load_state_dict(extra['gate'])
+    except RuntimeError as exc:
+        raise CheckpointError(f'checkpoint {str(path)!r}: gate table does not match the model: '
+                              f'{str(exc).splitlines()[0]}') from exc
+    meta = {k: v for k, v in extra.items() if k != 'gate'}
+    return model, gate.to(device).eval(), meta

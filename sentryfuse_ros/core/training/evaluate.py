@@ -29,7 +29,8 @@ from sentryfuse_ros.core.model.flops import count_flops, count_params, measure_l
 from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.pruning.prune import SubnetworkCache
 from sentryfuse_ros.core.data.scenes import SceneConfig
-from sentryfuse_ros.core.training.train import accuracy, load_sentryfuse, subset_key
+from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+from sentryfuse_ros.core.training.train import accuracy, subset_key
 
 BUDGETS = (1.0, 0.7, 0.5)
 RECORD_KEYS = ('subset', 'budget', 'accuracy', 'gflops', 'params', 'latency_ms', 'peak_mem_mb', 'n')

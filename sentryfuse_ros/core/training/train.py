@@ -31,19 +31,17 @@ import torch
 import torch.nn.functional as F
 
 from sentryfuse_ros.core.model.backbone import SentryFuseModel
-from sentryfuse_ros.core.training.checkpoint import load_checkpoint, save_checkpoint
+from sentryfuse_ros.core.training.checkpoint import save_checkpoint
+from sentryfuse_ros.core.training.state import _load_state, _save_state, state_path
 from sentryfuse_ros.core.config import check, load_yaml, to_dict
 from sentryfuse_ros.core.training.curriculum import Curriculum, CurriculumConfig
 from sentryfuse_ros.core.data.datasets import MultimodalTensors, SyntheticDataset
-from sentryfuse_ros.core.errors import CheckpointError, ConfigError
 from sentryfuse_ros.core.pruning.gate import (SALIENCY_KINDS, SaliencyTeacher, SentryGate, alignment_loss, modality_subsets,
                                       ones_gates, read_saliency)
 from sentryfuse_ros.core.model.config import ModelConfig, SentryFuseConfig
 from sentryfuse_ros.core.data.preprocess import PreprocessConfig
 from sentryfuse_ros.core.pruning.prune import masks_to_gates, select_units, unit_costs
 from sentryfuse_ros.core.data.scenes import SceneConfig, class_names
-
-STATE_FORMAT = 'sentryfuse-train-state'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,12 +121,6 @@ class TrainFileConfig:
 def load_train_config(path) -> TrainFileConfig:
     """The training YAML (sections model, preprocess, data, train); unknown keys are rejected."""
     return load_yaml(TrainFileConfig, path)
-
-
-def state_path(out) -> pathlib.Path:
-    """The resumable state file kept next to the output checkpoint."""
-    out = pathlib.Path(out)
-    return out.with_name(out.stem + '.train_state.pt')
 
 
 class Progress:
@@ -343,67 +335,3 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
     return TrainResult(model, gate, teacher, meta)
 
 
-def _save_state(path: pathlib.Path, cfg: TrainFileConfig, step: int, elapsed: float, model, gate, teacher, opt,
-                rng: np.random.Generator) -> None:
-    data = {'format': STATE_FORMAT, 'config': to_dict(cfg), 'step': step, 'elapsed_s': elapsed,
-            'model': model.state_dict(), 'gate': gate.state_dict(), 'teacher': teacher.state_dict(),
-            'optimizer': opt.state_dict(), 'numpy_rng': rng.bit_generator.state,
-            'torch_rng': torch.get_rng_state()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save(data, tmp)
-    tmp.replace(path)
-
-
-def _load_state(path: pathlib.Path, cfg: TrainFileConfig, model, gate, teacher, opt,
-                rng: np.random.Generator) -> Tuple[int, float]:
-    if not path.is_file():
-        raise CheckpointError(f'--resume: no training state {str(path)!r}; expected one written by an earlier '
-                              'interrupted run with the same --out')
-    try:
-        data = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f'training state {str(path)!r} is corrupt: {type(exc).__name__}: {exc}') from exc
-    if not isinstance(data, dict) or data.get('format') != STATE_FORMAT:
-        raise CheckpointError(f'training state {str(path)!r}: expected format {STATE_FORMAT!r}')
-    if data['config'] != to_dict(cfg):
-        diff = _first_difference(data['config'], to_dict(cfg))
-        raise ConfigError(f'--resume: training state {str(path)!r} was made with another config ({diff}); '
-                          'expected the same config, seed and steps')
-    model.load_state_dict(data['model'])
-    gate.load_state_dict(data['gate'])
-    teacher.load_state_dict(data['teacher'])
-    opt.load_state_dict(data['optimizer'])
-    rng.bit_generator.state = data['numpy_rng']
-    torch.set_rng_state(data['torch_rng'])
-    return int(data['step']), float(data['elapsed_s'])
-
-
-def _first_difference(a, b, where: str = '') -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f'{where}.{k}' if where else k)
-    return f'{where}: saved {a!r}, now {b!r}'
-
-
-def load_sentryfuse(path, device='cpu') -> Tuple[SentryFuseModel, SentryGate, Dict[str, Any]]:
-    """Model, SentryGate and metadata from one trained checkpoint (what nodes and benchmarks call).
-
-    Returns:
-        (model in eval mode on ``device``, gate on ``device``, meta) where meta holds 'class_names',
-        'training' (steps, seed, val accuracy, wall time, command, versions, config) and
-        'saliency_ema' (the teacher's state dict).
-    """
-    model, extra = load_checkpoint(path, device=device)
-    if 'gate' not in extra:
-        raise CheckpointError(f'checkpoint {str(path)!r} has no SentryGate table (key "gate"); expected a '
-                              'checkpoint written by `sentryfuse train`')
-    gate = SentryGate(modalities=model.modalities, layout=model.unit_layout())
-    try:
-        gate.load_state_dict(extra['gate'])
-    except RuntimeError as exc:
-        raise CheckpointError(f'checkpoint {str(path)!r}: gate table does not match the model: '
-                              f'{str(exc).splitlines()[0]}') from exc
-    meta = {k: v for k, v in extra.items() if k != 'gate'}
-    return model, gate.to(device).eval(), meta

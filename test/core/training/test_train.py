@@ -17,8 +17,10 @@ ROOT_CONFIG = pathlib.Path(__file__).resolve().parents[3] / "config" / "train_si
 from sentryfuse_ros.core.model.config import ModelConfig
 from sentryfuse_ros.core.data.preprocess import PreprocessConfig
 from sentryfuse_ros.core.data.scenes import SceneConfig
-from sentryfuse_ros.core.training.train import (DataConfig, Progress, TrainConfig, TrainFileConfig, load_sentryfuse,
-                                       load_train_config, state_path, train, validate)
+from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+from sentryfuse_ros.core.training.state import state_path
+from sentryfuse_ros.core.training.train import (DataConfig, Progress, TrainConfig, TrainFileConfig, load_train_config,
+                                                train, validate)
 
 TINY = TrainFileConfig(
     model=ModelConfig(dim=16, depth=2, num_heads=4, num_kv_heads=2, ffn_dim=32, ffn_block=8, num_fusion_tokens=2,
