@@ -9,7 +9,15 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / 'shared' / 'data'
+# DDS domains for this test process: SENTRYFUSE_TEST_DOMAINS='BASE:COUNT' (default 100:100) lets several
+# test runs on one machine (parallel worktrees) use disjoint domain ranges; CI uses the default.
+_DOMAIN_BASE, _DOMAIN_COUNT = (int(v) for v in os.environ.get('SENTRYFUSE_TEST_DOMAINS', '100:100').split(':'))
 _domain_ids = itertools.count(os.getpid() % 50)
+
+
+def domain_for(offset: int = 0) -> int:
+    """A DDS domain id inside this run's range (offset picks a fixed one, e.g. for a CLI test)."""
+    return _DOMAIN_BASE + (offset % _DOMAIN_COUNT)
 
 
 @pytest.fixture
@@ -25,7 +33,7 @@ def ros_context():
     """A fresh rclpy Context on its own DDS domain, shut down after the test."""
     rclpy = pytest.importorskip('rclpy')
     context = rclpy.context.Context()
-    domain = 100 + (next(_domain_ids) % 100)
+    domain = domain_for(next(_domain_ids))
     rclpy.init(context=context, domain_id=domain)
     try:
         yield context
