@@ -12,7 +12,7 @@ setup(
     description='SentryFuse: zero-shot modality-conditioned pruning for multimodal perception on ROS 2',
     packages=find_packages(include=['sentryfuse_ros', 'sentryfuse_ros.*']),
     python_requires='>=3.10',
-    install_requires=['torch', 'numpy', 'pyyaml', 'opencv-python-headless', 'rosbags'],
+    install_requires=['torch', 'numpy', 'pyyaml', 'opencv-python-headless', 'rosbags', 'soxr'],
     # the .msg definitions, so the bag layer can register our types without a colcon build
     data_files=[('share/sentryfuse_ros/msg', sorted(glob.glob('msg/*.msg')))],
     entry_points={'console_scripts': ['sentryfuse = sentryfuse_ros.cli:main']},

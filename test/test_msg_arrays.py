@@ -1,5 +1,6 @@
 """Tests of sentryfuse_ros.msg_arrays on real rclpy / rosbags messages and real KITTI data."""
 import math
+import time
 import types
 
 import numpy as np
@@ -11,6 +12,7 @@ from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2, Poin
 
 from sentryfuse_ros import msg_arrays as conv  # noqa: E402
 from sentryfuse_ros.core.errors import ConversionError  # noqa: E402
+from sentryfuse_ros.modality_inputs import audio_converter  # noqa: E402
 from sentryfuse_ros.msg import AudioFrame  # noqa: E402
 
 RNG = np.random.default_rng(0)
@@ -414,17 +416,37 @@ def test_audio_round_trip(encoding):
                                       r'channels\*bytes_per_sample = 2\*2 = 4'),
     (_audio(b'\x00' * 6, encoding='F32LE'), r'AudioFrame.data has 6 bytes, expected a multiple '
                                             r'of channels\*bytes_per_sample = 1\*4 = 4'),
-    (_audio(b'\x00\x00', rate=0), r'AudioFrame.sample_rate is 0, expected > 0'),
+    (_audio(b'\x00\x00', rate=0), r'AudioFrame.sample_rate is 0, expected a rate in \[1000, 768000\] Hz'),
 ])
 def test_audio_malformed(msg, match):
     with pytest.raises(ConversionError, match=match):
         conv.audio_frame_to_array(msg)
 
 
+@pytest.mark.parametrize('rate', [4294967295, 1, 7])
+def test_audio_frame_sample_rate_4294967295_or_1_or_7_is_refused_by_name_at_once(rate):
+    # old code: 4294967295 sized a 205 GiB resampling table (MemoryError); 1 or 7 took seconds per frame
+    msg = conv.array_to_audio_frame(np.zeros(320, np.float32), sample_rate=16000)
+    msg.sample_rate = rate
+    convert = audio_converter(8000)
+    t0 = time.perf_counter()
+    with pytest.raises(ConversionError, match=rf'AudioFrame.sample_rate is {rate}, expected a rate in '
+                                              r'\[1000, 768000\] Hz'):
+        convert(msg)
+    assert time.perf_counter() - t0 < 0.05
+
+
+def test_f32le_audio_containing_nan_is_a_conversion_error_with_the_count():
+    raw = np.array([0.1, np.nan, -np.inf, 0.2], '<f4').tobytes()
+    with pytest.raises(ConversionError, match=r'AudioFrame.data holds 2 non-finite F32LE samples of 4, '
+                                              r'expected finite values'):
+        audio_converter(8000)(_audio(raw, rate=8000, encoding='F32LE'))
+
+
 def test_array_to_audio_frame_malformed():
     with pytest.raises(ConversionError, match=r"encoding 'U8' is unsupported"):
         conv.array_to_audio_frame(np.zeros(3, np.float32), sample_rate=8000, encoding='U8')
-    with pytest.raises(ConversionError, match=r'sample_rate is 0, expected > 0'):
+    with pytest.raises(ConversionError, match=r'sample_rate is 0, expected a rate in \[1000, 768000\] Hz'):
         conv.array_to_audio_frame(np.zeros(3, np.float32), sample_rate=0)
     with pytest.raises(ConversionError, match=r'pcm is int16 \(3,\), expected float'):
         conv.array_to_audio_frame(np.zeros(3, np.int16), sample_rate=8000)

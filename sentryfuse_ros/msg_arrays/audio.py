@@ -6,7 +6,7 @@ from typing import Any, Tuple
 import numpy as np
 
 from sentryfuse_ros.core.errors import ConversionError
-from sentryfuse_ros.core.data.resample import resample
+from sentryfuse_ros.core.data.resample import check_rate, resample
 from sentryfuse_ros.msg_arrays._buffers import AUDIO_ENCODINGS, Stamp, _bytes_of, _fill_header, _uint8_array
 
 # ---------------------------------------------------------------------------- audio
@@ -26,6 +26,11 @@ def _decode_pcm(data: Any, channels: int, encoding: str, field: str) -> np.ndarr
                               f'{frame_bytes}')
     samples = np.ndarray((buf.size // frame_bytes, channels), dtype=dtype, buffer=buf)
     pcm = samples.astype(np.float32)  # (samples, channels), owned
+    if encoding == 'F32LE':
+        bad = int(pcm.size - np.count_nonzero(np.isfinite(pcm)))
+        if bad:
+            raise ConversionError(f'{field}.data holds {bad} non-finite F32LE samples of {pcm.size}, '
+                                  f'expected finite values')
     if encoding == 'S16LE':
         pcm *= 1.0 / 32768.0
     mono = pcm[:, 0] if channels == 1 else pcm.mean(axis=1)
@@ -36,9 +41,9 @@ def audio_frame_to_array(msg: Any) -> np.ndarray:
     """(samples,) float32 mono in [-1, 1] of a ``sentryfuse_ros/AudioFrame`` at msg.sample_rate.
 
     S16LE is scaled by 1/32768, F32LE clipped to [-1, 1]; interleaved channels are averaged.
+    A sample_rate outside AUDIO_RATE_RANGE_HZ or a non-finite F32LE sample is a ConversionError.
     """
-    if int(msg.sample_rate) <= 0:
-        raise ConversionError(f'AudioFrame.sample_rate is {msg.sample_rate}, expected > 0')
+    check_rate(msg.sample_rate, 'AudioFrame.sample_rate')
     return _decode_pcm(msg.data, int(msg.channels), msg.encoding, 'AudioFrame')
 
 
@@ -71,8 +76,7 @@ def audio_msg_to_array(msg: Any, *, default_rate: int = 16000, default_channels:
     if hasattr(msg, 'sample_rate'):
         return audio_frame_to_array(msg), int(msg.sample_rate)
     if hasattr(msg, 'audio'):
-        if default_rate <= 0:
-            raise ConversionError(f'default_rate is {default_rate}, expected > 0')
+        check_rate(default_rate, 'default_rate')
         return audio_data_stamped_to_array(msg, channels=default_channels,
                                            encoding=default_encoding), int(default_rate)
     raise ConversionError(f'{type(msg).__name__} is neither AudioFrame-like (sample_rate) nor '
@@ -100,8 +104,7 @@ def array_to_audio_frame(pcm: np.ndarray, *, sample_rate: int, encoding: str = '
     if encoding not in AUDIO_ENCODINGS:
         raise ConversionError(f'encoding {encoding!r} is unsupported, expected one of '
                               f'{sorted(AUDIO_ENCODINGS)}')
-    if int(sample_rate) <= 0:
-        raise ConversionError(f'sample_rate is {sample_rate}, expected > 0')
+    check_rate(sample_rate, 'sample_rate')
     pcm = np.asarray(pcm)
     if pcm.ndim != 1 or pcm.dtype.kind != 'f':
         raise ConversionError(f'pcm is {pcm.dtype} {pcm.shape}, expected float (samples,)')

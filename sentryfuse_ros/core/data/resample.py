@@ -1,70 +1,57 @@
-"""Band-limited resampling of mono PCM in numpy (no scipy): a Kaiser-windowed sinc, polyphase for
-integer rate ratios. Used by the message conversions (any microphone rate -> the model's rate).
+"""Band-limited resampling of mono PCM with libsoxr (``soxr``, the SoX resampler as a wheel). Used
+by the message conversions (any microphone rate -> the model's rate).
 
-Shapes: pcm (L,) float32 -> (L * to_rate / from_rate,) float32.
+The work is bounded by the data: both rates must lie in AUDIO_RATE_RANGE_HZ, so the output holds
+at most ``len(pcm) * to_rate / from_rate`` samples and a rate field cannot make it allocate or loop
+beyond a fixed multiple of what the message holds (a sample_rate of 4294967295 or of 1 is refused
+by name instead of sizing a 205 GiB table or taking seconds per 20 ms frame).
+
+Shapes: pcm (L,) float32 -> (round(L * to_rate / from_rate),) float32.
 """
 import math
 
 import numpy as np
+import soxr
 
 from sentryfuse_ros.core.errors import ConversionError
 
-
-def _sinc_weights(frac: np.ndarray, offsets: np.ndarray, cutoff: float, half: int) -> np.ndarray:
-    """(n, taps) Kaiser-windowed sinc weights, unit DC gain, for fractional positions ``frac``."""
-    dist = frac[:, None] - offsets[None, :]  # (n, taps) distance to each input tap [samples]
-    window = np.i0(8.0 * np.sqrt(np.clip(1.0 - (dist / half) ** 2, 0.0, 1.0)))  # ~80 dB
-    weights = np.sinc(cutoff * dist) * window
-    return weights / weights.sum(axis=1, keepdims=True)
+AUDIO_RATE_RANGE_HZ = (1000.0, 768000.0)  # rates a microphone or a model can have [Hz], inclusive
+QUALITY = 'HQ'  # soxr preset: 20-bit precision, passband to 91% of Nyquist (libsoxr's 'high')
 
 
-def resample(pcm: np.ndarray, from_rate: float, to_rate: float, *,
-             zero_crossings: int = 16, chunk: int = 8192) -> np.ndarray:
-    """Band-limited resampling of mono float PCM (Kaiser-windowed sinc, numpy only).
+def check_rate(rate: float, name: str) -> float:
+    """``rate`` as a float, or ConversionError naming ``name`` and the value when outside the range."""
+    lo, hi = AUDIO_RATE_RANGE_HZ
+    try:
+        value = float(rate)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConversionError(f'{name} is {rate!r}, expected a rate in [{lo:.0f}, {hi:.0f}] Hz') from exc
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise ConversionError(f'{name} is {rate!r}, expected a rate in [{lo:.0f}, {hi:.0f}] Hz')
+    return value
 
-    Output sample n sits at input position t = n * from_rate / to_rate and sums the inputs
-    within ``zero_crossings`` lobes of a sinc cut off at min(from, to)/2, so downsampling does
-    not alias. For integer rates whose reduced ratio up/down has up <= 4096 (48k->16k, 44.1k->16k,
-    8k->16k) the weights of the ``up`` phases are computed once (polyphase); otherwise per
-    sample. Vectorized over ``chunk`` outputs at a time.
+
+def resample(pcm: np.ndarray, from_rate: float, to_rate: float) -> np.ndarray:
+    """Band-limited resampling of mono float PCM (libsoxr, 'HQ' preset).
+
+    Downsampling low-passes below the new Nyquist (no aliasing); the output length is
+    ``round(len(pcm) * to_rate / from_rate)``. Each call is independent (a 20 ms frame is
+    resampled on its own, as the converters call it).
 
     Args:
-        pcm: (samples,) float PCM.
-        from_rate: input rate [Hz] > 0.
-        to_rate: output rate [Hz] > 0.
-        zero_crossings: half-width of the sinc kernel in lobes (quality vs cost).
-        chunk: outputs computed per vectorized block (memory: chunk * taps floats).
+        pcm: (samples,) float PCM; non-finite samples are an error.
+        from_rate: input rate [Hz] in AUDIO_RATE_RANGE_HZ.
+        to_rate: output rate [Hz] in AUDIO_RATE_RANGE_HZ.
     """
     pcm = np.asarray(pcm, dtype=np.float32)
     if pcm.ndim != 1:
         raise ConversionError(f'pcm shape is {pcm.shape}, expected (samples,)')
-    for name, rate in (('from_rate', from_rate), ('to_rate', to_rate)):
-        if not (math.isfinite(rate) and rate > 0):
-            raise ConversionError(f'{name} is {rate}, expected a finite rate > 0')
+    from_rate = check_rate(from_rate, 'from_rate')
+    to_rate = check_rate(to_rate, 'to_rate')
     if from_rate == to_rate or pcm.size == 0:
         return pcm.copy()
-    ratio = from_rate / to_rate  # input samples per output sample
-    n_out = int(math.floor(pcm.size / ratio))
-    cutoff = min(1.0, 1.0 / ratio)  # fraction of the input Nyquist kept
-    half = int(math.ceil(zero_crossings / cutoff))  # taps each side
-    offsets = np.arange(-half + 1, half + 1)  # (taps,)
-    table = None
-    if float(from_rate).is_integer() and float(to_rate).is_integer():
-        g = math.gcd(int(from_rate), int(to_rate))
-        up, down = int(to_rate) // g, int(from_rate) // g
-        if up <= 4096:
-            table = _sinc_weights(np.arange(up) / up, offsets, cutoff, half)  # (up, taps)
-    out = np.empty(n_out, dtype=np.float32)
-    for start in range(0, n_out, chunk):
-        n = np.arange(start, min(start + chunk, n_out), dtype=np.int64)  # (n,)
-        if table is not None:
-            base, phase = np.divmod(n * down, up)
-            weights = table[phase]  # (n, taps)
-        else:
-            t = n * ratio
-            base = np.floor(t).astype(np.int64)
-            weights = _sinc_weights(t - base, offsets, cutoff, half)  # (n, taps)
-        idx = base[:, None] + offsets[None, :]  # (n, taps) input indices
-        taps = np.where((idx >= 0) & (idx < pcm.size), pcm[np.clip(idx, 0, pcm.size - 1)], 0.0)
-        out[start:start + n.size] = (taps * weights).sum(axis=1)
-    return out
+    bad = int(pcm.size - np.count_nonzero(np.isfinite(pcm)))
+    if bad:
+        raise ConversionError(f'pcm has {bad} non-finite samples of {pcm.size}, expected finite values')
+    out = soxr.resample(pcm, from_rate, to_rate, quality=QUALITY)  # (L,) -> (L * to / from,)
+    return np.ascontiguousarray(out, dtype=np.float32)
