@@ -12,6 +12,7 @@ Shapes:
 """
 import dataclasses
 import itertools
+import math
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -20,7 +21,7 @@ import torch
 
 from sentryfuse_ros.core.data import preprocess as pp
 from sentryfuse_ros.core.config import check
-from sentryfuse_ros.core.errors import SentryFuseError
+from sentryfuse_ros.core.errors import ConversionError, DataError, ModelError
 from sentryfuse_ros.core.pruning.prune import SubnetworkCache
 
 Converter = Callable[[Any], np.ndarray]
@@ -66,6 +67,14 @@ class _Pending:
     received_s: float             # when it arrived, on the engine's clock (freshness)
     converter: Optional[Converter]
     array: Optional[np.ndarray] = None
+
+
+def _finite(x: np.ndarray, what: str) -> np.ndarray:
+    """``x`` unchanged, or DataError naming ``what`` and how many of its values are NaN/inf."""
+    bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise DataError(f'{what} has {bad} non-finite values of {x.size}, expected finite values')
+    return x
 
 
 class AudioRing:
@@ -151,6 +160,19 @@ class PerceptionEngine:
     # --- inputs -----------------------------------------------------------------------------
     def push(self, modality: str, payload: Any, stamp_s: float, converter: Optional[Converter] = None,
              received_s: Optional[float] = None) -> None:
+        """Store the newest camera/lidar payload (converted lazily), or append audio now. Never raises.
+
+        Any exception of this message (its conversion, a non-finite sample, a bad stamp) is
+        contained to it: counted in ``errors[modality]`` with its text in ``last_error``, and the
+        message is dropped. Args: as :meth:`_push_one`.
+        """
+        try:
+            self._push_one(modality, payload, stamp_s, converter, received_s)
+        except Exception as exc:  # noqa: BLE001 - one message must never stop the node
+            self.record_error(modality if modality in self.modalities else 'inference', exc)
+
+    def _push_one(self, modality: str, payload: Any, stamp_s: float, converter: Optional[Converter] = None,
+                  received_s: Optional[float] = None) -> None:
         """Store the newest camera/lidar payload (converted lazily), or append audio now.
 
         Args:
@@ -164,13 +186,14 @@ class PerceptionEngine:
         if modality not in self.modalities:
             return
         received_s = float(stamp_s if received_s is None else received_s)
+        for name, t in (('stamp_s', stamp_s), ('received_s', received_s)):
+            if not math.isfinite(float(t)):
+                raise ConversionError(f'{modality} {name} is {t!r}, expected a finite time [s]')
         if modality == 'audio':
             t0 = time.perf_counter()
             try:
                 pcm = converter(payload) if converter else np.asarray(payload, dtype=np.float32)
-            except SentryFuseError as exc:
-                self.record_error('audio', exc)
-                return
+                pcm = _finite(np.asarray(pcm, dtype=np.float32), 'audio samples')
             finally:
                 self._audio_convert_ms += (time.perf_counter() - t0) * 1e3
             self._audio.push(pcm, stamp_s, received_s)
@@ -211,6 +234,26 @@ class PerceptionEngine:
 
     # --- inference --------------------------------------------------------------------------
     def infer(self, now_s: float, live: Optional[Sequence[str]], budget: float) -> Optional[Inference]:
+        """One inference (see :meth:`_infer_once`); never raises and never returns non-finite scores.
+
+        An exception of a modality's conversion or preprocessing skips that modality (counted under
+        its name); any other exception, or non-finite logits from finite inputs (NaN/inf weights,
+        an overflow), is counted under ``errors['inference']`` with its cause, and gives None.
+        """
+        try:
+            result = self._infer_once(now_s, live, budget)
+        except Exception as exc:  # noqa: BLE001 - one inference must never stop the node
+            self.record_error('inference', exc)
+            return None
+        if result is not None and not np.isfinite(result.scores).all():
+            self.record_error('inference', ModelError(
+                f'sub-network {result.subnetwork} gave non-finite scores {result.scores.tolist()} from '
+                f'finite {"+".join(result.modalities_used)} inputs: expected finite logits (are the '
+                f'checkpoint\'s weights finite?); nothing published'))
+            return None
+        return result
+
+    def _infer_once(self, now_s: float, live: Optional[Sequence[str]], budget: float) -> Optional[Inference]:
         """Run one inference on the modalities that are live AND fresh.
 
         Args:
@@ -234,7 +277,7 @@ class PerceptionEngine:
                 t0 = time.perf_counter()
                 try:
                     pending.array = pending.converter(pending.payload) if pending.converter else np.asarray(pending.payload)
-                except SentryFuseError as exc:
+                except Exception as exc:  # noqa: BLE001 - contained to this message, counted
                     self.record_error(m, exc)
                     self._latest.pop(m, None)
                     continue
@@ -254,8 +297,11 @@ class PerceptionEngine:
                     x = pp.preprocess_lidar(array, self.pre)                # (3, G, G)
                 else:
                     x = array
-            except SentryFuseError as exc:
+                x = _finite(np.asarray(x, dtype=np.float32), f'{m} model input')
+            except Exception as exc:  # noqa: BLE001 - contained to this modality, counted
                 self.record_error(m, exc)
+                if m != 'audio':
+                    self._latest.pop(m, None)
                 continue
             tensors[m] = torch.as_tensor(np.asarray(x)).unsqueeze(0).to(self.device, self.dtype)  # (1, ...)
         preprocess_ms = (time.perf_counter() - t0) * 1e3

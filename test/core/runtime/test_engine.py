@@ -244,3 +244,94 @@ def test_result_equals_direct_forward_of_sliced_subnetwork(trained, live, budget
         with torch.inference_mode():
             dense = torch.softmax(model(tensors), dim=-1)[0].numpy()
         assert not np.allclose(dense, want, atol=1e-6)
+
+
+# --- no input can stop the engine (issue 13) --------------------------------------------------
+def _raising(exc):
+    def convert(_payload):
+        raise exc
+    return convert
+
+
+@pytest.mark.parametrize('bad', ALL)
+@pytest.mark.parametrize('exc', [MemoryError('Unable to allocate 205. GiB'), ZeroDivisionError('division by zero'),
+                                 KeyError('x')])
+def test_any_exception_of_a_conversion_is_contained_to_that_message_and_counted(trained, bad, exc):
+    # old code: push and infer caught only SentryFuseError, so a MemoryError from the resampler
+    # (AudioFrame sample_rate 4294967295) went up the callback and killed the perception process
+    engine = make_engine(trained)
+    t = 5.0
+    good = {'camera': camera_array(), 'lidar': lidar_array(),
+            'audio': np.zeros(engine.pre.audio_samples, np.float32)}
+    for m in ALL:
+        engine.push(m, good[m], stamp_s=t, converter=_raising(exc) if m == bad else None, received_s=t)
+    result = engine.infer(t + 0.1, ALL, 1.0)
+    assert result.modalities_used == tuple(m for m in ALL if m != bad)
+    assert engine.errors == {bad: 1}
+    assert engine.last_error[bad].startswith(type(exc).__name__)
+
+
+def test_f32le_audio_containing_nan_is_counted_not_predicted(trained):
+    import types
+
+    from sentryfuse_ros.modality_inputs import audio_converter
+    engine = make_engine(trained)
+    pcm = np.full(800, 0.1, '<f4')
+    pcm[10] = np.nan
+    frame = types.SimpleNamespace(sample_rate=engine.pre.audio_rate, channels=1, encoding='F32LE',
+                                  data=pcm.tobytes())
+    convert = audio_converter(engine.pre.audio_rate)
+    for i in range(12):   # more than the window: every one of them NaN
+        engine.push('audio', frame, stamp_s=i * 0.1, converter=convert, received_s=i * 0.1)
+    engine.push('camera', camera_array(), stamp_s=1.1, received_s=1.1)
+    result = engine.infer(1.2, ALL, 1.0)
+    assert result.modalities_used == ('camera',) and np.isfinite(result.scores).all()
+    assert engine.errors == {'audio': 12}
+    assert 'AudioFrame.data holds 1 non-finite F32LE samples of 800' in engine.last_error['audio']
+
+
+@pytest.mark.parametrize('value', [np.nan, np.inf])
+def test_non_finite_array_inputs_are_counted_not_predicted(trained, value):
+    engine = make_engine(trained)
+    audio = np.zeros(engine.pre.audio_samples, np.float32)
+    audio[5] = value
+    engine.push('audio', audio, stamp_s=1.0, received_s=1.0)
+    engine.push('camera', camera_array(), stamp_s=1.0, received_s=1.0)
+    engine.push('lidar', lidar_array(), stamp_s=float('nan'), received_s=1.0)
+    result = engine.infer(1.1, ALL, 1.0)
+    assert result.modalities_used == ('camera',)
+    assert engine.errors == {'audio': 1, 'lidar': 1}
+    assert engine.last_error['audio'] == (f'DataError: audio samples has 1 non-finite values of '
+                                          f'{engine.pre.audio_samples}, expected finite values')
+    assert engine.last_error['lidar'] == 'ConversionError: lidar stamp_s is nan, expected a finite time [s]'
+
+
+def test_checkpoint_with_nan_weights_gives_an_inference_error_not_a_nan_prediction(trained):
+    import copy
+    model, gate = trained
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in broken.parameters():
+            p.fill_(float('nan'))
+    engine = PerceptionEngine(broken, gate.scores, EngineConfig())
+    push_all(engine, 1.0)
+    assert engine.infer(1.1, ALL, 1.0) is None
+    assert engine.errors == {'inference': 1}
+    assert engine.last_error['inference'].startswith(
+        'ModelError: sub-network camera+lidar+audio@1.00 gave non-finite scores [nan')
+    assert "are the checkpoint's weights finite?" in engine.last_error['inference']
+
+
+def test_an_exception_in_the_forward_pass_is_counted_and_infer_returns_none(trained):
+    engine = make_engine(trained)
+    push_all(engine, 1.0)
+    sub = engine.cache.get(ALL, 1.0)
+
+    def broken_forward(_inputs):
+        raise RuntimeError('CUDA error: an illegal memory access was encountered')
+    sub.model.forward = broken_forward
+    assert engine.infer(1.1, ALL, 1.0) is None
+    assert engine.errors == {'inference': 1}
+    assert engine.last_error['inference'] == 'RuntimeError: CUDA error: an illegal memory access was encountered'
+    del sub.model.forward
+    assert engine.infer(1.2, ALL, 1.0).modalities_used == ALL
