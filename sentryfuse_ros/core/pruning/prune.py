@@ -47,6 +47,11 @@ def total_macs(model: SentryFuseModel, live: Sequence[str]) -> float:
     return prunable_macs(model, live) + float(model.fixed_macs(live))
 
 
+# A budget matches a level within this: budgets travel as float32 (ModalityHealth.compute_budget), whose
+# rounding of a value in (0, 1] is below 6e-8 (0.7 arrives as 0.699999988), and levels are >= 0.01 apart.
+BUDGET_TOLERANCE = 1e-6
+
+
 def _check_budget(budget: float) -> float:
     if not isinstance(budget, (int, float)) or not 0.0 < float(budget) <= 1.0:
         raise PruningError(f'budget={budget!r}: expected a fraction of prunable MACs in (0, 1]')
@@ -171,7 +176,7 @@ class SubnetworkCache:
     def level_for(self, budget: float) -> float:
         """The budget level a request maps to."""
         budget = _check_budget(budget)
-        fitting = [lv for lv in self.levels if lv <= budget + 1e-9]
+        fitting = [lv for lv in self.levels if lv <= budget + BUDGET_TOLERANCE]
         return fitting[0] if fitting else self.levels[-1]
 
     def get(self, live: Sequence[str], budget: float) -> Subnetwork:

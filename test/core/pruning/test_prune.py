@@ -173,3 +173,16 @@ def test_subnetwork_cache_snaps_builds_once_and_sorts_live():
         cache.get(('camera',), 1.2)
     with pytest.raises(ModelError, match=r"live modalities \[\]"):
         cache.get((), 0.5)
+
+
+@pytest.mark.parametrize('level', [1.0, 0.85, 0.7, 0.5, 0.4])
+def test_compute_budget_0_7_as_float32_from_the_health_monitor_maps_to_the_0_7_level(level):
+    # ModalityHealth.compute_budget is float32: 0.7 arrives as 0.699999988079071, and the old
+    # tolerance (1e-9) sent it to the 0.5 sub-network
+    import numpy as np
+    model = MODELS[('mid', 'sentry')]
+    cache = SubnetworkCache(model, lambda live: random_scores(model, len(live)),
+                            budget_levels=(1.0, 0.85, 0.7, 0.5, 0.4))
+    as_float32 = float(np.float32(level))
+    assert cache.level_for(as_float32) == level
+    assert cache.level_for(as_float32 - 1e-4) < level or level == 0.4   # a real shortfall still snaps down
