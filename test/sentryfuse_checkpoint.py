@@ -36,3 +36,16 @@ def checkpoint_path(tmp_path_factory) -> pathlib.Path:
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+def nan_checkpoint(src: pathlib.Path, dst: pathlib.Path, part: str) -> pathlib.Path:
+    """A copy of the checkpoint ``src`` whose ``part`` ('weights' or 'gate') is all NaN, at ``dst``."""
+    import torch
+
+    data = torch.load(src, map_location='cpu', weights_only=True)
+    key = {'weights': 'state_dict', 'gate': 'gate'}[part]
+    data[key] = {k: torch.full_like(v, float('nan')) if v.is_floating_point() else v
+                 for k, v in data[key].items()}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(data, dst)
+    return dst

@@ -594,3 +594,20 @@ def test_image_duck_typed_read_only_bytes_and_odd_step():
                                 data=bytes(range(18)))  # rows of 9 bytes: 2 BGRA pixels + 1 pad
     np.testing.assert_array_equal(conv.image_to_array(msg),
                                   [[[2, 1, 0], [6, 5, 4]], [[11, 10, 9], [15, 14, 13]]])
+
+
+@pytest.mark.parametrize('sec, nanosec', [(2**31 - 1, 0), (2**31 - 1, 999_999_999), (-2**31, 0)])
+def test_lidar_stamp_sec_2_31_minus_1_round_trips_without_overflow(sec, nanosec):
+    # old code: 2^31-1 s + 999999999 ns became 2147483648.0 s -> sec 2^31 -> Prediction stamp sec -2^31
+    from builtin_interfaces.msg import Time
+    from sentryfuse_ros.msg import Prediction
+    t = conv.stamp_to_sec(Time(sec=sec, nanosec=nanosec))
+    out_sec, out_nanosec = conv.sec_to_stamp(t)
+    assert -2**31 <= out_sec <= 2**31 - 1 and 0 <= out_nanosec < 10**9
+    assert abs((out_sec + out_nanosec * 1e-9) - t) < 1e-6
+    pred = Prediction()
+    pred.header.stamp = Time(sec=out_sec, nanosec=out_nanosec)
+    from rclpy.serialization import deserialize_message, serialize_message
+    assert deserialize_message(serialize_message(pred), Prediction).header.stamp.sec == out_sec
+    with pytest.raises(ConversionError, match=r'stamp sec is 2147483648, expected an int32'):
+        conv.array_to_image(np.zeros((1, 1), np.uint8), encoding='mono8', stamp=(2**31, 0))

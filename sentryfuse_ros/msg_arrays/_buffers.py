@@ -70,12 +70,25 @@ def stamp_to_sec(stamp: Any) -> float:
     return sec + nanosec * 1e-9
 
 
+TIME_SEC_RANGE = (-2**31, 2**31 - 1)  # builtin_interfaces/Time.sec is int32
+
+
 def sec_to_stamp(t: float) -> Tuple[int, int]:
-    """``(sec, nanosec)`` of a time in seconds, nanosec in [0, 1e9) (floor, also for t < 0)."""
+    """``(sec, nanosec)`` of a time in seconds, nanosec in [0, 1e9) (floor, also for t < 0).
+
+    Clamped to what a ``builtin_interfaces/Time`` holds (sec in TIME_SEC_RANGE): a float time
+    past 2^31 - 1 s (e.g. a stamp of sec 2^31 - 1 rounded up as a float) would otherwise wrap to
+    sec -2^31 when serialized.
+    """
     if not math.isfinite(t):
         raise ConversionError(f'time {t!r} s is not finite')
     total_ns = int(round(t * 1e9))
-    return total_ns // 1_000_000_000, total_ns % 1_000_000_000
+    sec, nanosec = total_ns // 1_000_000_000, total_ns % 1_000_000_000
+    if sec > TIME_SEC_RANGE[1]:
+        return TIME_SEC_RANGE[1], 999_999_999
+    if sec < TIME_SEC_RANGE[0]:
+        return TIME_SEC_RANGE[0], 0
+    return sec, nanosec
 
 
 def _fill_header(msg: Any, stamp: Stamp, frame_id: str) -> None:
@@ -92,6 +105,8 @@ def _fill_header(msg: Any, stamp: Stamp, frame_id: str) -> None:
         sec, nanosec = sec_to_stamp(stamp_to_sec(stamp))
     if not 0 <= nanosec < 1_000_000_000:
         raise ConversionError(f'stamp nanosec is {nanosec}, expected 0 <= nanosec < 1e9')
+    if not TIME_SEC_RANGE[0] <= sec <= TIME_SEC_RANGE[1]:
+        raise ConversionError(f'stamp sec is {sec}, expected an int32 in [{TIME_SEC_RANGE[0]}, {TIME_SEC_RANGE[1]}]')
     msg.header.stamp.sec = sec
     msg.header.stamp.nanosec = nanosec
     msg.header.frame_id = frame_id

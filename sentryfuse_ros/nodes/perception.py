@@ -19,7 +19,7 @@ from rclpy.node import Node
 from sentryfuse_ros import msg_arrays
 from sentryfuse_ros.modality_inputs import audio_converter, lidar_converter
 from sentryfuse_ros.core.runtime.engine import EngineConfig, PerceptionEngine
-from sentryfuse_ros.core.errors import ConfigError, ConversionError, SentryFuseError
+from sentryfuse_ros.core.errors import ConfigError, SentryFuseError
 from sentryfuse_ros.core.runtime.latency import LatencyStats
 from sentryfuse_ros.core.data.preprocess import MODALITIES
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
@@ -46,6 +46,8 @@ DEFAULTS = {
     'audio.topic': '/audio/frames', 'audio.type': 'sentryfuse_ros/msg/AudioFrame', 'audio.max_age': 0.5,
 }
 READ_ONLY = [k for k in DEFAULTS if k not in ('health_timeout', 'diagnostics_period')]
+ERROR_HOLD_S = 5.0  # [s] an input or inference error keeps its status WARN/ERROR this long after it last
+                    # happened, then the status clears (its count stays in the values)
 
 
 def default_model_path() -> str:
@@ -101,6 +103,8 @@ class Perception(Node):
         self._health: Optional[ModalityHealth] = None
         self._health_received = -math.inf
         self._logged = set()  # (modality, error type) already logged once
+        self._error_counts: Dict[str, int] = {}   # engine.errors as last seen
+        self._error_at: Dict[str, float] = {}     # node time its count last grew
         self._model_error = ''
         self._prebuild_ms = 0.0
         self._last: Optional[Any] = None
@@ -147,21 +151,26 @@ class Perception(Node):
         path = values['model_path'] or default_model_path()
         try:
             model, gate, _meta = load_sentryfuse(path, device=values['device'])
-            self.engine = PerceptionEngine(model, gate.scores, build_engine_config(values),
-                                           device=values['device'])
+            # the engine is assigned only once it is ready: a prebuild that fails leaves no engine
+            # that would report OK "no inference yet" forever, but the model status ERROR with its cause
+            engine = PerceptionEngine(model, gate.scores, build_engine_config(values), device=values['device'])
             self._converters = {
                 'camera': msg_arrays.image_to_rgb,
                 'lidar': lidar_converter(values['lidar.type']),
-                'audio': audio_converter(self.engine.pre.audio_rate),
+                'audio': audio_converter(engine.pre.audio_rate),
             }
-            self.get_logger().info(f'model {path}: classes {list(self.engine.class_names)}, '
-                                   f'modalities {list(self.engine.modalities)}, device {values["device"]}')
+            self.get_logger().info(f'model {path}: classes {list(engine.class_names)}, '
+                                   f'modalities {list(engine.modalities)}, device {values["device"]}')
             if values['prebuild']:
-                ms = self.engine.prebuild()
+                ms = engine.prebuild()
                 self._prebuild_ms = ms
-                self.get_logger().info(f'prebuilt {self.engine.cache.stats.get("builds", 0)} sub-networks '
+                self.get_logger().info(f'prebuilt {engine.cache.stats.get("builds", 0)} sub-networks '
                                        f'in {ms:.0f} ms (zero-shot: select + slice, no gradients)')
-        except (SentryFuseError, OSError, RuntimeError) as exc:
+            self.engine = engine
+        except Exception as exc:  # noqa: BLE001 - any failure of the model file leaves the node up, ERROR
+            if not isinstance(exc, (SentryFuseError, OSError)):
+                exc = f'{type(exc).__name__}: {exc}'
+            self.engine = None
             self._model_error = f'cannot load model {path!r}: {exc}'
             self.get_logger().error(self._model_error)
 
@@ -182,7 +191,7 @@ class Perception(Node):
         header = getattr(msg, 'header', None)
         try:
             stamp = msg_arrays.stamp_to_sec(header.stamp) if header is not None else 0.0
-        except ConversionError as exc:  # e.g. nanosec >= 1e9: skip the message, count it, stay alive
+        except Exception as exc:  # noqa: BLE001 - e.g. nanosec >= 1e9: skip the message, count it, stay alive
             self.engine.record_error(modality, exc)
             return
         now = self._now()
@@ -216,10 +225,10 @@ class Perception(Node):
         live, budget, _ = self.health_view(now)
         try:
             result = self.engine.infer(now, live, budget)
-        except SentryFuseError as exc:
-            self._log_once('inference', exc)
-            return
-        self._report_new_errors()
+        except Exception as exc:  # noqa: BLE001 - the engine contains its errors; this is the last net
+            self.engine.record_error('inference', exc)
+            result = None
+        self._report_new_errors(now)
         if result is None:
             return
         pred = Prediction()
@@ -248,7 +257,20 @@ class Perception(Node):
         self._last = result
         self._count += 1
 
-    def _report_new_errors(self) -> None:
+    def _note_errors(self, now: float) -> None:
+        """Remember when each error count last grew (statuses clear ERROR_HOLD_S after that)."""
+        for key, count in self.engine.errors.items():
+            if count != self._error_counts.get(key):
+                self._error_counts[key] = count
+                self._error_at[key] = now
+
+    def _recent_errors(self, now: float) -> Dict[str, str]:
+        """{modality or 'inference': last error text} for errors of the last ERROR_HOLD_S."""
+        return {k: self.engine.last_error[k] for k in sorted(self._error_at)
+                if now - self._error_at[k] <= ERROR_HOLD_S}
+
+    def _report_new_errors(self, now: float) -> None:
+        self._note_errors(now)
         for modality, text in self.engine.last_error.items():
             # the cause is the message with its numbers masked (sizes vary, the cause does not);
             # the exception type alone would log only the first of many ConversionError causes
@@ -256,12 +278,6 @@ class Perception(Node):
             if key not in self._logged:
                 self._logged.add(key)
                 self.get_logger().error(f'{modality}: {text} (logged once per cause; counted on /diagnostics)')
-
-    def _log_once(self, where: str, exc: Exception) -> None:
-        key = (where, type(exc).__name__)
-        if key not in self._logged:
-            self._logged.add(key)
-            self.get_logger().error(f'{where}: {type(exc).__name__}: {exc}')
 
     def _on_diagnostics(self) -> None:
         now = self._now()
@@ -287,11 +303,18 @@ class Perception(Node):
             message = f'{last.subnetwork} {last.gflops:.3f} GFLOPs' if last else 'no inference yet'
             if source != 'health monitor':
                 message += f'; {source}'
-            statuses.append(common.diagnostic_status('sentryfuse: perception', level, message, values=values))
+            self._note_errors(now)
+            recent = self._recent_errors(now)
             errors = self.engine.errors
+            values['inference_errors'] = errors.get('inference', 0)
+            if 'inference' in recent:   # e.g. non-finite logits: nothing is published, say why
+                level = common.LEVEL_ERROR
+                message = f'inference failed: {recent["inference"]}; {message}'
+            statuses.append(common.diagnostic_status('sentryfuse: perception', level, message, values=values))
+            inputs = [m for m in MODALITIES if m in recent]
             statuses.append(common.diagnostic_status(
-                'sentryfuse: perception inputs', common.LEVEL_WARN if errors else common.LEVEL_OK,
-                '; '.join(f'{m}: {self.engine.last_error[m]}' for m in sorted(errors)) or 'OK',
+                'sentryfuse: perception inputs', common.LEVEL_WARN if inputs else common.LEVEL_OK,
+                '; '.join(f'{m}: {recent[m]}' for m in inputs) or 'OK',
                 values={f'{m}_errors': errors.get(m, 0) for m in MODALITIES}))
         statuses.append(common.diagnostic_status(
             'sentryfuse: perception parameters',

@@ -361,3 +361,101 @@ def test_without_health_messages_runs_on_freshness_at_full_budget(make_harness, 
     # its own freshness check drops a silent lidar after lidar.max_age
     h.stream('lidar', on=False)
     h.spin_until(lambda: uses(h.predictions[-1][1], ['camera']), 3.0, 'lidar dropped by freshness')
+
+
+# --- no input can stop or blind the node (issue 13) -------------------------------------------------
+def _audio_with_rate(rate):
+    msg = msg_arrays.array_to_audio_frame(np.zeros(AUDIO_FRAME, np.float32), sample_rate=AUDIO_RATE)
+    msg.sample_rate = rate
+    return msg
+
+
+def test_audio_frame_sample_rate_4294967295_or_1_is_counted_and_predictions_continue(make_harness, checkpoint):
+    # old code: 4294967295 -> MemoryError in the resampler, the process died; 1 -> 6.3 s per frame, no
+    # prediction for the whole burst, /diagnostics silent
+    h = make_harness(perception_overrides(checkpoint), health_overrides())
+    h.stream(*ALL)
+    h.spin_until(lambda: h.predictions and uses(h.predictions[-1][1], ALL), 10.0, 'a prediction with all three')
+    for rate in (4294967295, 1):
+        before = h.errors('audio')
+        h.bad['audio'] = _audio_with_rate(rate)
+        t = h.now()
+        h.spin_until(lambda: h.errors('audio') >= before + 5 and re.search(
+            rf'audio: ConversionError: AudioFrame.sample_rate is {rate}, expected a rate in \[1000, 768000\] Hz',
+            h.latest_status('sentryfuse: perception inputs').message), 5.0, f'rate {rate} on /diagnostics')
+        assert len(h.predictions_since(t)) >= 3   # the node kept predicting at 10 Hz meanwhile
+        h.bad['audio'] = None
+        h.spin_until(lambda: h.predictions and uses(h.predictions[-1][1], ALL), 5.0, 'all three again')
+
+
+def test_f32le_audio_containing_nan_is_counted_and_the_warn_clears_after_it_stops(make_harness, checkpoint):
+    # old code: every prediction had NaN confidence (label 'person'), no error counted; and the
+    # "perception inputs" WARN kept the old text forever after a bad input stopped
+    from sentryfuse_ros.nodes.perception import ERROR_HOLD_S
+    h = make_harness(perception_overrides(checkpoint), health_overrides())
+    h.stream(*ALL)
+    h.spin_until(lambda: h.predictions and uses(h.predictions[-1][1], ALL), 10.0, 'a prediction with all three')
+    bad = msg_arrays.array_to_audio_frame(np.full(AUDIO_FRAME, 0.1, np.float32), sample_rate=AUDIO_RATE,
+                                          encoding='F32LE')
+    raw = bytearray(bytes(bad.data))
+    raw[400:404] = np.array([np.nan], '<f4').tobytes()
+    bad.data = bytes(raw)
+    h.bad['audio'] = bad
+    t = h.now()
+    h.spin_until(lambda: h.errors('audio') >= 3 and 'non-finite F32LE' in
+                 h.latest_status('sentryfuse: perception inputs').message, 5.0, 'NaN audio counted')
+    status = h.latest_status('sentryfuse: perception inputs')
+    assert status.level == bytes([1])
+    assert 'audio: ConversionError: AudioFrame.data holds 1 non-finite F32LE samples of 800' in status.message
+    h.spin_for(0.5)
+    since = h.predictions_since(t)
+    assert since and all(math.isfinite(p.confidence) and all(map(math.isfinite, p.scores)) for p in since)
+    h.bad['audio'] = None
+    stopped = h.now()
+    h.spin_until(lambda: h.latest_status('sentryfuse: perception inputs').level == bytes([0]),
+                 ERROR_HOLD_S + 3.0, 'the inputs status to clear')
+    cleared = h.latest_status('sentryfuse: perception inputs')
+    assert cleared.message == 'OK' and int(kv(cleared)['audio_errors']) >= 3   # the count stays
+    assert h.now() - stopped >= ERROR_HOLD_S - 0.5
+
+
+@pytest.mark.parametrize('part', ['weights', 'gate'])
+def test_checkpoint_with_nan_weights_or_gate_table_reports_error(make_harness, checkpoint, tmp_path, part):
+    # old code: NaN weights -> NaN confidence at 10 Hz with diagnostics OK; NaN gate -> OK
+    # "no inference yet" forever (the engine was assigned before prebuild failed)
+    from sentryfuse_checkpoint import nan_checkpoint
+    bad = nan_checkpoint(checkpoint, tmp_path / f'nan_{part}.pt', part)
+    h = make_harness(perception_overrides(bad))
+    h.stream(*ALL)
+    h.spin_until(lambda: h.latest_status('sentryfuse: perception model') is not None, 5.0, 'model status')
+    h.spin_for(0.5)
+    status = h.latest_status('sentryfuse: perception model')
+    what = {'weights': 'weights', 'gate': 'the SentryGate table'}[part]
+    assert status.level == bytes([2])
+    assert re.search(rf"cannot load model '.*nan_{part}.pt': checkpoint .* {what} must be finite, but \d+ "
+                     r'tensors hold NaN/inf values', status.message), status.message
+    assert h.predictions == [] and h.perception.engine is None
+    assert h.latest_status('sentryfuse: perception') is None   # no OK "no inference yet"
+
+
+def test_lidar_stamp_sec_2_31_minus_1_gives_a_prediction_stamp_without_overflow(make_harness, checkpoint):
+    # old code: Prediction.header.stamp.sec = -2147483648
+    h = make_harness(perception_overrides(checkpoint), health_overrides())
+    h.stream('camera', 'audio')
+    late = msg_arrays.array_to_pointcloud2(np.ones((200, 4), np.float32))
+    late.header.stamp.sec, late.header.stamp.nanosec = 2**31 - 1, 999_999_999
+    h.bad['lidar'] = late
+    h.spin_until(lambda: h.predictions and uses(h.predictions[-1][1], ALL), 10.0, 'a prediction with the lidar')
+    stamp = h.predictions[-1][1].header.stamp
+    assert (stamp.sec, stamp.nanosec) == (2**31 - 1, 999_999_999)
+
+
+def test_compute_budget_0_7_from_the_health_monitor_runs_the_0_7_subnetwork(make_harness, checkpoint):
+    # old code: ModalityHealth.compute_budget is float32 (0.699999988) and the level match allowed
+    # only 1e-9, so the 0.5 sub-network ran
+    h = make_harness(perception_overrides(checkpoint), {**health_overrides(), 'compute_budget_override': 0.7})
+    h.stream(*ALL)
+    h.spin_until(lambda: h.predictions and uses(h.predictions[-1][1], ALL)
+                 and h.predictions[-1][1].compute_budget < 1.0, 10.0, 'a prediction at the override budget')
+    pred = h.predictions[-1][1]
+    assert pred.subnetwork == 'camera+lidar+audio@0.70' and pred.compute_budget == pytest.approx(0.7)

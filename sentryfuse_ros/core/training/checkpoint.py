@@ -48,11 +48,24 @@ def save_checkpoint(path: Union[str, pathlib.Path], model: SentryFuseModel, extr
     tmp.replace(path)
 
 
+def _non_finite(tensors: Dict[str, Any]) -> str:
+    """'' when every floating tensor is finite, else which ones hold how many NaN/inf values."""
+    bad = []
+    for name, value in tensors.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            count = int(value.numel() - torch.isfinite(value).sum())
+            if count:
+                bad.append(f'{name} ({count} of {value.numel()})')
+    if not bad:
+        return ''
+    return f'{len(bad)} tensors hold NaN/inf values: {", ".join(bad[:3])}{", ..." if len(bad) > 3 else ""}'
+
+
 def load_checkpoint(path: Union[str, pathlib.Path], device='cpu') -> Tuple[SentryFuseModel, Dict[str, Any]]:
     """Rebuild the model from a checkpoint alone; returns (model in eval mode on ``device``, extra).
 
     Raises CheckpointError naming the path and the problem for a missing, corrupt or foreign file, a
-    config that does not validate, or weights that do not match the config.
+    config that does not validate, or weights that do not match the config or are not finite.
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -87,6 +100,9 @@ def load_checkpoint(path: Union[str, pathlib.Path], device='cpu') -> Tuple[Sentr
         first = str(exc).split('\n\t')
         raise CheckpointError(f'checkpoint {str(path)!r}: state_dict does not match its config: '
                               f'{" ".join(s.strip() for s in first[:3])}') from exc
+    bad = _non_finite(data['state_dict'])
+    if bad:
+        raise CheckpointError(f'checkpoint {str(path)!r}: weights must be finite, but {bad}')
     extra = {k: v for k, v in data.items() if k not in RESERVED}
     return model.to(device).eval(), extra
 
@@ -109,5 +125,8 @@ def load_sentryfuse(path, device='cpu') -> Tuple[SentryFuseModel, SentryGate, Di
     except RuntimeError as exc:
         raise CheckpointError(f'checkpoint {str(path)!r}: gate table does not match the model: '
                               f'{str(exc).splitlines()[0]}') from exc
+    bad = _non_finite(gate.state_dict())
+    if bad:
+        raise CheckpointError(f'checkpoint {str(path)!r}: the SentryGate table must be finite, but {bad}')
     meta = {k: v for k, v in extra.items() if k != 'gate'}
     return model, gate.to(device).eval(), meta

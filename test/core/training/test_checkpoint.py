@@ -105,3 +105,28 @@ def test_invalid_config_and_mismatched_weights(tmp_path):
 def test_reserved_extra_keys(tmp_path):
     with pytest.raises(CheckpointError, match=r"extra keys \['config'\] are reserved"):
         save_checkpoint(tmp_path / 'x.pt', tiny(), {'config': {}})
+
+
+def test_checkpoint_with_all_nan_weights_is_refused_naming_the_tensors(tmp_path):
+    model = tiny()
+    data = {'format': 'sentryfuse-checkpoint', 'version': 1, 'config': config_to_dict(model.config),
+            'state_dict': {k: torch.full_like(v, float('nan')) if v.is_floating_point() else v
+                           for k, v in model.state_dict().items()}}
+    n = sum(1 for v in model.state_dict().values() if v.is_floating_point())
+    with pytest.raises(CheckpointError, match=rf"'.*nan.pt': weights must be finite, but {n} tensors hold "
+                                              r'NaN/inf values: [\w.]+ \(\d+ of \d+\), .*, \.\.\.'):
+        load_checkpoint(_write(tmp_path / 'nan.pt', data))
+    sd = dict(model.state_dict())
+    sd['head.bias'] = sd['head.bias'].clone()
+    sd['head.bias'][1] = float('inf')
+    with pytest.raises(CheckpointError, match=r'but 1 tensors hold NaN/inf values: head.bias \(1 of 3\)$'):
+        load_checkpoint(_write(tmp_path / 'inf.pt', {**data, 'state_dict': sd}))
+
+
+def test_checkpoint_whose_gate_table_is_nan_is_refused(tmp_path, checkpoint):
+    from sentryfuse_checkpoint import nan_checkpoint
+    from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+    path = nan_checkpoint(checkpoint, tmp_path / 'nan_gate.pt', 'gate')
+    with pytest.raises(CheckpointError, match=r"'.*nan_gate.pt': the SentryGate table must be finite, but \d+ "
+                                              r'tensors hold NaN/inf values: inclusion \(\d+ of \d+\)'):
+        load_sentryfuse(path)

@@ -1,6 +1,7 @@
 """Evaluate: records for every subset x budget, comparisons, JSON via the CLI, errors."""
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -99,3 +100,15 @@ def test_errors(checkpoints, tmp_path, capsys):
     assert cli.main(['evaluate', '--checkpoint', str(tmp_path / 'nope.pt'), '--seed', '5',
                      '--out', str(tmp_path / 'x.json')]) == 2
     assert 'does not exist' in capsys.readouterr().err
+
+
+def test_checkpoint_with_all_nan_weights_makes_evaluate_fail_with_a_message(checkpoints, tmp_path, capsys):
+    # old code: rc 0 and a table of chance accuracies from NaN logits
+    from sentryfuse_checkpoint import nan_checkpoint
+    bad = nan_checkpoint(checkpoints[0], tmp_path / 'nan.pt', 'weights')
+    out = tmp_path / 'x.json'
+    assert cli.main(['evaluate', '--checkpoint', str(bad), '--seed', '5', '--out', str(out), '--n', '4',
+                     '--repeats', '1']) == 2
+    assert re.search(r"sentryfuse evaluate: error: checkpoint '.*nan.pt': weights must be finite, but \d+ tensors "
+                     r'hold NaN/inf values', capsys.readouterr().err)
+    assert not out.exists()
