@@ -36,3 +36,40 @@ def write_kitti_bag(path, kitti: pathlib.Path, *, seconds: float = 2.0, rate: fl
             sink.write('/kitti/camera/image_raw', t_ns + 1_000_000, make_image(store, rgb, t_ns))
             sink.write('/kitti/velodyne_points', t_ns + 2_000_000, make_pointcloud2(store, pts, t_ns, 'velodyne'))
     return n
+
+
+def dashing_bag(src, dst) -> pathlib.Path:
+    """A copy of the sqlite3 bag ``src`` as Dashing wrote it and `ros2 bag reindex` indexed it: type
+    names ``pkg/Type`` (no ``/msg/``), the Dashing table layout (topics, messages), metadata version 4."""
+    import sqlite3
+
+    import yaml
+
+    src, dst = pathlib.Path(src), pathlib.Path(dst)
+    dst.mkdir(parents=True)
+    db = dst / f'{dst.name}_0.db3'
+    old = sqlite3.connect(next(src.glob('*.db3')))
+    new = sqlite3.connect(db)
+    new.execute('CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, '
+                'serialization_format TEXT NOT NULL)')
+    new.execute('CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER NOT NULL, '
+                'timestamp INTEGER NOT NULL, data BLOB NOT NULL)')
+    for row in old.execute('SELECT id, name, type, serialization_format FROM topics'):
+        new.execute('INSERT INTO topics VALUES (?, ?, ?, ?)', (row[0], row[1], row[2].replace('/msg/', '/'), row[3]))
+    new.executemany('INSERT INTO messages VALUES (?, ?, ?, ?)', old.execute('SELECT * FROM messages'))
+    new.commit()
+    new.close()
+    old.close()
+    meta = yaml.safe_load((src / 'metadata.yaml').read_text())
+    info = meta['rosbag2_bagfile_information']
+    info['version'] = 4
+    info['relative_file_paths'] = [db.name]
+    for key in ('files', 'custom_data', 'ros_distro'):
+        info.pop(key, None)
+    for entry in info['topics_with_message_count']:
+        topic = entry['topic_metadata']
+        topic['type'] = topic['type'].replace('/msg/', '/')
+        topic.pop('type_description_hash', None)
+        topic['offered_qos_profiles'] = ''
+    (dst / 'metadata.yaml').write_text(yaml.safe_dump(meta))
+    return dst

@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import yaml
 from rosbags.rosbag2 import Reader
 
-from sentryfuse_ros.core.bags.types import MODALITY_TYPES, make_typestore, register_bag_types
+from sentryfuse_ros.core.bags.types import MODALITY_TYPES, canonical_msgtype, make_typestore, register_bag_types
 from sentryfuse_ros.core.config import check
 from sentryfuse_ros.core.errors import BagError
 
@@ -197,7 +197,7 @@ class BagSource:
     @property
     def topics(self) -> Dict[str, Dict[str, Any]]:
         """{topic: {'type': msgtype, 'count': messages (from metadata)}}, sorted by topic."""
-        return {name: {'type': info.msgtype, 'count': info.msgcount}
+        return {name: {'type': canonical_msgtype(info.msgtype), 'count': info.msgcount}
                 for name, info in sorted(self._open_reader().topics.items())}
 
     @property
@@ -267,7 +267,7 @@ class BagSource:
             end: last receive time [ns], exclusive; None = bag end.
         """
         reader = self._open_reader()
-        listing = {c.topic: c.msgtype for c in reader.connections}
+        listing = {c.topic: canonical_msgtype(c.msgtype) for c in reader.connections}
         for topic in topics or ():
             if topic not in listing:
                 raise BagError(f'topic {topic!r} does not exist in bag {str(self.path)!r}; its '
@@ -296,7 +296,7 @@ class BagSource:
             except Exception as exc:  # corrupt storage: the rest of the bag is unreadable
                 raise BagError(f'bag {str(self.path)!r} is corrupt: reading messages failed with '
                                f'{type(exc).__name__}: {exc}') from exc
-            yield t_ns, conn.topic, conn.msgtype, bytes(raw)
+            yield t_ns, conn.topic, canonical_msgtype(conn.msgtype), bytes(raw)
 
     def deserialize(self, raw: bytes, msgtype: str) -> Any:
         """The ``rosbags`` message object of CDR bytes (raises on failure)."""

@@ -88,6 +88,21 @@ def make_typestore(msg_dir: Optional[pathlib.Path] = None, *, required: bool = T
     return store
 
 
+def canonical_msgtype(name: str) -> str:
+    """``pkg/msg/Type`` for a pre-Foxy ``pkg/Type`` (Dashing/Eloquent bags); other names unchanged."""
+    parts = name.split('/')
+    if len(parts) == 2 and all(parts):
+        return f'{parts[0]}/msg/{parts[1]}'
+    return name
+
+
+def _same_definition(store: Any, msgtype: str, text: str) -> bool:
+    """Whether ``text`` (a .msg definition of ``msgtype``) defines it as ``store`` already does."""
+    theirs = get_types_from_msg(text, msgtype)
+    return all(name not in store.fielddefs or store.fielddefs[name] == fields
+               for name, fields in theirs.items())
+
+
 def register_bag_types(store: Any, connections: Iterable[Any]) -> Dict[str, str]:
     """Register the types a bag defines itself and the typestore lacks.
 
@@ -95,16 +110,29 @@ def register_bag_types(store: Any, connections: Iterable[Any]) -> Dict[str, str]
         store: the typestore to extend (mutated).
         connections: ``rosbags`` connections (``.msgtype``, ``.msgdef.format``, ``.msgdef.data``).
 
+    Pre-Foxy type names (``sensor_msgs/Image``, Dashing and Eloquent bags) are read as their
+    ``pkg/msg/Type`` name when the bag carries no definition or the same one.
+
     Returns:
         {msgtype: reason} for each type that stays unknown (no definition, or one that fails to
         parse or conflicts with a known type); messages of those types cannot be deserialized.
     """
     unknown: Dict[str, str] = {}
     for conn in connections:
-        msgtype = conn.msgtype
-        if msgtype in store.fielddefs or msgtype in unknown:
+        msgtype = canonical_msgtype(conn.msgtype)  # keyed by the name the reader yields
+        if msgtype in unknown:
             continue
         fmt, text = conn.msgdef.format, conn.msgdef.data
+        if msgtype in store.fielddefs:
+            # a pre-Foxy name (pkg/Type) of a known type is that type only when its definition matches
+            if msgtype != conn.msgtype and fmt == MessageDefinitionFormat.MSG and text:
+                try:
+                    same = _same_definition(store, msgtype, text)
+                except Exception:  # noqa: BLE001 - an unparsable definition is not the same one
+                    same = False
+                if not same:
+                    unknown[msgtype] = (f'the bag\'s definition of {conn.msgtype} differs from {msgtype}')
+            continue
         try:
             if fmt == MessageDefinitionFormat.MSG and text:
                 store.register(get_types_from_msg(text, msgtype))

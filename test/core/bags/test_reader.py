@@ -278,3 +278,38 @@ def test_bag_paths(tmp_path, store):
             raise RuntimeError('boom')
     assert bag._reader is None  # closed on the way out
     shutil.rmtree(tmp_path / 'bag')
+
+
+# ---------------------------------------------------------------------------- pre-Foxy type names
+def test_dashing_era_bag_with_types_sensor_msgs_image_is_read_as_sensor_msgs_msg_image(tmp_path, store):
+    # old code: refused with "has type sensor_msgs/Image, expected one of ['sensor_msgs/msg/Image', ...]"
+    import pathlib
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+    from replay_fixtures import dashing_bag
+    img, pts, pcm = _write_sensor_bag(tmp_path / 'new', 'sqlite3', store)
+    bag = dashing_bag(tmp_path / 'new', tmp_path / 'dashing')
+    assert 'type: sensor_msgs/Image' in (bag / 'metadata.yaml').read_text()
+    with BagSource(bag) as src:
+        assert src.topics['/camera/image_raw']['type'] == 'sensor_msgs/msg/Image'
+        assert src.unknown_types == {}
+        stats = ReadStats()
+        msgs = {m.modality: m for m in iter_messages(src, stats=stats)}
+    assert stats.mapping['camera'] == '/camera/image_raw' and stats.errors == {}
+    assert set(msgs) == {'camera', 'lidar', 'audio', 'battery', 'labels'}
+    assert msgs['camera'].msgtype == 'sensor_msgs/msg/Image'
+    assert np.array_equal(np.asarray(msgs['camera'].msg.data).reshape(img.shape), img)
+
+
+def test_pre_foxy_name_with_a_different_definition_stays_unknown(store):
+    import types as pytypes
+
+    from rosbags.interfaces import MessageDefinitionFormat
+
+    from sentryfuse_ros.core.bags.types import register_bag_types
+    same = pytypes.SimpleNamespace(msgtype='std_msgs/String', msgdef=pytypes.SimpleNamespace(
+        format=MessageDefinitionFormat.MSG, data='string data\n'))
+    other = pytypes.SimpleNamespace(msgtype='std_msgs/Header', msgdef=pytypes.SimpleNamespace(
+        format=MessageDefinitionFormat.MSG, data='uint32 seq\nbuiltin_interfaces/Time stamp\nstring frame_id\n'))
+    assert register_bag_types(store, [same, other]) == {
+        'std_msgs/msg/Header': 'the bag\'s definition of std_msgs/Header differs from std_msgs/msg/Header'}
