@@ -35,6 +35,9 @@ def register(subparsers) -> None:
     parser.add_argument('--trigger', choices=('timer', 'camera'), default=None, help='inference trigger')
     parser.add_argument('--scenario', default=None, metavar='FILE',
                         help='scenario YAML of the recording: its events name the report\'s phases')
+    parser.add_argument('--ignore-health', action='store_true',
+                        help='infer on every fresh sample without the health monitor\'s rate limits (short or '
+                             'sparse bags, whose few messages never make a sensor live); budgets still apply')
     parser.add_argument('--checkpoint', default=None, metavar='PATH', help='model (default: models/sentryfuse_sim.pt)')
     parser.add_argument('--config', default=None, metavar='FILE', help='replay YAML (default: config/replay.yaml)')
     parser.add_argument('--threads', type=int, default=1, metavar='N',
@@ -112,6 +115,8 @@ def build_inputs(args):
         replay['trigger'] = args.trigger
     if args.checkpoint is not None:
         replay['checkpoint'] = args.checkpoint
+    if getattr(args, 'ignore_health', False):
+        replay['use_health'] = False
     if replay:
         config = dataclasses.replace(config, replay=dataclasses.replace(config.replay, **replay))
     if args.budget is not None and not 0 < args.budget <= 1:
@@ -152,6 +157,8 @@ def run(args) -> int:
     if not sensors:
         print(f'sentryfuse replay: bag {args.bag!r} has no sensor topics '
               f'({"; ".join(notes)}); reporting what it holds', file=sys.stderr)
+    if args.mode == 'live' and not config.replay.use_health:
+        raise ConfigError('--ignore-health applies to --mode offline (live mode runs the real health_monitor node)')
     checkpoint = config.replay.checkpoint or default_checkpoint()
     progress = None if args.no_progress else progress_bar()
     phases = report_phases(args.scenario, faults, duration)
@@ -190,4 +197,13 @@ def run(args) -> int:
           f"({metrics['run']['speed_x_realtime'] or 0:.1f}x real time); accuracy "
           f"{'-' if acc is None else f'{acc:.3f}'}; report {str(out / 'report.md')!r}")
     print(metrics['phase_table'])
-    return 0 if metrics['run']['inferences'] > 0 or not sensors else 1
+    for m, n in sorted(metrics['skipped']['engine_errors'].items()):
+        print(f"sentryfuse replay: {m}: {n} messages failed ({metrics['skipped']['engine_last_error'].get(m, '')})",
+              file=sys.stderr)
+    for warning in metrics['warnings']:
+        print(f'sentryfuse replay: warning: {warning}', file=sys.stderr)
+    if metrics['run']['inferences'] == 0 and sensors:
+        print(f'sentryfuse replay: error: 0 inferences from sensor topics {sorted(sensors.values())} '
+              f'(see the warnings above and {str(out / "report.md")!r})', file=sys.stderr)
+        return 1
+    return 0

@@ -30,8 +30,8 @@ from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource, ReadSt
 from sentryfuse_ros.core.config import check, from_dict, read_yaml
 from sentryfuse_ros.core.runtime.engine import EngineConfig, PerceptionEngine
 from sentryfuse_ros.core.errors import BagError, ConfigError
-from sentryfuse_ros.core.runtime.health import (DEFAULT_MODALITY_CONFIGS, BatteryBudgetConfig, HealthState,
-                                        HealthTracker, TopicMonitorConfig)
+from sentryfuse_ros.core.runtime.health import (DEFAULT_MODALITY_CONFIGS, STATUS_NAMES, BatteryBudgetConfig,
+                                                HealthState, HealthTracker, TopicMonitorConfig)
 
 STAGES = ('convert_ms', 'preprocess_ms', 'reconfigure_ms', 'inference_ms', 'total_ms', 'sensor_age_ms')
 MakeConverters = Callable[[Mapping[str, str], int], Dict[str, Callable]]
@@ -60,6 +60,8 @@ class ReplaySettings:
     battery_feed_hz: float = 1.0       # [Hz] a battery profile is fed to the budget table this often
     device: str = 'cpu'                # 'cpu' | 'cuda'
     checkpoint: str = ''               # model; '' = models/sentryfuse_sim.pt
+    use_health: bool = True            # false (--ignore-health): infer on every fresh sample, without the
+                                       # health monitor's rate limits (short or sparse bags); budgets still apply
 
     def __post_init__(self):
         check(isinstance(self.rate, (int, float)) and 0 < self.rate <= 1000, 'replay.rate',
@@ -70,6 +72,7 @@ class ReplaySettings:
         check(isinstance(self.battery_feed_hz, (int, float)) and self.battery_feed_hz > 0,
               'replay.battery_feed_hz', self.battery_feed_hz, 'a positive rate [Hz]')
         check(self.device in ('cpu', 'cuda'), 'replay.device', self.device, "'cpu' or 'cuda'")
+        check(isinstance(self.use_health, bool), 'replay.use_health', self.use_health, 'true or false')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +117,8 @@ class ReplayResult:
     faults: Dict[str, Any]
     switches: int = 0
     engine_errors: Dict[str, int] = dataclasses.field(default_factory=dict)
+    engine_last_error: Dict[str, str] = dataclasses.field(default_factory=dict)  # modality -> newest error text
+    warnings: List[str] = dataclasses.field(default_factory=list)  # why modalities were never used
     labels_source: str = ''
     wall_s: float = 0.0
     prebuild_ms: float = 0.0
@@ -189,12 +194,14 @@ class OfflineReplay:
             def infer(t: float) -> None:
                 t0 = time.perf_counter()
                 s = state[0]
-                live = None if s is None else [m for m, ok in zip(s.modalities, s.live) if ok]
+                live = None if s is None or not rp.use_health else [m for m, ok in zip(s.modalities, s.live) if ok]
                 budget = 1.0 if s is None else float(s.compute_budget)
                 result = self.engine.infer(origin + t, live, budget)
                 if result is None:
                     return
-                total_ms = (time.perf_counter() - t0) * 1e3
+                # camera/lidar were converted on arrival (below); their conversion counts here, as in the node
+                result.convert_ms += sum(arrival_ms.get(m, 0.0) for m in result.modalities_used)
+                total_ms = (time.perf_counter() - t0) * 1e3 + sum(arrival_ms.get(m, 0.0) for m in result.modalities_used)
                 t_sample = result.stamp_s - origin  # the newest sample used, on the bag clock
                 records.append({
                     't': t, 't_sample': t_sample, 'label': result.label, 'class_id': result.class_id,
@@ -226,6 +233,7 @@ class OfflineReplay:
                     actions[due](t_due)
                     clock[due] += 1
 
+            arrival_ms: Dict[str, float] = {}   # conversion time of the newest camera/lidar sample [ms]
             n_done = 0
             for bm in iter_messages(bag, cfg.topics, stats=stats):
                 t = (bm.t_ns - start_ns) / 1e9
@@ -240,9 +248,20 @@ class OfflineReplay:
                 if bm.msg is None:
                     continue
                 if bm.modality in SENSOR_MODALITIES:
-                    self.tracker.on_message(bm.modality, origin + t)
-                    self.engine.push(bm.modality, bm.msg, stamp_seconds(bm.msg, origin + t),
-                                     converters[bm.modality], received_s=origin + t)
+                    self.tracker.on_message(bm.modality, origin + t)   # an arrival, as the raw subscription sees
+                    payload, converter = bm.msg, converters[bm.modality]
+                    if bm.modality != 'audio':
+                        # converted on arrival, so every malformed frame is counted, used or not (a
+                        # short bag's frames may never be inferred on); audio is converted by push
+                        c0 = time.perf_counter()
+                        try:
+                            payload, converter = converter(bm.msg), None
+                        except Exception as exc:  # noqa: BLE001 - counted like the node's, never fatal
+                            self.engine.record_error(bm.modality, exc)
+                            continue
+                        arrival_ms[bm.modality] = (time.perf_counter() - c0) * 1e3
+                    self.engine.push(bm.modality, payload, stamp_seconds(bm.msg, origin + t),
+                                     converter, received_s=origin + t)
                     if bm.modality == 'camera' and rp.trigger == 'camera':
                         infer(t)
                 elif bm.modality == 'battery':
@@ -264,11 +283,46 @@ class OfflineReplay:
             mode='offline', bag=info, mapping=dict(stats.mapping), notes=list(stats.notes),
             class_names=tuple(self.engine.class_names), records=records, availability=availability,
             read=read, faults=faults_dict(self.faults), switches=self.engine.switches,
-            engine_errors=dict(self.engine.errors),
+            engine_errors=dict(self.engine.errors), engine_last_error=dict(self.engine.last_error),
+            warnings=never_used_warnings(cfg, stats.mapping, stats.read, availability, records),
             labels_source=('file' if not bag_labels else
                            f'topic {mapping["labels"]}' if 'labels' in mapping else ''),
             wall_s=time.perf_counter() - t_wall,
             settings={'rate': rp.rate, 'trigger': rp.trigger, 'health_update_rate': cfg.health.update_rate,
-                      'label_transition_s': rp.label_transition_s, 'device': rp.device})
+                      'label_transition_s': rp.label_transition_s, 'device': rp.device,
+                      'use_health': rp.use_health})
 
 
+
+
+def never_used_warnings(config: ReplayConfig, mapping: Mapping[str, str], read: Mapping[str, int],
+                        availability: List[Dict[str, Any]], records: List[Dict[str, Any]]) -> List[str]:
+    """Why each mapped sensor was never used: its message count against the health limits it failed.
+
+    A bag with a few messages per topic (another implementation's test bag) never passes the rate
+    limits, so no modality becomes live and nothing is inferred: say which topics, how many
+    messages, which limit, and the flag that relaxes it.
+    """
+    used = {m for r in records for m in r['modalities']}
+    out = []
+    for m in SENSOR_MODALITIES:
+        if m not in mapping or m in used:
+            continue
+        topic, n = mapping[m], read.get(mapping[m], 0)
+        seen: Dict[str, int] = {}
+        for a in availability:
+            name = STATUS_NAMES[a['status'][m]] if m in a['status'] else 'NOT_RECEIVED'
+            seen[name] = seen.get(name, 0) + 1
+        ever_live = any(a['live'].get(m) for a in availability)
+        lim = getattr(config.health, m)
+        if not ever_live and config.replay.use_health:
+            out.append(
+                f'{m} {topic}: {n} messages, never live for the health monitor (checks: '
+                f'{", ".join(f"{k} x{v}" for k, v in sorted(seen.items())) or "none"}); live needs '
+                f'>= {lim.error_rate:g} Hz over {lim.window_size} arrivals, no gap over {lim.timeout:g} s, for '
+                f'{lim.recover_count} consecutive checks at {config.health.update_rate:g} Hz '
+                f'(health.{m} in the replay config); pass --ignore-health to infer on every fresh sample')
+        else:
+            out.append(f'{m} {topic}: {n} messages, never used by an inference (no sample was fresh within '
+                       f'max_age_s, or every one failed to convert)')
+    return out

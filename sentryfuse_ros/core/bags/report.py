@@ -113,7 +113,9 @@ def build_metrics(result: ReplayResult, phases: Sequence[Phase] = ()) -> Dict[st
                     'deserialize_errors': result.read.get('errors', {}),
                     'injected_drops': result.read.get('injected_drops', {}),
                     'unknown_types': result.read.get('unknown_types', {}),
-                    'engine_errors': result.engine_errors},
+                    'engine_errors': result.engine_errors,
+                    'engine_last_error': result.engine_last_error},
+        'warnings': list(result.warnings),
         'read': {'messages': result.read.get('read', {}), 'out_of_order': result.read.get('out_of_order', 0)},
         'phase_table': format_summary(summary),
     }
@@ -233,6 +235,13 @@ def report_markdown(metrics: Dict[str, Any]) -> str:
                   + ', '.join(f"{t} ({v['type']}) x{v['count']}" for t, v in skipped['topics'].items())]
     if skipped['injected_drops']:
         lines += ['', f"Removed by fault injection: {skipped['injected_drops']} (faults: {metrics['faults']})"]
+    if skipped['engine_errors']:   # malformed frames, counted as the node counts them on /diagnostics
+        lines += ['', '## Input errors', '']
+        lines += [f"- {m}: {n} messages failed ({skipped['engine_last_error'].get(m, '')})"
+                  for m, n in sorted(skipped['engine_errors'].items())]
+    if metrics['warnings']:
+        lines += ['', '## Warnings', '']
+        lines += [f'- {w}' for w in metrics['warnings']]
     lines += ['', '## Accuracy', '']
     if not acc['has_labels']:
         lines += ['No labels (no label topic mapped and no label file): latency and availability only.']

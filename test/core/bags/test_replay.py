@@ -2,6 +2,7 @@
 windows, rosbag2's reference bags through the CLI, fault-injection inputs and errors."""
 import dataclasses
 import json
+import re
 import pathlib
 import shutil
 import sys
@@ -266,3 +267,53 @@ def test_label_file_gives_the_label_topics_truth(tmp_path, checkpoint):
     assert metrics['topic']['labels_source'] == f'topic {SIM.labels_topic}'
     assert metrics['file']['accuracy']['overall'] == metrics['topic']['accuracy']['overall']
     assert metrics['file']['accuracy']['overall']['n_scored'] > 10
+
+
+# ---------------------------------------------------------------------------- short and sparse bags
+def _two_per_topic_bag(path, *, malformed_camera: bool = False) -> pathlib.Path:
+    """Another implementation's test bag: 2 messages per sensor topic, 100 ms apart (one camera
+    frame has an unknown encoding when ``malformed_camera``)."""
+    from sentryfuse_ros.core.bags.types import make_audio_frame, make_image, make_pointcloud2, make_typestore
+    from sentryfuse_ros.core.bags.writer import BagSink
+    store = make_typestore()
+    rng = np.random.default_rng(0)
+    start = 1_700_000_000 * 10**9
+    with BagSink(path, storage='mcap', typestore=store) as sink:
+        for k in range(2):
+            t = start + k * 100_000_000
+            image = make_image(store, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), t)
+            if malformed_camera and k == 1:
+                image.encoding = 'yuv999'
+            sink.write('/camera/image_raw', t, image)
+            sink.write('/lidar/points', t + 1_000_000,
+                       make_pointcloud2(store, rng.uniform(-5, 5, (256, 4)).astype(np.float32), t))
+            sink.write('/audio/frames', t + 2_000_000,
+                       make_audio_frame(store, np.zeros(800, np.float32), 8000, t))
+    return pathlib.Path(path)
+
+
+def test_bag_with_2_messages_per_sensor_topic_explains_0_inferences_and_ignore_health_relaxes_it(
+        tmp_path, checkpoint, capsys):
+    # old code: 0 inferences, rc 1, no explanation; its malformed frame never reported
+    bag = _two_per_topic_bag(tmp_path / 'bag', malformed_camera=True)
+    base = ['replay', str(bag), '--checkpoint', str(checkpoint), '--no-progress', '--no-plots']
+    assert cli.main(base + ['--out', str(tmp_path / 'strict')]) == 1
+    err = capsys.readouterr().err
+    for m, topic in (('camera', '/camera/image_raw'), ('lidar', '/lidar/points'), ('audio', '/audio/frames')):
+        assert re.search(rf'warning: {m} {topic}: 2 messages, never live for the health monitor \(checks: .*'
+                         rf'\); live needs >= [\d.]+ Hz over \d+ arrivals, no gap over [\d.]+ s, for 3 consecutive '
+                         rf'checks at 10 Hz \(health.{m} in the replay config\); pass --ignore-health', err), err
+    assert "error: 0 inferences from sensor topics ['/audio/frames', '/camera/image_raw', '/lidar/points']" in err
+    assert "camera: 1 messages failed (ConversionError: Image.encoding 'yuv999' is unsupported" in err
+    metrics = json.loads((tmp_path / 'strict' / 'metrics.json').read_text())
+    assert metrics['run']['inferences'] == 0 and len(metrics['warnings']) == 3
+    assert metrics['skipped']['engine_errors'] == {'camera': 1}
+    report = (tmp_path / 'strict' / 'report.md').read_text()
+    assert '## Input errors' in report and '## Warnings' in report and '--ignore-health' in report
+
+    assert cli.main(base + ['--out', str(tmp_path / 'relaxed'), '--ignore-health']) == 0
+    metrics = json.loads((tmp_path / 'relaxed' / 'metrics.json').read_text())
+    assert metrics['run']['inferences'] >= 1 and metrics['settings']['use_health'] is False
+    assert metrics['skipped']['engine_errors'] == {'camera': 1}
+    with pytest.raises(ConfigError, match=r'--ignore-health applies to --mode offline'):
+        _run(base + ['--out', str(tmp_path / 'live'), '--ignore-health', '--mode', 'live'])
