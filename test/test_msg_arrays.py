@@ -168,8 +168,13 @@ def test_compressed_image_transport_format_string_accepted():
     ('tiff', b'\x00' * 8, r"CompressedImage.format 'tiff' is unsupported"),
     ('16UC1; compressedDepth png', b'\x00' * 8, r"format '16UC1; compressedDepth png'"),
     ('jpeg', b'', r'CompressedImage.data is empty, expected jpeg bytes'),
-    ('png', b'not an image at all', r'CompressedImage.data \(19 bytes, starting .*\) is not '
-                                    r'decodable as png'),
+    ('png', b'not an image at all', r"CompressedImage.data \(19 bytes\) starts with b'not an i', expected a "
+                                    r'png or jpeg signature'),
+    ('png', b'\x89PNG\r\n\x1a\n' + bytes(4) + b'IHDR' + bytes(8) + b'garbage',
+     r'CompressedImage.data \(31 bytes of png\) declares 0x0 pixels, expected 1 to 25000000 pixels'),
+    ('png', b'\x89PNG\r\n\x1a\n' + bytes(4) + b'IHDR' + bytes([0, 0, 0, 8, 0, 0, 0, 8]) + b'garbage',
+     r'CompressedImage.data \(31 bytes, starting .*\) is not decodable as png'),
+    ('jpeg', b'\xff\xd8\xff\xda' + bytes(20), r'is a jpeg without a readable frame header'),
 ])
 def test_compressed_malformed(fmt, data, match):
     msg = CompressedImage(format=fmt)
@@ -611,3 +616,37 @@ def test_lidar_stamp_sec_2_31_minus_1_round_trips_without_overflow(sec, nanosec)
     assert deserialize_message(serialize_message(pred), Prediction).header.stamp.sec == out_sec
     with pytest.raises(ConversionError, match=r'stamp sec is 2147483648, expected an int32'):
         conv.array_to_image(np.zeros((1, 1), np.uint8), encoding='mono8', stamp=(2**31, 0))
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A valid png of width x height black pixels: zlib makes 432 MB of zeros about 420 kB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    rows = zlib.compressobj(9)
+    row = b'\x00' + bytes(width * 3)
+    idat = b''.join(rows.compress(row) for _ in range(height)) + rows.flush()
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0))
+            + chunk(b'IDAT', idat) + chunk(b'IEND', b''))
+
+
+def test_compressed_image_of_420_kb_declaring_12000x12000_pixels_is_refused_before_decoding():
+    # old code: cv2.imdecode allocated 432 MB and took ~6 s for one message of 420 kB
+    msg = CompressedImage(format='png')
+    msg.data = _png_bomb(12000, 12000)
+    assert len(msg.data) < 600_000
+    t0 = time.perf_counter()
+    with pytest.raises(ConversionError, match=r'CompressedImage.data \(\d+ bytes of png\) declares 12000x12000 '
+                                              r'pixels, expected 1 to 25000000 pixels'):
+        conv.compressed_image_to_array(msg)
+    assert time.perf_counter() - t0 < 0.05
+
+
+def test_jpeg_size_is_read_from_its_frame_header():
+    from sentryfuse_ros.msg_arrays.image import encoded_image_size
+    rgb = _random_pixels('u1', (37, 53, 3))
+    for fmt in ('jpeg', 'png'):
+        msg = conv.array_to_compressed_image(rgb, fmt=fmt)
+        assert encoded_image_size(np.frombuffer(bytes(msg.data), np.uint8)) == (fmt, 53, 37)

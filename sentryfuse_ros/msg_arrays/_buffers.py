@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import array
+import functools
 import math
-from typing import Any, Tuple, Union
+from typing import Any, Callable, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -25,6 +26,27 @@ POINTFIELD_DTYPES = {1: 'i1', 2: 'u1', 3: 'i2', 4: 'u2', 5: 'i4', 6: 'u4', 7: 'f
 INTENSITY_NAMES = ('intensity', 'i')  # first present is read as the 4th column
 AUDIO_ENCODINGS = {'S16LE': '<i2', 'F32LE': '<f4'}
 
+
+
+_Reader = TypeVar('_Reader', bound=Callable[..., Any])
+
+
+def message_reader(what: str) -> Callable[[_Reader], _Reader]:
+    """Decorator of a message -> array reader: a message that lacks a field or holds one of the wrong
+    kind (AttributeError, TypeError, ValueError, OverflowError, IndexError) is a ConversionError
+    naming ``what`` and the cause, so a reader raises nothing but the project's own error."""
+    def decorate(fn: _Reader) -> _Reader:
+        @functools.wraps(fn)
+        def read(msg: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(msg, *args, **kwargs)
+            except ConversionError:
+                raise
+            except (AttributeError, TypeError, ValueError, OverflowError, IndexError) as exc:
+                raise ConversionError(f'{type(msg).__name__} is not a readable {what}: '
+                                      f'{type(exc).__name__}: {exc}') from exc
+        return read  # type: ignore[return-value]
+    return decorate
 
 
 # ---------------------------------------------------------------------------- buffers, stamps
@@ -63,7 +85,7 @@ def stamp_to_sec(stamp: Any) -> float:
     """Seconds (float) of a ``builtin_interfaces/Time``-like object with ``sec`` and ``nanosec``."""
     try:
         sec, nanosec = int(stamp.sec), int(stamp.nanosec)
-    except (AttributeError, TypeError, ValueError) as exc:
+    except (AttributeError, TypeError, ValueError, OverflowError) as exc:
         raise ConversionError(f'stamp {stamp!r} has no integer sec/nanosec fields') from exc
     if not 0 <= nanosec < 1_000_000_000:
         raise ConversionError(f'stamp.nanosec is {nanosec}, expected 0 <= nanosec < 1e9')
@@ -82,6 +104,7 @@ def sec_to_stamp(t: float) -> Tuple[int, int]:
     """
     if not math.isfinite(t):
         raise ConversionError(f'time {t!r} s is not finite')
+    t = min(max(t, TIME_SEC_RANGE[0] - 1.0), TIME_SEC_RANGE[1] + 1.0)  # 1e300 s * 1e9 would overflow
     total_ns = int(round(t * 1e9))
     sec, nanosec = total_ns // 1_000_000_000, total_ns % 1_000_000_000
     if sec > TIME_SEC_RANGE[1]:

@@ -7,7 +7,7 @@ import numpy as np
 
 from sentryfuse_ros.core.errors import ConversionError
 from sentryfuse_ros.core.data.resample import check_rate, resample
-from sentryfuse_ros.msg_arrays._buffers import AUDIO_ENCODINGS, Stamp, _bytes_of, _fill_header, _uint8_array
+from sentryfuse_ros.msg_arrays._buffers import AUDIO_ENCODINGS, Stamp, _bytes_of, _fill_header, _uint8_array, message_reader
 
 # ---------------------------------------------------------------------------- audio
 def _decode_pcm(data: Any, channels: int, encoding: str, field: str) -> np.ndarray:
@@ -37,6 +37,7 @@ def _decode_pcm(data: Any, channels: int, encoding: str, field: str) -> np.ndarr
     return np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)
 
 
+@message_reader('AudioFrame')
 def audio_frame_to_array(msg: Any) -> np.ndarray:
     """(samples,) float32 mono in [-1, 1] of a ``sentryfuse_ros/AudioFrame`` at msg.sample_rate.
 
@@ -47,6 +48,7 @@ def audio_frame_to_array(msg: Any) -> np.ndarray:
     return _decode_pcm(msg.data, int(msg.channels), msg.encoding, 'AudioFrame')
 
 
+@message_reader('AudioDataStamped')
 def audio_data_stamped_to_array(msg: Any, *, channels: int = 1,
                                 encoding: str = 'S16LE') -> np.ndarray:
     """(samples,) float32 mono of an ``audio_common_msgs/AudioDataStamped`` (``msg.audio.data``).
@@ -63,6 +65,7 @@ def audio_data_stamped_to_array(msg: Any, *, channels: int = 1,
     return _decode_pcm(msg.audio.data, channels, encoding, 'AudioDataStamped')
 
 
+@message_reader('AudioFrame or AudioDataStamped')
 def audio_msg_to_array(msg: Any, *, default_rate: int = 16000, default_channels: int = 1,
                        default_encoding: str = 'S16LE') -> Tuple[np.ndarray, int]:
     """``(pcm, sample_rate)`` of an AudioFrame, or of an AudioDataStamped with the defaults.
@@ -83,6 +86,7 @@ def audio_msg_to_array(msg: Any, *, default_rate: int = 16000, default_channels:
                           f'AudioDataStamped-like (audio)')
 
 
+@message_reader('AudioFrame')
 def audio_frame_to_model_rate(msg: Any, rate: int) -> np.ndarray:
     """(samples,) float32 mono of an AudioFrame resampled to ``rate`` Hz."""
     return resample(audio_frame_to_array(msg), int(msg.sample_rate), rate)

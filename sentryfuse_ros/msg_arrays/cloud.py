@@ -7,7 +7,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from sentryfuse_ros.core.errors import ConversionError
-from sentryfuse_ros.msg_arrays._buffers import POINTFIELD_DTYPES, INTENSITY_NAMES, Stamp, _bytes_of, _fill_header, _uint8_array
+from sentryfuse_ros.msg_arrays._buffers import POINTFIELD_DTYPES, INTENSITY_NAMES, Stamp, _bytes_of, _fill_header, _uint8_array, message_reader
 
 # ---------------------------------------------------------------------------- PointCloud2
 def _field_layout(fields: Any, name: str, big: bool) -> Optional[Tuple[np.dtype, int]]:
@@ -28,6 +28,7 @@ def _field_layout(fields: Any, name: str, big: bool) -> Optional[Tuple[np.dtype,
     return np.dtype(('>' if big else '<') + POINTFIELD_DTYPES[field.datatype]), int(field.offset)
 
 
+@message_reader('PointCloud2')
 def pointcloud2_to_array(msg: Any, *, with_intensity: bool = True) -> np.ndarray:
     """(N, 4) float32 [x, y, z, intensity] (or (N, 3) [x, y, z]) of a ``sensor_msgs/PointCloud2``.
 
@@ -118,6 +119,7 @@ def array_to_pointcloud2(points: np.ndarray, *, frame_id: str = '', stamp: Stamp
 
 
 # ---------------------------------------------------------------------------- LaserScan
+@message_reader('LaserScan')
 def laserscan_to_points(msg: Any) -> np.ndarray:
     """(N, 3) float32 points of a ``sensor_msgs/LaserScan`` in its scan plane (z = 0).
 

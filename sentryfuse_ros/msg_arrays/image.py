@@ -1,15 +1,17 @@
 """sensor_msgs/Image and CompressedImage <-> (H, W, C) numpy arrays."""
 from __future__ import annotations
 
-from typing import Any
+import struct
+from typing import Any, Tuple
 
 import cv2
 import numpy as np
 
 from sentryfuse_ros.core.errors import ConversionError
-from sentryfuse_ros.msg_arrays._buffers import IMAGE_ENCODINGS, DEPTH_ENCODINGS, Stamp, _bytes_of, _fill_header, _uint8_array
+from sentryfuse_ros.msg_arrays._buffers import IMAGE_ENCODINGS, DEPTH_ENCODINGS, Stamp, _bytes_of, _fill_header, _uint8_array, message_reader
 
 # ---------------------------------------------------------------------------- Image
+@message_reader('Image')
 def image_to_array(msg: Any) -> np.ndarray:
     """Pixels of a ``sensor_msgs/Image``.
 
@@ -45,6 +47,7 @@ def image_to_array(msg: Any) -> np.ndarray:
     return cv2.cvtColor(view, code)  # (H, W, C) -> (H, W, 3), SIMD, ~40x a numpy reversed copy
 
 
+@message_reader('Image or CompressedImage')
 def image_to_rgb(msg: Any) -> np.ndarray:
     """(H, W, 3) uint8 RGB of any supported Image (or CompressedImage): the camera input.
 
@@ -124,12 +127,61 @@ def _compressed_format(fmt: str) -> str:
                           f"naming 'jpeg' or 'png'")
 
 
+MAX_DECODED_PIXELS = 25_000_000  # a 20-megapixel camera (5472x3648) fits; a decoded image is 3 bytes/pixel
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers (not DHT/JPG/DAC)
+JPEG_MAX_SEGMENTS = 256  # segments read looking for the frame header (real files: a few APPn first)
+
+
+def encoded_image_size(buf: np.ndarray) -> Tuple[str, int, int]:
+    """('png' | 'jpeg', width, height) read from a compressed image's header, without decoding it.
+
+    A few hundred kB of png or jpeg can declare a gigapixel image; the header says so before any
+    pixel is decoded. ConversionError when the data is neither png nor jpeg or has no readable header.
+    """
+    head = bytes(buf[:24])
+    if head[:8] == PNG_SIGNATURE and head[12:16] == b'IHDR' and len(head) >= 24:
+        width, height = struct.unpack('>II', head[16:24])
+        return 'png', width, height
+    if head[:2] == b'\xff\xd8':
+        data, i = bytes(buf), 2
+        for _ in range(JPEG_MAX_SEGMENTS):
+            if i + 4 > len(data) or data[i] != 0xFF:
+                break
+            marker = data[i + 1]
+            if marker == 0xFF:                                  # fill byte
+                i += 1
+                continue
+            if marker == 0x01 or 0xD0 <= marker <= 0xD7:        # segments without a length
+                i += 2
+                continue
+            if marker in JPEG_SOF_MARKERS and i + 9 <= len(data):
+                height, width = struct.unpack('>HH', data[i + 5:i + 9])
+                return 'jpeg', width, height
+            if marker == 0xDA:                                  # start of scan before any frame header
+                break
+            i += 2 + struct.unpack('>H', data[i + 2:i + 4])[0]
+        raise ConversionError(f'CompressedImage.data ({buf.size} bytes) is a jpeg without a readable frame '
+                              f'header in its first {JPEG_MAX_SEGMENTS} segments')
+    raise ConversionError(f'CompressedImage.data ({buf.size} bytes) starts with {head[:8]!r}, expected a '
+                          f'png or jpeg signature')
+
+
+@message_reader('CompressedImage')
 def compressed_image_to_array(msg: Any) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a jpeg or png ``sensor_msgs/CompressedImage`` (via cv2.imdecode)."""
+    """(H, W, 3) uint8 RGB of a jpeg or png ``sensor_msgs/CompressedImage`` (via cv2.imdecode).
+
+    The header's size is checked before decoding: more than MAX_DECODED_PIXELS is a ConversionError
+    (a small message cannot make the decoder allocate gigabytes).
+    """
     fmt = _compressed_format(msg.format)
     buf = _bytes_of(msg.data, 'CompressedImage.data')
     if buf.size == 0:
         raise ConversionError(f'CompressedImage.data is empty, expected {fmt} bytes')
+    kind, width, height = encoded_image_size(buf)
+    if width * height > MAX_DECODED_PIXELS or width == 0 or height == 0:
+        raise ConversionError(f'CompressedImage.data ({buf.size} bytes of {kind}) declares {width}x{height} '
+                              f'pixels, expected 1 to {MAX_DECODED_PIXELS} pixels')
     try:
         bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error as exc:

@@ -317,3 +317,15 @@ def test_bag_with_2_messages_per_sensor_topic_explains_0_inferences_and_ignore_h
     assert metrics['skipped']['engine_errors'] == {'camera': 1}
     with pytest.raises(ConfigError, match=r'--ignore-health applies to --mode offline'):
         _run(base + ['--out', str(tmp_path / 'live'), '--ignore-health', '--mode', 'live'])
+
+
+def test_checkpoint_with_all_nan_weights_makes_replay_fail_with_a_message(tmp_path, checkpoint, capsys):
+    # old code: accepted; every inference had NaN scores
+    from sentryfuse_checkpoint import nan_checkpoint
+    bad = nan_checkpoint(checkpoint, tmp_path / 'nan.pt', 'weights')
+    bag = sim_bag(tmp_path / 'bag', duration=0.5)
+    assert cli.main(['replay', str(bag), '--out', str(tmp_path / 'out'), '--checkpoint', str(bad),
+                     '--no-progress', '--no-plots']) == 2
+    assert re.search(r"sentryfuse replay: error: checkpoint '.*nan.pt': weights must be finite, but \d+ tensors",
+                     capsys.readouterr().err)
+    assert not (tmp_path / 'out').exists()
