@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip('hypothesis')
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from sentryfuse_ros import msg_arrays  # noqa: E402
@@ -196,3 +196,51 @@ def test_sec_to_stamp_fits_builtin_interfaces_time_or_raises_conversion_error(t)
 def test_any_object_given_to_an_engine_converter_raises_only_conversion_error(modality, payload):
     convert = engine_converters({'lidar': 'sensor_msgs/msg/PointCloud2'}, 8000)[modality]
     _convert(convert, payload)
+
+
+# ---------------------------------------------------------------------------- writers (arrays -> messages)
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+ARRAYS = hnp.arrays(dtype=st.sampled_from([np.uint8, np.uint16, np.int16, np.float32, np.float64, np.bool_]),
+                    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6))
+WRITER_STAMPS = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True),
+                          st.tuples(st.integers(-2**40, 2**40), st.integers(-2**40, 2**40)),
+                          st.integers(-2**70, 2**70), st.text(max_size=3))
+
+
+@FUZZ
+@given(ARRAYS, st.one_of(st.sampled_from(sorted(msg_arrays.IMAGE_ENCODINGS)), st.text(max_size=6)), WRITER_STAMPS)
+def test_array_to_image_round_trips_or_raises_conversion_error(arr, encoding, stamp):
+    msg = _convert(lambda a: msg_arrays.array_to_image(a, encoding=encoding, stamp=stamp), arr)
+    if msg is not None:
+        assert msg_arrays.image_to_array(msg).shape[:2] == arr.shape[:2]
+        assert -2**31 <= msg.header.stamp.sec <= 2**31 - 1
+
+
+@FUZZ
+@given(ARRAYS, st.one_of(st.sampled_from(['jpeg', 'png']), st.text(max_size=4)), st.integers(-5, 120),
+       WRITER_STAMPS)
+def test_array_to_compressed_image_decodes_or_raises_conversion_error(arr, fmt, quality, stamp):
+    msg = _convert(lambda a: msg_arrays.array_to_compressed_image(a, fmt=fmt, quality=quality, stamp=stamp), arr)
+    if msg is not None:
+        assert msg_arrays.compressed_image_to_array(msg).shape == arr.shape
+
+
+@FUZZ
+@given(ARRAYS, WRITER_STAMPS)
+def test_array_to_pointcloud2_reads_back_or_raises_conversion_error(arr, stamp):
+    msg = _convert(lambda a: msg_arrays.array_to_pointcloud2(a, stamp=stamp), arr)
+    if msg is not None:
+        back = msg_arrays.pointcloud2_to_array(msg, with_intensity=False)
+        assert back.shape[0] == int(np.isfinite(arr.astype(np.float32)[:, :3]).all(axis=1).sum())
+
+
+@FUZZ
+@example(np.array([0.5, np.nan], np.float32), 8000, 'F32LE', None)
+@example(np.array([np.inf], np.float64), 16000, 'S16LE', 1.5)
+@given(ARRAYS, RATES, st.one_of(st.sampled_from(['S16LE', 'F32LE']), st.text(max_size=5)), WRITER_STAMPS)
+def test_array_to_audio_frame_reads_back_or_raises_conversion_error(arr, rate, encoding, stamp):
+    msg = _convert(lambda a: msg_arrays.array_to_audio_frame(a, sample_rate=rate, encoding=encoding,
+                                                             stamp=stamp), arr)
+    if msg is not None:
+        assert len(msg_arrays.audio_frame_to_array(msg)) == arr.size

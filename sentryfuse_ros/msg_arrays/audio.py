@@ -97,7 +97,7 @@ def array_to_audio_frame(pcm: np.ndarray, *, sample_rate: int, encoding: str = '
     """A mono ``sentryfuse_ros/AudioFrame`` of float PCM in [-1, 1] (clipped).
 
     Args:
-        pcm: (samples,) float PCM; S16LE stores round(x * 32768) clipped to int16.
+        pcm: (samples,) finite float PCM; S16LE stores round(x * 32768) clipped to int16.
         sample_rate: samples per second [Hz] > 0.
         encoding: 'S16LE' or 'F32LE'.
         stamp: None, seconds, (sec, nanosec) or a Time message (of the first sample).
@@ -112,6 +112,9 @@ def array_to_audio_frame(pcm: np.ndarray, *, sample_rate: int, encoding: str = '
     pcm = np.asarray(pcm)
     if pcm.ndim != 1 or pcm.dtype.kind != 'f':
         raise ConversionError(f'pcm is {pcm.dtype} {pcm.shape}, expected float (samples,)')
+    bad = int(pcm.size - np.count_nonzero(np.isfinite(pcm)))
+    if bad:
+        raise ConversionError(f'pcm has {bad} non-finite samples of {pcm.size}, expected finite values')
     pcm = np.clip(pcm, -1.0, 1.0)
     if encoding == 'S16LE':
         raw = np.clip(np.rint(pcm * 32768.0), -32768, 32767).astype('<i2').tobytes()
