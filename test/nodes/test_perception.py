@@ -459,3 +459,37 @@ def test_compute_budget_0_7_from_the_health_monitor_runs_the_0_7_subnetwork(make
                  and h.predictions[-1][1].compute_budget < 1.0, 10.0, 'a prediction at the override budget')
     pred = h.predictions[-1][1]
     assert pred.subnetwork == 'camera+lidar+audio@0.70' and pred.compute_budget == pytest.approx(0.7)
+
+
+def test_non_finite_logits_at_run_time_turn_the_status_error_publish_nothing_and_clear(make_harness, checkpoint):
+    # a sub-network that starts giving NaN (e.g. an fp16 overflow on a GPU): nothing is published,
+    # the perception status says why, and it clears once the logits are finite again
+    import torch
+    from sentryfuse_ros.nodes.perception import ERROR_HOLD_S
+    h = make_harness(perception_overrides(checkpoint), health_overrides())
+    h.stream(*ALL)
+    h.spin_until(lambda: h.predictions and uses(h.predictions[-1][1], ALL), 10.0, 'a prediction with all three')
+    import itertools
+    engine = h.perception.engine
+    subs = [engine.cache.get(live, 1.0) for r in (1, 2, 3) for live in itertools.combinations(ALL, r)]
+
+    def nan_forward(inputs, _k=len(engine.class_names)):
+        return torch.full((1, _k), float('nan'))
+    for sub in subs:
+        sub.model.forward = nan_forward
+    t = h.now()
+    h.spin_until(lambda: getattr(h.latest_status('sentryfuse: perception'), 'level', None) == bytes([2]), 5.0,
+                 'perception status ERROR')
+    status = h.latest_status('sentryfuse: perception')
+    assert status.message.startswith('inference failed: ModelError: sub-network camera+lidar+audio@1.00 gave '
+                                     'non-finite scores [nan'), status.message
+    assert int(kv(status)['inference_errors']) >= 1
+    h.spin_for(0.5)
+    assert all(math.isfinite(p.confidence) for p in h.predictions_since(t))
+    assert len(h.predictions_since(t + 0.3)) == 0    # nothing published while the logits are NaN
+    for sub in subs:
+        del sub.model.forward
+    restored = h.now()
+    h.spin_until(lambda: h.latest_status('sentryfuse: perception').level == bytes([0]), ERROR_HOLD_S + 3.0,
+                 'the perception status to clear')
+    assert h.predictions_since(restored) and h.now() - restored >= ERROR_HOLD_S - 0.5
