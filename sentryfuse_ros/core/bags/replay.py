@@ -284,7 +284,7 @@ class OfflineReplay:
             class_names=tuple(self.engine.class_names), records=records, availability=availability,
             read=read, faults=faults_dict(self.faults), switches=self.engine.switches,
             engine_errors=dict(self.engine.errors), engine_last_error=dict(self.engine.last_error),
-            warnings=never_used_warnings(cfg, stats.mapping, stats.read, availability, records),
+            warnings=never_used_warnings(cfg, stats.mapping, stats.read, availability, records, injected),
             labels_source=('file' if not bag_labels else
                            f'topic {mapping["labels"]}' if 'labels' in mapping else ''),
             wall_s=time.perf_counter() - t_wall,
@@ -296,7 +296,8 @@ class OfflineReplay:
 
 
 def never_used_warnings(config: ReplayConfig, mapping: Mapping[str, str], read: Mapping[str, int],
-                        availability: List[Dict[str, Any]], records: List[Dict[str, Any]]) -> List[str]:
+                        availability: List[Dict[str, Any]], records: List[Dict[str, Any]],
+                        injected: Optional[Mapping[str, int]] = None) -> List[str]:
     """Why each mapped sensor was never used: its message count against the health limits it failed.
 
     A bag with a few messages per topic (another implementation's test bag) never passes the rate
@@ -309,6 +310,9 @@ def never_used_warnings(config: ReplayConfig, mapping: Mapping[str, str], read: 
         if m not in mapping or m in used:
             continue
         topic, n = mapping[m], read.get(mapping[m], 0)
+        if n and (injected or {}).get(m, 0) >= n:
+            out.append(f'{m} {topic}: all {n} messages removed by --drop')
+            continue
         seen: Dict[str, int] = {}
         for a in availability:
             name = STATUS_NAMES[a['status'][m]] if m in a['status'] else 'NOT_RECEIVED'

@@ -329,3 +329,11 @@ def test_checkpoint_with_all_nan_weights_makes_replay_fail_with_a_message(tmp_pa
     assert re.search(r"sentryfuse replay: error: checkpoint '.*nan.pt': weights must be finite, but \d+ tensors",
                      capsys.readouterr().err)
     assert not (tmp_path / 'out').exists()
+
+
+def test_never_used_warnings_name_a_drop_that_removed_every_message(tmp_path, trained):
+    bag = sim_bag(tmp_path / 'bag', duration=2.0)
+    result = replay(trained, bag, faults=Faults(drops=(DropWindow('lidar', 0.0, float('inf')),)))
+    assert len(result.records) > 0
+    assert [w for w in result.warnings if w.startswith('lidar')] == [
+        f"lidar /lidar/points: all {result.read['read']['/lidar/points']} messages removed by --drop"]
