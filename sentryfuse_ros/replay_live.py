@@ -248,6 +248,7 @@ def replay_live(bag_path, config: ReplayConfig, *, checkpoint: str, faults: Faul
         read={'read': read, 'skipped': skipped, 'errors': {}, 'injected_drops': injected,
               'unknown_types': dict(bag.unknown_types), 'out_of_order': 0},
         faults=faults_dict(faults), switches=perception.engine.switches, engine_errors=dict(perception.engine.errors),
+        engine_last_error=dict(perception.engine.last_error),
         labels_source=('file' if labels is not None else f'topic {mapping["labels"]}' if 'labels' in mapping else ''),
         wall_s=time.monotonic() - wall0[0],
         settings={'rate': config.replay.rate, 'trigger': config.replay.trigger, 'playback_rate': rate,
