@@ -200,8 +200,9 @@ class OfflineReplay:
                 if result is None:
                     return
                 # camera/lidar were converted on arrival (below); their conversion counts here, as in the node
-                result.convert_ms += sum(arrival_ms.get(m, 0.0) for m in result.modalities_used)
-                total_ms = (time.perf_counter() - t0) * 1e3 + sum(arrival_ms.get(m, 0.0) for m in result.modalities_used)
+                arrival = sum(arrival_ms.get(m, 0.0) for m in result.modalities_used)
+                result.convert_ms += arrival
+                total_ms = (time.perf_counter() - t0) * 1e3 + arrival
                 t_sample = result.stamp_s - origin  # the newest sample used, on the bag clock
                 records.append({
                     't': t, 't_sample': t_sample, 'label': result.label, 'class_id': result.class_id,
