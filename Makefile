@@ -17,4 +17,4 @@ bench-quick: setup
 	@$(ENV) python -m sentryfuse_ros.cli bench --quick --out bench_quick.json
 
 clean:
-	rm -rf build install log .venv
+	rm -rf build install log .venv .cache

@@ -55,7 +55,7 @@ NUMPY_INCLUDE="$("$VPY" "$ROOT/scripts/fix_wheel_cmake.py" "$VENV")"
 # 4. colcon build (symlink install: Python edits need no rebuild; new files do) --------
 BUILD_STAMP_FILE="$ROOT/install/.sentryfuse-build-stamp"
 BUILD_HASH="$( { cat CMakeLists.txt package.xml msg/*.msg; \
-  find sentryfuse_ros scripts launch config models msg -type f -not -path '*__pycache__*' \
+  find sentryfuse_ros scripts launch config models msg cmake -type f -not -path '*__pycache__*' \
     -not -name '*.pyc' | LC_ALL=C sort; } | sha256sum | cut -c1-16)"
 if [ -f "$BUILD_STAMP_FILE" ] && [ "$(cat "$BUILD_STAMP_FILE")" = "$BUILD_HASH" ]; then
   log "colcon build up to date"
@@ -69,8 +69,26 @@ else
   else
     CMAKE_PREFIX_PATH="$VENV" AMENT_PREFIX_PATH="$VENV" \
       colcon build --paths "$ROOT" --symlink-install \
-      --cmake-args -DPython3_EXECUTABLE="$VPY" -DPython3_NumPy_INCLUDE_DIR="$NUMPY_INCLUDE" -DBUILD_TESTING=OFF
+      --cmake-args -DPython3_EXECUTABLE="$VPY" -DPython3_NumPy_INCLUDE_DIR="$NUMPY_INCLUDE" -DBUILD_TESTING=OFF \
+      -DSENTRYFUSE_UNDERLAY_PREFIX="$VENV"
   fi
   echo "$BUILD_HASH" > "$BUILD_STAMP_FILE"
 fi
+
+# 5. the upstream `ros2` command line (ros2 launch/run/topic/node/param/interface) -------
+# Not on PyPI: built from ../shared/ros2cli (upstream sources) into .cache/ros2cli, once
+# (build.sh reuses a finished build). The end-to-end tests (test/test_ros2_launch.py) use it
+# and fail, naming it, when it is missing. A sourced ROS 2 brings its own `ros2`.
+ROS2CLI_SRC="$ROOT/../shared/ros2cli"
+if [ -n "${ROS_DISTRO:-}" ]; then
+  log "ros2 command line: from ROS_DISTRO=$ROS_DISTRO"
+elif [ -x "$ROS2CLI_SRC/build.sh" ]; then
+  ( # shellcheck disable=SC1091
+    . "$VENV/bin/activate" && "$ROS2CLI_SRC/build.sh" "$ROOT/.cache/ros2cli" ) \
+    || log "warning: building the ros2 command line failed (the ros2 launch tests will fail)"
+else
+  log "warning: $ROS2CLI_SRC missing: no ros2 command line (the ros2 launch tests will fail)"
+fi
 log "ready: . .venv/bin/activate && . install/local_setup.bash"
+[ -f "$ROOT/.cache/ros2cli/env.sh" ] && log "ros2 command line: . .cache/ros2cli/env.sh"
+exit 0
