@@ -257,11 +257,10 @@ class SensorSim(Node):
         self._t_battery = 0.0
 
         qos = common.qos_profile(values['qos'])
-        self._pubs = {
-            'camera': self.create_publisher(Image, values['camera.topic'], qos),
-            'lidar': self.create_publisher(PointCloud2, values['lidar.topic'], qos),
-            'audio': self.create_publisher(AudioFrame, values['audio.topic'], qos),
-        }
+        types = {'camera': Image, 'lidar': PointCloud2, 'audio': AudioFrame}
+        # only the streams it publishes: a lidar-only driver must not advertise a camera topic
+        self._pubs = {s: self.create_publisher(types[s], values[f'{s}.topic'], qos)
+                      for s in values['streams']}
         self._battery_pub = self.create_publisher(BatteryState, values['battery.topic'], 10)
         self._label_pub = self.create_publisher(String, values['label.topic'], 10)
         periods = {'camera': 1.0 / values['camera.rate'], 'lidar': 1.0 / values['lidar.rate'],

@@ -1,0 +1,137 @@
+"""The real `ros2` command line for end-to-end tests: find it, run it, watch its output.
+
+Where it comes from: a sourced ROS 2 (``ROS_DISTRO`` set, ``ros2`` on PATH), else the upstream
+sources that ``make setup`` builds into ``.cache/ros2cli`` (scripts/setup.sh, step 5). When
+neither is there the test FAILS with a message naming the missing tool: no silent skip.
+"""
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROS2CLI_ENV = ROOT / '.cache' / 'ros2cli' / 'env.sh'
+
+
+def ros2_environment(domain: int) -> Dict[str, str]:
+    """os.environ plus the ros2 command line, on DDS domain ``domain``, unbuffered output.
+
+    Fails (pytest.fail) naming the tool when no ``ros2`` can be found."""
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1',
+               RCUTILS_COLORIZED_OUTPUT='0')
+    if ROS2CLI_ENV.is_file():
+        out = subprocess.run(['bash', '-c', f'. "{ROS2CLI_ENV}" && env -0'], env=env,
+                             capture_output=True, check=True).stdout.decode()
+        env = dict(line.split('=', 1) for line in out.split('\0') if '=' in line)
+    elif not (os.environ.get('ROS_DISTRO') and shutil.which('ros2')):
+        pytest.fail(f'the ros2 command line is missing: no {ROS2CLI_ENV} (built by `make setup` from '
+                    '../shared/ros2cli/build.sh) and no sourced ROS 2 with `ros2` on PATH')
+    if not shutil.which('ros2', path=env.get('PATH')):
+        pytest.fail(f'the ros2 command line is missing: `ros2` not on PATH after sourcing {ROS2CLI_ENV}')
+    return env
+
+
+def ros2(env: Dict[str, str], *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run ``ros2 ARGS`` to completion; stdout and stderr together in ``.stdout``."""
+    return subprocess.run(['ros2', *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=timeout)
+
+
+class Process:
+    """A long-running command in its own process group; every output line kept with the
+    monotonic time it was read (a thread drains the pipe so the child never blocks)."""
+
+    def __init__(self, argv: Sequence[str], env: Dict[str, str]):
+        self.argv = list(argv)
+        self.proc = subprocess.Popen(self.argv, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.lines: List[Tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append((time.monotonic(), line.rstrip('\n')))
+
+    def snapshot(self) -> List[Tuple[float, str]]:
+        with self._lock:
+            return list(self.lines)
+
+    @property
+    def text(self) -> str:
+        return '\n'.join(line for _, line in self.snapshot())
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        """The first output line matching ``pattern``; AssertionError with the output after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, line in self.snapshot():
+                found = re.search(pattern, line)
+                if found:
+                    return found
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f'no line matching {pattern!r} within {timeout} s from {self.argv}:\n'
+                             f'{self.text[-4000:]}')
+
+    def signal(self, sig: int, group: bool = False) -> None:
+        """Send ``sig`` to the process (or its whole group, as a terminal's Ctrl-C does)."""
+        if self.proc.poll() is None:
+            if group:
+                os.killpg(self.proc.pid, sig)
+            else:
+                self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> Optional[int]:
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._reader.join(timeout=5.0)
+        return rc
+
+    def stop(self, timeout: float = 15.0) -> Optional[int]:
+        """SIGINT (ros2 launch needs it: SIGTERM leaves it hanging), then SIGKILL to the group."""
+        self.signal(signal.SIGINT)
+        rc = self.wait(timeout)
+        if rc is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.wait(5.0)
+        return rc
+
+
+def stop_daemon(env: Dict[str, str]) -> None:
+    """`ros2 daemon stop` (a verb run without --no-daemon may have started one)."""
+    subprocess.run(['ros2', 'daemon', 'stop'], env=env, capture_output=True, timeout=30)
+
+
+def topic_rates(env: Dict[str, str], topics: Sequence[str], seconds: float) -> Dict[str, float]:
+    """{topic: average rate [Hz]} as `ros2 topic hz` prints it after listening ``seconds``."""
+    hz = Process(['ros2', 'topic', 'hz', *topics], env)
+    try:
+        time.sleep(seconds)
+    finally:
+        hz.stop(timeout=10.0)
+    text = hz.text
+    if len(topics) == 1:
+        found = re.findall(r'average rate: ([0-9.]+)', text)
+        return {topics[0]: float(found[-1])} if found else {}
+    rates = {}
+    for topic in topics:  # table rows: "topic   rate   min_delta ...", newest last
+        found = re.findall(rf'^{re.escape(topic)}\s+([0-9.]+)\s', text, re.M)
+        if found:
+            rates[topic] = float(found[-1])
+    return rates

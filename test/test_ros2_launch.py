@@ -1,0 +1,156 @@
+"""End to end with the real ROS 2 command line, as a user runs it:
+
+    ros2 launch sentryfuse_ros perception.launch.py use_sim:=true params_file:=... camera_topic:=/front/image_raw
+
+plus a lidar driver of its own (`ros2 run sentryfuse_ros sensor_sim` publishing only lidar), checked
+from other processes with `ros2 topic hz`, `ros2 topic echo`, `ros2 topic info` and `ros2 param`:
+rates within 5% of the configured ones, the remapped camera topic, a parameter rejected with its
+reason, the lidar process killed and the prediction continuing without it within the health
+timeout + one period, and SIGINT to the launch ending every node with exit 0 and no traceback.
+One launch serves the whole module (start-up costs ~10 s here); the tests run in file order.
+"""
+import pathlib
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from conftest import domain_for
+from ros2_cli import ROOT, Process, ros2, ros2_environment, stop_daemon, topic_rates
+
+CAMERA_TOPIC = '/front/image_raw'          # remapped by launch argument
+RATES = {                                  # [Hz] configured in config/perception.yaml (+ lidar driver)
+    '/sentryfuse/prediction': 10.0,        # perception.rate
+    '/sentryfuse/health': 10.0,            # health_monitor.update_rate
+    CAMERA_TOPIC: 15.0,                    # sensor_sim.camera.rate
+    '/lidar/points': 10.0,                 # lidar driver's lidar.rate
+    '/audio/frames': 50.0,                 # sensor_sim.audio: 8000 Hz / 160 samples
+}
+LIDAR_TIMEOUT = 0.35                       # [s] health_monitor.lidar.timeout
+HEALTH_PERIOD = 0.1                        # [s] 1 / health_monitor.update_rate
+INFER_PERIOD = 0.1                         # [s] 1 / perception.rate
+TRANSPORT_ALLOWANCE = 0.25                 # [s] DDS hops + `ros2 topic echo` printing on 2 shared cores
+NODES = ('health_monitor', 'perception', 'sensor_sim')
+PREDICTION = 'sentryfuse_ros/msg/Prediction'
+DISCOVERY_S = '3.0'                        # [s] a --no-daemon verb spins this long for discovery
+WAIT_NODE = ('--timeout', '10')            # [s] `ros2 param` waits this long for the node
+
+
+@pytest.fixture(scope='module')
+def env():
+    environment = ros2_environment(domain_for(17))
+    yield environment
+    stop_daemon(environment)
+
+
+@pytest.fixture(scope='module')
+def params_file(tmp_path_factory) -> pathlib.Path:
+    """config/perception.yaml without the demo scenario (no scripted dropouts) and with the lidar
+    left to a driver process of its own, which a test kills."""
+    params = yaml.safe_load((ROOT / 'config' / 'perception.yaml').read_text(encoding='utf-8'))
+    sim = params['sensor_sim']['ros__parameters']
+    sim['scenario'] = ''
+    sim['streams'] = ['camera', 'audio']
+    path = tmp_path_factory.mktemp('launch') / 'params.yaml'
+    path.write_text(yaml.safe_dump(params), encoding='utf-8')
+    return path
+
+
+@pytest.fixture(scope='module')
+def lidar_driver(env):
+    proc = Process(['ros2', 'run', 'sentryfuse_ros', 'sensor_sim', '--ros-args',
+                    '-r', '__node:=lidar_driver', '-p', 'streams:=[lidar]', '-p', "scenario:=''",
+                    '-p', 'label.enabled:=false', '-p', 'battery.topic:=/lidar_driver/battery'], env)
+    yield proc
+    proc.signal(signal.SIGKILL, group=True)
+    proc.wait(5.0)
+
+
+@pytest.fixture(scope='module')
+def launch(env, params_file, lidar_driver):
+    proc = Process(['ros2', 'launch', 'sentryfuse_ros', 'perception.launch.py', 'use_sim:=true',
+                    f'params_file:={params_file}', f'camera_topic:={CAMERA_TOPIC}'], env)
+    try:
+        proc.wait_for(r'\[perception\]: prebuilt \d+ sub-networks', timeout=90)
+        proc.wait_for(r"live=\['audio', 'camera', 'lidar'\]", timeout=30)
+        yield proc
+    finally:
+        proc.stop(timeout=20)
+
+
+def test_ros2_interface_show_prediction_after_setup():
+    """The shell a user gets from set-up (install/local_setup.bash, then the ros2 command line's
+    own local_setup.bash) resolves std_msgs: the wheels' venv is on AMENT_PREFIX_PATH."""
+    env = ros2_environment(domain_for(18))
+    ros2cli_setup = ROOT / '.cache' / 'ros2cli' / 'install' / 'local_setup.bash'
+    sources = f'. "{ROOT}/install/local_setup.bash"'
+    if ros2cli_setup.is_file():
+        sources += f' && . "{ros2cli_setup}"'
+    out = subprocess.run(['bash', '-c', f'{sources} && ros2 interface show sentryfuse_ros/msg/Prediction'],
+                         env={k: v for k, v in env.items() if k != 'AMENT_PREFIX_PATH'},
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout
+    assert 'std_msgs/Header header' in out.stdout and 'int32 sec' in out.stdout, out.stdout
+
+
+def test_launch_rates_within_5_percent_of_configured(env, launch):
+    rates = topic_rates(env, list(RATES), seconds=8.0)
+    for topic, configured in RATES.items():
+        assert topic in rates, f'`ros2 topic hz` printed no rate for {topic}: {rates}'
+        assert abs(rates[topic] - configured) <= 0.05 * configured, (topic, rates[topic], configured)
+
+
+def test_launch_remapped_camera_topic(env, launch):
+    info = ros2(env, 'topic', 'info', CAMERA_TOPIC, '--no-daemon', '--spin-time', DISCOVERY_S)
+    assert info.returncode == 0, info.stdout
+    assert re.search(r'Publisher count: 1\b', info.stdout), info.stdout
+    assert re.search(r'Subscription count: 2\b', info.stdout), info.stdout  # health_monitor + perception
+    topics = ros2(env, 'topic', 'list', '--no-daemon', '--spin-time', DISCOVERY_S).stdout.split()
+    assert CAMERA_TOPIC in topics and '/camera/image_raw' not in topics, topics
+    used = ros2(env, 'topic', 'echo', '/sentryfuse/prediction', PREDICTION, '--once', '--no-daemon',
+                '--field', 'modalities_used', timeout=30)
+    assert 'camera' in used.stdout, used.stdout
+
+
+def test_launch_parameter_rejected_with_its_reason(env, launch):
+    bad = ros2(env, 'param', 'set', '/perception', 'health_timeout', '-1.0', '--no-daemon', *WAIT_NODE)
+    assert 'Setting parameter failed: health_timeout=-1.0: expected a positive number' in bad.stdout, bad.stdout
+    fixed = ros2(env, 'param', 'set', '/perception', 'rate', '5.0', '--no-daemon', *WAIT_NODE)
+    assert "Setting parameter failed: ['rate'] cannot change at run time" in fixed.stdout, fixed.stdout
+    kept = ros2(env, 'param', 'get', '/perception', 'health_timeout', '--no-daemon', *WAIT_NODE)
+    assert re.search(r'Double value is: 1\.0\b', kept.stdout), kept.stdout
+    good = ros2(env, 'param', 'set', '/perception', 'health_timeout', '1.5', '--no-daemon', *WAIT_NODE)
+    assert 'Set parameter successful' in good.stdout, good.stdout
+    ros2(env, 'param', 'set', '/perception', 'health_timeout', '1.0', '--no-daemon', *WAIT_NODE)
+
+
+def test_launch_killed_lidar_process_prediction_continues_without_it(env, launch, lidar_driver):
+    echo = Process(['ros2', 'topic', 'echo', '/sentryfuse/prediction', PREDICTION, '--no-daemon',
+                    '--field', 'modalities_used', '--flow-style'], env)
+    try:
+        echo.wait_for(r"lidar", timeout=30)
+        t_kill = time.monotonic()
+        lidar_driver.signal(signal.SIGKILL, group=True)
+        time.sleep(3.0)
+    finally:
+        echo.stop(timeout=10)
+    after = [(t - t_kill, line) for t, line in echo.snapshot() if t > t_kill and line.startswith('[')]
+    without = [dt for dt, line in after if 'lidar' not in line]
+    assert without, f'no prediction without lidar within 3 s of killing it: {after[-5:]}'
+    bound = LIDAR_TIMEOUT + HEALTH_PERIOD + INFER_PERIOD + TRANSPORT_ALLOWANCE
+    assert without[0] <= bound, f'first prediction without lidar {without[0]:.2f} s after the kill > {bound} s'
+    late = [line for dt, line in after if dt > without[0] + 0.05 and 'lidar' in line]
+    assert not late, late
+    assert len(without) >= 20, f'predictions stalled after the lidar died: {len(without)} in 3 s'
+
+
+def test_launch_sigint_ends_every_node_with_exit_0_and_no_traceback(launch):
+    rc = launch.stop(timeout=20)
+    text = launch.text
+    assert rc == 0, text[-3000:]
+    assert 'Traceback' not in text, text[-3000:]
+    for node in NODES:
+        assert re.search(rf'\[{node}-\d+\]: process has finished cleanly', text), f'{node}:\n{text[-3000:]}'
