@@ -3,8 +3,8 @@ parameter declaration/validation with fallback, and /diagnostics building.
 
 Parameters are declared with dynamic typing and validated by the node's own builder (a
 function turning the parameter values into frozen configs, raising ConfigError), both at
-start-up (invalid values are logged, reported and replaced by their defaults) and on every
-later change (rejected with the error as the reason).
+start-up (each invalid value is logged, reported and replaced by its default; the valid ones
+are kept) and on every later change (rejected with the error as the reason).
 """
 import importlib
 import math
@@ -83,23 +83,53 @@ def declare_parameters(node: Node, defaults: Mapping[str, Any]) -> Dict[str, Any
 def fall_back_to_defaults(node: Node, values: Dict[str, Any], defaults: Mapping[str, Any],
                           groups: Sequence[Tuple[Sequence[str], Callable[[Mapping[str, Any]], Any]]]
                           ) -> List[str]:
-    """Start-up validation: each group (its parameter names, a checker raising ConfigError)
-    whose values are invalid is logged and reset to its defaults, in ``values`` and on the node.
-    Call before :func:`install_validator`. Returns the error messages (for /diagnostics)."""
+    """Start-up validation: each group (its parameter names, a checker raising ConfigError) whose
+    values are invalid has ONLY the offending values reset to their defaults (in ``values`` and on
+    the node) and logged; every other value of the group is kept. Call before
+    :func:`install_validator`. Returns the error messages (for /diagnostics)."""
     errors = []
     for names, checker in groups:
-        try:
-            checker(values)
-        except (ConfigError, TypeError, ValueError) as exc:
-            message = f'{exc}; using defaults for {list(names)}'
+        for name, exc in _offending(values, defaults, names, checker):
+            message = f'{exc}; using the default for {list(name)}'
             node.get_logger().error(f'invalid parameter: {message}')
             errors.append(message)
-            resets = []
-            for name in names:
-                values[name] = defaults[name]
-                resets.append(Parameter(name, value=_parameter_value(defaults[name])))
-            node.set_parameters(resets)
+            for n in name:
+                values[n] = defaults[n]
+            node.set_parameters([Parameter(n, value=_parameter_value(defaults[n])) for n in name])
     return errors
+
+
+def _error(checker: Callable[[Mapping[str, Any]], Any], values: Mapping[str, Any]) -> str:
+    """The checker's error for ``values`` ('' when they are valid)."""
+    try:
+        checker(values)
+    except (ConfigError, TypeError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+    return ''
+
+
+def _offending(values: Mapping[str, Any], defaults: Mapping[str, Any], names: Sequence[str],
+               checker: Callable[[Mapping[str, Any]], Any]) -> List[Tuple[Tuple[str, ...], str]]:
+    """[(names to reset, error)]: one error at a time, the first non-default value whose default
+    clears or changes that error is the offender; when none does alone, the whole group."""
+    trial = dict(values)
+    found = []
+    for _ in range(len(names) + 1):
+        error = _error(checker, trial)
+        if not error:
+            return found
+        culprit = None
+        for name in names:
+            if trial[name] == defaults[name]:
+                continue
+            if _error(checker, {**trial, name: defaults[name]}) != error:
+                culprit = (name,)
+                break
+        if culprit is None:  # no single value explains it: the group's values only work together
+            culprit = tuple(n for n in names if trial[n] != defaults[n]) or tuple(names)
+        found.append((culprit, error))
+        trial.update({n: defaults[n] for n in culprit})
+    return found
 
 
 def install_validator(node: Node, names: Iterable[str],
