@@ -8,7 +8,7 @@ are kept) and on every later change (rejected with the error as the reason).
 """
 import importlib
 import math
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -213,7 +213,10 @@ def run_node(factory: Callable[[], Node], args=None) -> int:
     """The body of every node's ``main``: init, spin until Ctrl-C or shutdown, clean up.
 
     The try/spin/except (KeyboardInterrupt, ExternalShutdownException)/finally shape works from
-    Humble to Kilted.
+    Humble to Kilted. rclpy's SIGINT handler shuts the context down from its own thread, so a
+    callback caught mid-publish raises from a handle that was just invalidated: once the context
+    is down, such an error is part of stopping (exit 0), not a failure. A second Ctrl-C during
+    clean-up does not interrupt it.
     """
     import rclpy  # noqa: PLC0415
     from rclpy.executors import ExternalShutdownException  # noqa: PLC0415
@@ -224,8 +227,20 @@ def run_node(factory: Callable[[], Node], args=None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # noqa: BLE001 - re-raised unless the context was shut down under it
+        if rclpy.ok():
+            raise
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        _quietly(node.destroy_node if node is not None else None)
+        _quietly(rclpy.try_shutdown)
     return 0
+
+
+def _quietly(step: Optional[Callable[[], Any]]) -> None:
+    """Run one clean-up step; a further Ctrl-C must not leave it half done with a traceback."""
+    if step is None:
+        return
+    try:
+        step()
+    except KeyboardInterrupt:
+        pass

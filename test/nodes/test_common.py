@@ -75,3 +75,89 @@ def test_invalid_override_at_startup_keeps_the_battery_table(ros_context):
         assert len(node._param_errors) == 1 and 'compute_budget_override=-1.0' in node._param_errors[0]
     finally:
         node.destroy_node()
+
+
+# ---- Ctrl-C: exit 0 and no traceback at any moment ----------------------------------------
+import os  # noqa: E402
+import pathlib  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from conftest import domain_for  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+EXECUTABLES = ROOT / 'install' / 'sentryfuse_ros' / 'lib' / 'sentryfuse_ros'
+
+
+def start(argv, offset):
+    return subprocess.Popen(argv, env=dict(os.environ, ROS_DOMAIN_ID=str(domain_for(offset)),
+                                           PYTHONUNBUFFERED='1'),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def executable(name):
+    path = EXECUTABLES / name
+    assert path.is_file(), f'{path} missing: run `make setup`'
+    return [sys.executable, str(path)]
+
+
+def finish(proc):
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0 and 'Traceback' not in out, f'rc {proc.returncode}:\n{out[-3000:]}'
+    return out
+
+
+@pytest.mark.parametrize('delay_s', [0.5, 2.0])
+def test_ctrl_c_while_perception_imports_torch_exits_0_without_traceback(delay_s):
+    proc = start(executable('perception'), 15)
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGINT)
+    out = finish(proc)
+    assert 'prebuilt' not in out  # it was stopped during start-up, not while spinning
+
+
+@pytest.mark.parametrize('gap_s', [0.005, 0.02])
+def test_double_ctrl_c_while_publishing_exits_0_without_traceback(gap_s):
+    """A terminal's Ctrl-C reaches the node and `ros2 launch`, which sends its own SIGINT."""
+    proc = start(executable('sensor_sim') + ['--ros-args', '-p', "scenario:=''"], 16)
+    for line in proc.stdout:
+        if 'publishing' in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(gap_s)
+    proc.send_signal(signal.SIGINT)
+    finish(proc)
+
+
+BUSY_NODE = '''
+import sys
+from rclpy.node import Node
+from std_msgs.msg import String
+from sentryfuse_ros.nodes import common
+
+
+class Busy(Node):
+    def __init__(self):
+        super().__init__('busy_publisher')
+        self.pub = self.create_publisher(String, '/busy', 10)
+        self.create_timer(0.01, self.tick)
+
+    def tick(self):
+        self.context.shutdown()   # what rclpy's SIGINT handler thread does, here mid-callback
+        self.pub.publish(String(data='x'))
+
+
+sys.exit(common.run_node(Busy))
+'''
+
+
+def test_context_shut_down_while_publishing_exits_0_without_traceback(tmp_path):
+    """rclpy's SIGINT handler shuts the context down from its own thread; a callback caught between
+    building a message and publishing it used to end the node with exit 1 and a traceback
+    (`RCLError: publisher's context is invalid`, or InvalidHandle)."""
+    script = tmp_path / 'busy.py'
+    script.write_text(BUSY_NODE, encoding='utf-8')
+    finish(start([sys.executable, str(script)], 17))
