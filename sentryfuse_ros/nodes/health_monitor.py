@@ -137,7 +137,9 @@ class HealthMonitor(Node):
             BatteryState, values['battery_topic'], self._on_battery, 10)
         self._health_pub = self.create_publisher(ModalityHealth, '/sentryfuse/health', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._timer = self.create_timer(1.0 / float(values['update_rate']), self._on_update)
+        self._period = 1.0 / float(values['update_rate'])
+        self._last_check = None  # time of the previous check [s]
+        self._timer = self.create_timer(self._period, self._on_update)
         self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
         self._published = None  # last published HealthState
         self.get_logger().info(f'monitoring {dict(self._topics)}; battery on {values["battery_topic"]}')
@@ -168,7 +170,12 @@ class HealthMonitor(Node):
             self._publish(state)
 
     def _on_update(self) -> None:
-        self._publish(self._tracker.check(self._now()))
+        # A check that runs late ran before the sensor callbacks queued meanwhile (a starved
+        # process): their arrivals are unknown for that long, so staleness is judged without it.
+        now = self._now()
+        lateness = 0.0 if self._last_check is None else max(0.0, now - self._last_check - self._period)
+        self._last_check = now
+        self._publish(self._tracker.check(now, lateness=lateness))
 
     def _publish(self, state: health.HealthState) -> None:
         msg = ModalityHealth()

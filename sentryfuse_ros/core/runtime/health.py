@@ -2,9 +2,12 @@
 
 The topic_state_monitor way (Autoware): each modality keeps the arrival times of its last
 ``window_size`` messages; rate = (N - 1) / (t_last - t_first); status is decided in the order
-NOT_RECEIVED -> TIMEOUT -> ERROR_RATE -> WARN_RATE -> OK. A modality is *live* when its status
-is OK or WARN_RATE; going dead is immediate, coming back needs ``recover_count`` consecutive
-healthy checks (hysteresis, so modality masks do not flap).
+NOT_RECEIVED -> TIMEOUT -> ERROR_RATE -> WARN_RATE -> OK. The published ``rate_hz`` also counts
+silence beyond one mean period into the span, so a dead sensor's rate decays towards 0. A check
+that runs late (its process was starved of CPU) judges staleness at the time it was due, not
+against arrivals still queued behind it. A modality is *live* when its status is OK or
+WARN_RATE; going dead is immediate, coming back needs ``recover_count`` consecutive healthy
+checks (hysteresis, so modality masks do not flap).
 
 The battery maps to a ``compute_budget`` in (0, 1] through a table of (level, budget) rows
 with a hysteresis band on the way up. Used by the health_monitor node, by the perception
@@ -117,30 +120,42 @@ class ModalityMonitor:
     def last_arrival(self) -> Optional[float]:
         return self._arrivals[-1] if self._arrivals else None
 
-    def rate_hz(self) -> float:
-        """(N - 1) / (t_last - t_first) over the window; 0 with fewer than two arrivals."""
+    def rate_hz(self, now: Optional[float] = None) -> float:
+        """(N - 1) / span over the window, 0 with fewer than two arrivals. Given ``now``, the
+        silence beyond one mean period joins the span, so a dead sensor's rate decays towards 0
+        instead of keeping its last value (an on-time arrival leaves the rate unchanged)."""
         if len(self._arrivals) < 2:
             return 0.0
         span = self._arrivals[-1] - self._arrivals[0]
-        return (len(self._arrivals) - 1) / span if span > 0 else math.inf
+        if span <= 0:
+            return math.inf
+        intervals = len(self._arrivals) - 1
+        if now is not None:
+            span += max(0.0, now - self._arrivals[-1] - span / intervals)
+        return intervals / span
 
-    def status(self, now: float) -> int:
-        """The status at ``now`` without touching the hysteresis state."""
+    def status(self, now: float, lateness: float = 0.0) -> int:
+        """The status at ``now`` without touching the hysteresis state. ``lateness`` [s]: how long
+        the caller could not see arrivals before ``now`` (its check ran that late): staleness is
+        judged at ``now - lateness``, so a monitor that was starved of CPU does not declare a
+        publishing sensor dead for messages still waiting in its queue."""
         if not self._arrivals:
             return NOT_RECEIVED
-        if now - self._arrivals[-1] > self.config.timeout:
+        seen = max(self._arrivals[-1], now - max(0.0, lateness))
+        if seen - self._arrivals[-1] > self.config.timeout:
             return TIMEOUT
-        rate = self.rate_hz()
+        rate = self.rate_hz()  # between arrivals: silence is the timeout's to judge, not the rate's
         if rate < self.config.error_rate:
             return ERROR_RATE
         if rate < self.config.warn_rate:
             return WARN_RATE
         return OK
 
-    def check(self, now: float, advance: bool = True) -> ModalityStatus:
-        """Evaluate at ``now``. An unhealthy status makes the modality dead at once; a healthy
-        one counts towards recovery only when ``advance`` (one call per check period)."""
-        status = self.status(now)
+    def check(self, now: float, advance: bool = True, lateness: float = 0.0) -> ModalityStatus:
+        """Evaluate at ``now`` (``lateness``: see :meth:`status`). An unhealthy status makes the
+        modality dead at once; a healthy one counts towards recovery only when ``advance`` (one
+        call per check period)."""
+        status = self.status(now, lateness)
         if status not in HEALTHY:
             self._live = False
             self._healthy_count = 0
@@ -151,7 +166,8 @@ class ModalityMonitor:
                 self._healthy_count = 0
         last = self.last_arrival
         age = math.inf if last is None else max(0.0, now - last)
-        return ModalityStatus(self.name, status, self._live, self.rate_hz() if last is not None else 0.0,
+        seen = now if last is None else max(last, now - max(0.0, lateness))
+        return ModalityStatus(self.name, status, self._live, self.rate_hz(seen) if last is not None else 0.0,
                               age, self._healthy_count)
 
 
@@ -302,10 +318,11 @@ class HealthTracker:
                    capacity: float = math.nan) -> None:
         self.battery.on_battery(t, percentage, charge, capacity)
 
-    def check(self, now: float, advance: bool = True) -> HealthState:
-        """Snapshot at ``now``; ``advance`` counts this as one hysteresis check period.
+    def check(self, now: float, advance: bool = True, lateness: float = 0.0) -> HealthState:
+        """Snapshot at ``now``; ``advance`` counts this as one hysteresis check period;
+        ``lateness`` [s]: how late this check runs (see :meth:`ModalityMonitor.status`).
         The result is also kept as ``last``."""
-        statuses = [m.check(now, advance) for m in self.monitors.values()]
+        statuses = [m.check(now, advance, lateness) for m in self.monitors.values()]
         state = HealthState(
             stamp=float(now),
             modalities=tuple(s.name for s in statuses),

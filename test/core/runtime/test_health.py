@@ -230,3 +230,43 @@ def test_tracker_snapshot_and_change_detection():
     assert s.compute_budget == 0.5 and s.battery_percentage == pytest.approx(0.2)
     assert s.changed_from(states[2]) and s is tracker.last
     assert s.rate_hz[0] == pytest.approx(30.0) and math.isinf(s.age_s[1])
+
+
+def test_dead_sensor_rate_hz_decays_instead_of_keeping_its_last_value():
+    """A camera at 15 Hz that stops: 21 s into TIMEOUT its rate used to read 15 Hz."""
+    m = ModalityMonitor('camera', CFG)
+    last = feed(m, 15.0, 0.0, 2.0)
+    on_time = m.check(last + 0.5 / 15.0)                 # next arrival not yet due: unchanged
+    assert on_time.rate_hz == pytest.approx(15.0)
+    rates = [m.check(last + dt).rate_hz for dt in (0.5, 2.0, 21.0)]
+    assert rates[0] < 15.0 and rates[0] > rates[1] > rates[2]
+    assert rates[2] == pytest.approx(4 / (4 / 15.0 + 21.0 - 1 / 15.0))   # (N - 1) / (span + overdue)
+    assert m.check(last + 21.0).status == health.TIMEOUT
+
+
+def test_late_check_does_not_kill_a_publishing_sensor():
+    """Health under load: the monitor's process starved 0.6 s, its check then ran before the
+    queued sensor callbacks. Judged at the time it was due, the camera stays live."""
+    m = ModalityMonitor('camera', CFG)
+    last = feed(m, 15.0, 0.0, 0.5)
+    assert [m.check(last).live for _ in range(3)][-1]
+    starved_until = 0.5 + 0.6                            # check due at 0.6 runs at 1.1
+    assert m.check(starved_until, lateness=0.5).live
+    assert m.check(starved_until).status == health.TIMEOUT   # the old judgement: dead for 0.3 s+
+
+
+def test_late_check_still_reports_a_dead_sensor_on_the_next_check():
+    m = ModalityMonitor('camera', CFG)
+    last = feed(m, 15.0, 0.0, 0.5)
+    assert m.check(last + 0.9, lateness=0.5).status == health.TIMEOUT   # silent 0.4 s beyond the lateness
+    m2 = ModalityMonitor('camera', CFG)
+    last = feed(m2, 15.0, 0.0, 0.5)
+    assert m2.check(last + 0.35, lateness=0.0).status == health.TIMEOUT   # on time: timeout as before
+
+
+def test_tracker_passes_lateness_to_every_monitor():
+    tracker = HealthTracker({'camera': CFG, 'lidar': CFG}, BatteryBudgetConfig())
+    for name in ('camera', 'lidar'):
+        feed(tracker.monitors[name], 15.0, 0.0, 1.0)
+    assert tracker.check(1.6, advance=False, lateness=0.6).status == (health.OK, health.OK)
+    assert tracker.check(1.6, advance=False).status == (health.TIMEOUT, health.TIMEOUT)
