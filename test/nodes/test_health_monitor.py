@@ -194,3 +194,33 @@ def test_invalid_parameters_rejected_and_reported(harness):
     assert h.monitor.get_parameter('camera.timeout').value == 0.5
     assert h.monitor._tracker.monitors['camera'].config.timeout == 0.5
     assert h.monitor.get_parameter('camera.topic').value == '/camera/image_raw'
+
+
+@pytest.mark.parametrize('harness', [CAMERA_ONLY], indirect=True)
+def test_monitor_starved_of_cpu_keeps_a_publishing_camera_live(harness, ros_context):
+    """Health under load: the camera publishes at 30 Hz from its own thread while the monitor's
+    executor is blocked for 0.6 s (a starved process). Its late check used to run before the
+    queued camera callbacks and declare the camera dead (TIMEOUT) for RECOVER checks."""
+    import threading
+    import time
+    h = harness
+    driver = Node('camera_driver', context=ros_context)
+    pub = driver.create_publisher(Image, '/camera/image_raw', 10)
+    driver.create_timer(1.0 / 30.0, lambda: pub.publish(
+        Image(height=2, width=2, encoding='mono8', step=2, data=bytes(4))))
+    driver_executor = SingleThreadedExecutor(context=ros_context)
+    driver_executor.add_node(driver)
+    thread = threading.Thread(target=driver_executor.spin, daemon=True)
+    thread.start()
+    try:
+        h.spin_until(lambda: h.health and h.health[-1].live[0], 5.0, 'camera live')
+        for _ in range(3):
+            n = len(h.health)
+            h.spin_until(lambda: len(h.health) >= n + 3, 2.0, 'health messages')
+            time.sleep(0.6)                                  # the monitor's process gets no CPU
+            h.spin_until(lambda: len(h.health) >= n + 8, 3.0, 'health after the stall')
+            assert all(m.live[0] for m in h.health[n:]), [(m.live[0], m.status[0]) for m in h.health[n:]]
+    finally:
+        driver_executor.shutdown(timeout_sec=1.0)
+        thread.join(timeout=2.0)
+        driver.destroy_node()
