@@ -189,8 +189,11 @@ def stop_hogs(hogs: Sequence[subprocess.Popen]) -> None:
 
 
 def normal_priority() -> None:
-    """Children (nodes under test, hogs) run at the default priority whatever this process has."""
+    """Children (nodes under test, hogs) run at the default priority and with the default SIGINT
+    action whatever this process has (a shell's background job ignores SIGINT, and the nodes
+    would inherit that and never see the Ctrl-C that stops them)."""
     os.setpriority(os.PRIO_PROCESS, 0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def raise_own_priority() -> bool:
