@@ -81,6 +81,14 @@ def launch(env, params_file, lidar_driver):
         proc.stop(timeout=20)
 
 
+def test_missing_ros2_command_line_fails_naming_it(monkeypatch, tmp_path):
+    import ros2_cli
+    monkeypatch.setattr(ros2_cli, 'ROS2CLI_ENV', tmp_path / 'env.sh')
+    monkeypatch.delenv('ROS_DISTRO', raising=False)
+    with pytest.raises(pytest.fail.Exception, match=r'ros2 command line is missing: no .*env\.sh \(built by `make setup`'):
+        ros2_cli.ros2_environment(domain_for(18))
+
+
 def test_ros2_interface_show_prediction_after_setup():
     """The shell a user gets from set-up (install/local_setup.bash, then the ros2 command line's
     own local_setup.bash) resolves std_msgs: the wheels' venv is on AMENT_PREFIX_PATH."""
