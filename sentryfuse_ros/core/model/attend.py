@@ -11,6 +11,7 @@ Shapes:
     B batch, T tokens, C width, H query heads, G kv heads (groups), R = H / G heads per group,
     D head dim, Tq / Tk query / key tokens of one segment.
 """
+import copy
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -40,19 +41,31 @@ def attended_pairs(segments: Segments, *, sparse: bool) -> int:
     return g * t + sum((e - s) * (g + e - s) for s, e in segments.parts)
 
 
-def sliced_linear(old: nn.Linear, *, rows: Optional[Tensor] = None, cols: Optional[Tensor] = None) -> nn.Linear:
-    """A new Linear holding the given output rows / input columns of ``old`` (bias follows the rows)."""
+def sliced_linear(old: nn.Linear, *, rows: Optional[Tensor] = None, cols: Optional[Tensor] = None,
+                  unit: int = 1) -> nn.Linear:
+    """A new Linear holding the given output rows / input columns of ``old`` (bias follows the rows).
+
+    ``rows`` / ``cols`` index units of ``unit`` consecutive channels (unit 1: single channels); a unit
+    gather copies whole runs of ``unit`` floats. The new module is assembled around the gathered
+    tensors without initialising anything, so the cost is one gather of the kept weights.
+    """
     weight = old.weight.detach()
+    out_f, in_f = weight.shape
     if rows is not None:
-        weight = weight[rows]
+        weight = weight.reshape(out_f // unit, unit, in_f).index_select(0, rows).reshape(-1, in_f)    # (U, u, in) -> (U'*u, in)
     if cols is not None:
-        weight = weight[:, cols]
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=old.bias is not None,
-                    device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        if old.bias is not None:
-            new.bias.copy_(old.bias.detach() if rows is None else old.bias.detach()[rows])
+        o = weight.shape[0]
+        weight = weight.reshape(o, in_f // unit, unit).index_select(1, cols).reshape(o, -1)      # (out, U, u) -> (out, U'*u)
+    gathered = rows is not None or cols is not None
+    bias = None
+    if old.bias is not None:
+        bias = old.bias.detach()
+        bias = bias.clone() if rows is None else bias.view(-1, unit).index_select(0, rows).reshape(-1)  # (U, u) -> (U'*u,)
+    new = copy.copy(old)  # same class and hooks, own parameter dict (no re-initialisation)
+    new._parameters = type(old._parameters)(
+        weight=nn.Parameter(weight if gathered else weight.clone(), requires_grad=old.weight.requires_grad),
+        bias=None if bias is None else nn.Parameter(bias, requires_grad=old.bias.requires_grad))
+    new.in_features, new.out_features = int(weight.shape[1]), int(weight.shape[0])
     return new
 
 
@@ -62,13 +75,17 @@ def check_keep(keep: Tensor, count: int, what: str) -> Tensor:
     if keep.dtype == torch.bool:
         if keep.numel() != count:
             raise PruningError(f'{what} mask has {keep.numel()} entries: expected {count}')
-        keep = keep.nonzero().flatten()
+        keep = keep.cpu().nonzero().flatten()  # sorted and distinct by construction
+        if keep.numel() == 0:
+            raise PruningError(f'{what}: at least one of {count} units must be kept, got none')
+        return keep
     keep = keep.long().cpu()
     if keep.numel() == 0:
         raise PruningError(f'{what}: at least one of {count} units must be kept, got none')
-    if keep.unique().numel() != keep.numel() or int(keep.min()) < 0 or int(keep.max()) >= count:
+    ordered = keep.sort().values
+    if bool((ordered[1:] == ordered[:-1]).any()) or int(ordered[0]) < 0 or int(ordered[-1]) >= count:
         raise PruningError(f'{what} indices {keep.tolist()}: expected distinct indices in [0, {count})')
-    return keep.sort().values
+    return ordered
 
 
 class GroupedAttention(nn.Module):
@@ -79,15 +96,16 @@ class GroupedAttention(nn.Module):
         num_heads: query heads H.
         num_kv_heads: key/value heads G (H % G == 0).
         sparse: modality-block-sparse pattern (True) or full attention (False).
+        head_dim: per-head width D; 0 = dim // num_heads (then dim % num_heads == 0).
     """
 
-    def __init__(self, *, dim: int, num_heads: int, num_kv_heads: int, sparse: bool):
+    def __init__(self, *, dim: int, num_heads: int, num_kv_heads: int, sparse: bool, head_dim: int = 0):
         super().__init__()
-        if dim % num_heads or num_heads % num_kv_heads:
+        if num_heads % num_kv_heads or (head_dim <= 0 and dim % num_heads):
             raise ModelError(f'num_heads={num_heads}, num_kv_heads={num_kv_heads}, dim={dim}: expected '
-                             'num_heads % num_kv_heads == 0 and dim % num_heads == 0')
+                             'num_heads % num_kv_heads == 0 and dim % num_heads == 0 (or an explicit head_dim)')
         self.dim, self.num_heads, self.num_kv_heads = dim, num_heads, num_kv_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = head_dim if head_dim > 0 else dim // num_heads
         self.group_size = num_heads // num_kv_heads
         self.sparse = sparse
         self.kept_groups = list(range(num_kv_heads))  # original indices of the groups still here
@@ -153,14 +171,14 @@ class GroupedAttention(nn.Module):
     def slice_(self, keep_groups: Tensor) -> 'GroupedAttention':
         """Keep only these KV groups (with their query heads), in place. Returns self."""
         keep = check_keep(keep_groups, self.num_kv_heads, 'attention groups')
+        if keep.numel() == self.num_kv_heads:  # nothing pruned: keep the tensors (shared by a sharing copy)
+            return self
         r, d = self.group_size, self.head_dim
-        qrows = (keep[:, None] * (r * d) + torch.arange(r * d)[None, :]).flatten()  # (G', R*D) -> (G'*R*D,)
-        kvrows = (keep[:, None] * d + torch.arange(d)[None, :]).flatten()           # (G', D) -> (G'*D,)
-        dev = self.q.weight.device
-        self.q = sliced_linear(self.q, rows=qrows.to(dev))
-        self.k = sliced_linear(self.k, rows=kvrows.to(dev))
-        self.v = sliced_linear(self.v, rows=kvrows.to(dev))
-        self.o = sliced_linear(self.o, cols=qrows.to(dev))
+        keep = keep.to(self.q.weight.device)
+        self.q = sliced_linear(self.q, rows=keep, unit=r * d)  # a group: R*D query channels ...
+        self.k = sliced_linear(self.k, rows=keep, unit=d)      # ... D key and D value channels
+        self.v = sliced_linear(self.v, rows=keep, unit=d)
+        self.o = sliced_linear(self.o, cols=keep, unit=r * d)
         self.num_kv_heads = int(keep.numel())
         self.num_heads = self.num_kv_heads * r
         self.kept_groups = [self.kept_groups[i] for i in keep.tolist()]
@@ -179,8 +197,8 @@ class DenseAttention(GroupedAttention):
         num_heads: heads H.
     """
 
-    def __init__(self, *, dim: int, num_heads: int):
-        super().__init__(dim=dim, num_heads=num_heads, num_kv_heads=num_heads, sparse=False)
+    def __init__(self, *, dim: int, num_heads: int, head_dim: int = 0):
+        super().__init__(dim=dim, num_heads=num_heads, num_kv_heads=num_heads, sparse=False, head_dim=head_dim)
 
 
 class SentryAttend(GroupedAttention):
@@ -190,7 +208,8 @@ class SentryAttend(GroupedAttention):
         dim: token width C.
         num_heads: query heads H.
         num_kv_heads: key/value heads G shared by H / G query heads each.
+        head_dim: per-head width D (0 = dim // num_heads).
     """
 
-    def __init__(self, *, dim: int, num_heads: int, num_kv_heads: int):
-        super().__init__(dim=dim, num_heads=num_heads, num_kv_heads=num_kv_heads, sparse=True)
+    def __init__(self, *, dim: int, num_heads: int, num_kv_heads: int, head_dim: int = 0):
+        super().__init__(dim=dim, num_heads=num_heads, num_kv_heads=num_kv_heads, sparse=True, head_dim=head_dim)

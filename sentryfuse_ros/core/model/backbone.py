@@ -80,7 +80,7 @@ class SentryFuseModel(nn.Module):
     def _new_block(self) -> FusionBlock:
         m = self.config.model
         return FusionBlock(dim=m.dim, num_heads=m.num_heads, num_kv_heads=m.kv_heads, ffn_dim=m.ffn_dim,
-                           ffn_block=m.ffn_block, attention=m.attention, dropout=m.dropout)
+                           ffn_block=m.ffn_block, attention=m.attention, dropout=m.dropout, head_dim=m.head_dim)
 
     # ---- structure -------------------------------------------------------------------------------
     def _block(self, stage: str, mod: Optional[str], layer: int) -> FusionBlock:
@@ -145,7 +145,7 @@ class SentryFuseModel(nn.Module):
                        generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
         """Random inputs with the right shapes for a live set (for FLOP counts, latency, tests)."""
         pre = self.config.preprocess
-        shapes = {'camera': (batch, 3, pre.image_size, pre.image_size), 'lidar': (batch, 3, pre.bev_size, pre.bev_size),
+        shapes = {'camera': (batch, 3) + pre.image_hw, 'lidar': (batch, 3) + pre.bev_hw,
                   'audio': (batch, pre.audio_samples)}
         out = {}
         for m in self.canonical_live(live):
@@ -168,7 +168,7 @@ class SentryFuseModel(nn.Module):
         """Logits (B, K) from a dict with any non-empty subset of the model's modalities.
 
         Args:
-            inputs: modality -> tensor (camera (B, 3, S, S), lidar (B, 3, G, G), audio (B, A)).
+            inputs: modality -> tensor (camera (B, 3, S, SW), lidar (B, 3, G, GW), audio (B, A)).
             gates: optional per-block UnitGates (index i matches ``blocks()[i]``), each (G,)/(NF,) or
                 per-sample (B, G)/(B, NF); they scale KV-group outputs and FFN channel-block activations.
         """
@@ -212,11 +212,56 @@ class SentryFuseModel(nn.Module):
             pooled = x[:, 0]  # (B, C)
         return self.head(self.norm(pooled))  # (B, K)
 
-    def sliced_copy(self, keep: Sequence[Tuple[Tensor, Tensor]]) -> 'SentryFuseModel':
-        """A deep copy with only the given units per block (indices or bool masks); self is untouched."""
+    def sliced_copy(self, keep: Sequence[Tuple[Tensor, Tensor]], *, share: bool = False) -> 'SentryFuseModel':
+        """A copy with only the given units per block (indices or bool masks); self is untouched.
+
+        Args:
+            keep: per block (KV groups, FFN blocks) to keep.
+            share: False: a deep copy (independent tensors, safe to train). True: a view-like copy
+                whose tokenizers, norms, head, global tokens and unpruned linears are self's own
+                tensors; only the pruned linears hold new (gathered) weights. Inference only: the
+                process keeps one copy of every weight that is not pruned away.
+        """
         if len(keep) != len(self._order):
             raise ModelError(f'slice masks for {len(keep)} blocks: expected {len(self._order)}')
-        new = copy.deepcopy(self)
-        for blk, (groups, blocks) in zip(new.blocks(), keep):
-            blk.slice_(groups, blocks)
+        if not share:
+            new = copy.deepcopy(self)
+            for blk, (groups, blocks) in zip(new.blocks(), keep):
+                blk.slice_(groups, blocks)
+            return new
+        new = _shallow(self)
+        for name in ('unimodal', 'joint', 'fusion'):  # fresh containers, so self's blocks stay in self
+            old = getattr(self, name)
+            setattr(new, name, _shallow_tree(old))
+        for blk_key, (groups, blocks) in zip(new._order, keep):
+            stage, mod, layer = blk_key
+            blk = new._block(stage, mod, layer)
+            fresh = _shallow(blk)
+            fresh.attn, fresh.ffn = _shallow(blk.attn), _shallow(blk.ffn)
+            fresh.slice_(groups, blocks)
+            if stage == 'unimodal':
+                new.unimodal[mod][layer] = fresh
+            elif stage == 'fusion':
+                new.fusion[layer][mod] = fresh
+            else:
+                new.joint[layer] = fresh
         return new
+
+
+def _shallow(module: nn.Module) -> nn.Module:
+    """A new module object sharing ``module``'s tensors and children; its own child/param/buffer dicts,
+    so assigning a child or parameter on the copy leaves the original alone."""
+    new = copy.copy(module)
+    new._modules = type(module._modules)(module._modules)
+    new._parameters = type(module._parameters)(module._parameters)
+    new._buffers = type(module._buffers)(module._buffers)
+    return new
+
+
+def _shallow_tree(container: nn.Module) -> nn.Module:
+    """Shallow copies of a ModuleList / ModuleDict and of its nested containers (blocks are shared)."""
+    new = _shallow(container)
+    for key, child in container._modules.items():
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            new._modules[key] = _shallow_tree(child)
+    return new

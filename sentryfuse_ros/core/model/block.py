@@ -60,10 +60,11 @@ class FeedForward(nn.Module):
     def slice_(self, keep_blocks: Tensor) -> 'FeedForward':
         """Keep only these channel blocks, in place. Returns self."""
         keep = check_keep(keep_blocks, self.num_blocks, 'ffn blocks')
-        rows = (keep[:, None] * self.block + torch.arange(self.block)[None, :]).flatten()  # (NF', b) -> (F',)
-        rows = rows.to(self.fc1.weight.device)
-        self.fc1 = sliced_linear(self.fc1, rows=rows)
-        self.fc2 = sliced_linear(self.fc2, cols=rows)
+        if keep.numel() == self.num_blocks:  # nothing pruned: keep the tensors (shared by a sharing copy)
+            return self
+        keep = keep.to(self.fc1.weight.device)
+        self.fc1 = sliced_linear(self.fc1, rows=keep, unit=self.block)  # (F, C) -> (F', C) in runs of b rows
+        self.fc2 = sliced_linear(self.fc2, cols=keep, unit=self.block)  # (C, F) -> (C, F') in runs of b columns
         self.kept_blocks = [self.kept_blocks[i] for i in keep.tolist()]
         return self
 
@@ -79,16 +80,17 @@ class FusionBlock(nn.Module):
         ffn_block: FFN channels per prunable unit.
         attention: 'dense' or 'sentry'.
         dropout: dropout on both residual branches while training.
+        head_dim: per-head width D (0 = dim // num_heads).
     """
 
     def __init__(self, *, dim: int, num_heads: int, num_kv_heads: int, ffn_dim: int, ffn_block: int,
-                 attention: str = 'sentry', dropout: float = 0.0):
+                 attention: str = 'sentry', dropout: float = 0.0, head_dim: int = 0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         if attention == 'dense':
-            self.attn = DenseAttention(dim=dim, num_heads=num_heads)
+            self.attn = DenseAttention(dim=dim, num_heads=num_heads, head_dim=head_dim)
         elif attention == 'sentry':
-            self.attn = SentryAttend(dim=dim, num_heads=num_heads, num_kv_heads=num_kv_heads)
+            self.attn = SentryAttend(dim=dim, num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim)
         else:
             raise ModelError(f'attention={attention!r}: expected dense or sentry')
         self.norm2 = nn.LayerNorm(dim)

@@ -21,7 +21,7 @@ class ModelConfig:
     attention: str = 'sentry'       # dense (MHA, num_kv_heads forced = num_heads) | sentry (GQA + modality-block sparsity)
     dim: int = 64                   # token width C
     depth: int = 4                  # transformer layers in total (per-modality + joint/fusion)
-    num_heads: int = 4              # query heads H (head dim D = dim // num_heads)
+    num_heads: int = 4              # query heads H
     num_kv_heads: int = 2           # key/value heads G for sentry attention (each shared by H/G query heads)
     ffn_dim: int = 128              # FFN hidden channels F per block
     ffn_block: int = 16             # FFN channels per prunable unit (ffn_dim % ffn_block == 0)
@@ -34,6 +34,9 @@ class ModelConfig:
     n_mels: int = 32                # mel bands
     audio_patch_frames: int = 4     # STFT frames per audio token (trailing frames that do not fill a token are dropped)
     dropout: float = 0.0            # dropout on attention and FFN outputs during training
+    head_dim: int = 0               # per-head width D (0 = dim // num_heads); H * D need not equal dim
+    mel_f_min: float = 0.0          # lowest mel band edge [Hz]
+    mel_f_max: float = 0.0          # highest mel band edge [Hz] (0 = Nyquist of the audio rate)
 
     def __post_init__(self):
         mods = tuple(self.modalities)
@@ -45,10 +48,15 @@ class ModelConfig:
         for key in ('dim', 'depth', 'num_heads', 'num_kv_heads', 'ffn_dim', 'ffn_block', 'image_patch',
                     'bev_patch', 'n_fft', 'hop', 'n_mels', 'audio_patch_frames'):
             check(_pos_int(getattr(self, key)), key, getattr(self, key), 'a positive int')
-        if self.dim % self.num_heads or self.num_heads % self.num_kv_heads:
+        check(_pos_int(self.head_dim, 0), 'head_dim', self.head_dim, 'an int >= 0 (0 = dim // num_heads)')
+        if self.num_heads % self.num_kv_heads or (self.head_dim == 0 and self.dim % self.num_heads):
             raise ConfigError(
                 f'num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, dim={self.dim}: grouped-query '
-                'attention needs num_heads % num_kv_heads == 0 and dim % num_heads == 0')
+                'attention needs num_heads % num_kv_heads == 0 and dim % num_heads == 0 (or an explicit head_dim)')
+        check(isinstance(self.mel_f_min, (int, float)) and self.mel_f_min >= 0, 'mel_f_min', self.mel_f_min,
+              'a frequency >= 0 [Hz]')
+        check(isinstance(self.mel_f_max, (int, float)) and (self.mel_f_max == 0 or self.mel_f_max > self.mel_f_min),
+              'mel_f_max', self.mel_f_max, f'0 (Nyquist) or a frequency > mel_f_min={self.mel_f_min} [Hz]')
         check(self.ffn_dim % self.ffn_block == 0, 'ffn_block', self.ffn_block,
               f'a divisor of ffn_dim={self.ffn_dim}')
         check(_pos_int(self.num_fusion_tokens, 0), 'num_fusion_tokens', self.num_fusion_tokens, 'an int >= 0')
@@ -62,13 +70,14 @@ class ModelConfig:
         check(0.0 <= self.dropout < 1.0, 'dropout', self.dropout, 'a probability in [0, 1)')
 
     @property
+    def attn_head_dim(self) -> int:
+        """Per-head width D in effect: head_dim, or dim // num_heads when head_dim is 0."""
+        return self.head_dim or self.dim // self.num_heads
+
+    @property
     def kv_heads(self) -> int:
         """Effective key/value heads: num_heads for dense attention, num_kv_heads for sentry."""
         return self.num_heads if self.attention == 'dense' else self.num_kv_heads
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.num_heads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +94,13 @@ class SentryFuseConfig:
               'class_names', self.class_names, 'at least 2 distinct non-empty strings')
         object.__setattr__(self, 'class_names', names)
         pre, m = self.preprocess, self.model
-        check(pre.image_size % m.image_patch == 0, 'model.image_patch', m.image_patch,
-              f'a divisor of preprocess.image_size={pre.image_size}')
-        check(pre.bev_size % m.bev_patch == 0, 'model.bev_patch', m.bev_patch,
-              f'a divisor of preprocess.bev_size={pre.bev_size}')
+        check(pre.image_hw[0] % m.image_patch == 0 and pre.image_hw[1] % m.image_patch == 0, 'model.image_patch',
+              m.image_patch, f'a divisor of preprocess.image_size={pre.image_hw[0]} and of the image width {pre.image_hw[1]}')
+        check(pre.bev_hw[0] % m.bev_patch == 0 and pre.bev_hw[1] % m.bev_patch == 0, 'model.bev_patch', m.bev_patch,
+              f'a divisor of preprocess.bev_size={pre.bev_hw[0]} and of the BEV width {pre.bev_hw[1]}')
+        nyquist = pre.audio_rate / 2.0
+        check(m.mel_f_max <= nyquist and m.mel_f_min < (m.mel_f_max or nyquist), 'model.mel_f_max', m.mel_f_max,
+              f'<= Nyquist {nyquist} Hz of preprocess.audio_rate={pre.audio_rate} and > mel_f_min={m.mel_f_min}')
         frames = 1 + pre.audio_samples // m.hop
         check(frames >= m.audio_patch_frames, 'model.audio_patch_frames', m.audio_patch_frames,
               f'<= the {frames} STFT frames of preprocess.audio_samples={pre.audio_samples} at hop={m.hop}')

@@ -59,13 +59,17 @@ class LogMel(nn.Module):
         n_fft: STFT size (Hann window of the same length).
         hop: STFT hop [samples].
         n_mels: mel bands M.
+        f_min: lowest band edge [Hz].
+        f_max: highest band edge [Hz] (0 = Nyquist).
     """
 
-    def __init__(self, *, sample_rate: int, n_fft: int, hop: int, n_mels: int):
+    def __init__(self, *, sample_rate: int, n_fft: int, hop: int, n_mels: int, f_min: float = 0.0,
+                 f_max: float = 0.0):
         super().__init__()
         self.n_fft, self.hop, self.n_mels = n_fft, hop, n_mels
         self.register_buffer('window', torch.hann_window(n_fft), persistent=False)
-        self.register_buffer('filterbank', mel_filterbank(n_fft=n_fft, n_mels=n_mels, sample_rate=sample_rate).T,
+        self.register_buffer('filterbank', mel_filterbank(n_fft=n_fft, n_mels=n_mels, sample_rate=sample_rate,
+                                                            f_min=f_min, f_max=f_max).T,
                              persistent=False)  # (K, M)
 
     def forward(self, wave: Tensor) -> Tensor:

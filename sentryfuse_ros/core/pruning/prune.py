@@ -7,10 +7,16 @@ anything for the live set; then the remaining units greedily by score per MAC (t
 heuristic; scores are shifted to be >= 0 first if any is negative), each kept if it still fits
 ``budget * total``. Units of blocks the live set skips cost nothing: at budget < 1 they keep only their
 best unit each (so the sliced sub-network is small); budget 1.0 keeps everything.
+
+Deployment budgets (``SubnetworkCache``, ``select_for_budget``) are fractions of the live set's
+WHOLE forward compute, fixed parts (tokenizers, head) included: 0.5 means half the FLOPs of the
+dense forward for that live set. ``prunable_fraction`` turns that into the fraction of prunable
+MACs that ``select_units`` takes.
 """
+import collections
 import dataclasses
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -50,6 +56,26 @@ def total_macs(model: SentryFuseModel, live: Sequence[str]) -> float:
 # A budget matches a level within this: budgets travel as float32 (ModalityHealth.compute_budget), whose
 # rounding of a value in (0, 1] is below 6e-8 (0.7 arrives as 0.699999988), and levels are >= 0.01 apart.
 BUDGET_TOLERANCE = 1e-6
+
+
+def prunable_fraction(model: SentryFuseModel, live: Sequence[str], budget: float) -> float:
+    """The fraction of prunable MACs that makes the whole forward (fixed + kept prunable) ``budget`` x dense.
+
+    A budget below what the fixed parts alone cost maps to the smallest positive fraction (the
+    per-block minimum units are kept anyway).
+    """
+    budget = _check_budget(budget)
+    if budget >= 1.0:
+        return 1.0
+    prunable, fixed = prunable_macs(model, live), float(model.fixed_macs(live))
+    if prunable <= 0:
+        return 1.0
+    return min(1.0, max(1e-9, (budget * (prunable + fixed) - fixed) / prunable))
+
+
+def select_for_budget(model: SentryFuseModel, scores: UnitScores, live: Sequence[str], budget: float) -> UnitMasks:
+    """``select_units`` for a budget over the live set's total forward compute (fixed parts included)."""
+    return select_units(scores, unit_costs(model, live), prunable_fraction(model, live, budget))
 
 
 def _check_budget(budget: float) -> float:
@@ -119,10 +145,12 @@ def masks_to_gates(masks: UnitMasks) -> List[UnitGates]:
     return [UnitGates(attn=torch.as_tensor(a).float(), ffn=torch.as_tensor(f).float()) for a, f in masks]
 
 
-def slice_model(model: SentryFuseModel, masks: UnitMasks) -> SentryFuseModel:
+def slice_model(model: SentryFuseModel, masks: UnitMasks, *, share: bool = False) -> SentryFuseModel:
     """A new, physically smaller dense model holding only the kept units; ``model`` is untouched.
 
     ``slice_model(model, masks)(x) == model(x, gates=masks_to_gates(masks))`` up to float rounding.
+    ``share=True`` (inference only): the copy uses ``model``'s own tensors for everything that is not
+    pruned, so only the gathered linears of pruned blocks take new memory.
     """
     layout = model.unit_layout()
     if len(masks) != len(layout):
@@ -136,9 +164,21 @@ def slice_model(model: SentryFuseModel, masks: UnitMasks) -> SentryFuseModel:
             raise PruningError(f'block {i} masks keep {int(a.sum())} KV groups and {int(f.sum())} FFN blocks: '
                                'expected at least one of each')
     with torch.no_grad():
-        sliced = model.sliced_copy([(torch.as_tensor(a), torch.as_tensor(f)) for a, f in masks])
+        sliced = model.sliced_copy([(torch.as_tensor(a), torch.as_tensor(f)) for a, f in masks], share=share)
     sliced.train(model.training)
     return sliced
+
+
+def own_weight_bytes(sub: torch.nn.Module, base: torch.nn.Module) -> int:
+    """Bytes of ``sub``'s parameters and buffers whose storage is not one of ``base``'s."""
+    shared = {t.untyped_storage().data_ptr() for t in list(base.parameters()) + list(base.buffers())}
+    seen, total = set(), 0
+    for t in list(sub.parameters()) + list(sub.buffers()):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in shared and ptr not in seen:
+            seen.add(ptr)
+            total += t.untyped_storage().nbytes()
+    return total
 
 
 @dataclasses.dataclass
@@ -147,31 +187,45 @@ class Subnetwork:
     model: SentryFuseModel
     key: str            # e.g. "camera+lidar@0.70"
     live: tuple         # live modalities in MODALITIES order
-    budget: float       # the budget level it was built for
+    budget: float       # the budget level it was built for (fraction of the live set's dense FLOPs)
     gflops: float       # forward GFLOPs at batch 1 for the live set (2 x MACs, as count_flops reports)
     params: int         # parameter elements of the sliced model
     build_ms: float     # time to select units and slice [ms]
+    own_bytes: int = 0  # weight bytes this sub-network holds beyond the dense model's (gathered linears)
 
 
 class SubnetworkCache:
-    """Sub-networks per (live set, budget level), built on first use (select_units + slice_model).
+    """Sub-networks per (live set, budget level), built on first use (select_for_budget + slice_model).
+
+    One copy of the weights: every sub-network shares the dense model's tensors except the linears
+    of pruned units, which are gathered (index_select) from it at build time. Built sub-networks
+    are kept most-recently-used first while their gathered weights fit ``max_cache_mb``; the least
+    recently used are dropped beyond it (the newest is always kept), so memory does not grow with
+    the number of (live set, budget) levels used.
 
     Args:
         model: the full model (left untouched).
         score_fn: live tuple -> UnitScores (e.g. the SentryGate table for that subset).
-        budget_levels: budgets with a sub-network; a requested budget snaps down to the nearest level,
-            and budgets below the lowest level use the lowest.
+        budget_levels: budgets with a sub-network, fractions of the live set's dense forward FLOPs;
+            a requested budget snaps down to the nearest level, and budgets below the lowest level
+            use the lowest.
         device: where the sliced models live.
+        max_cache_mb: cap on the gathered weights held by cached sub-networks [MiB]; None = no cap.
     """
 
     def __init__(self, model: SentryFuseModel, score_fn: Callable[[tuple], UnitScores],
-                 budget_levels: Sequence[float] = (1.0, 0.85, 0.7, 0.5, 0.4), device='cpu'):
+                 budget_levels: Sequence[float] = (1.0, 0.85, 0.7, 0.5, 0.4), device='cpu',
+                 max_cache_mb: Optional[float] = None):
         levels = sorted({_check_budget(b) for b in budget_levels}, reverse=True)
         if not levels:
             raise PruningError(f'budget_levels={list(budget_levels)}: expected at least one level in (0, 1]')
+        if max_cache_mb is not None and not max_cache_mb >= 0:
+            raise PruningError(f'max_cache_mb={max_cache_mb!r}: expected a size >= 0 [MiB] or None')
         self.model, self.score_fn, self.levels, self.device = model, score_fn, tuple(levels), torch.device(device)
-        self._cache: Dict[Tuple[tuple, float], Subnetwork] = {}
-        self._builds = self._hits = 0
+        self.model = self.model.to(self.device)
+        self.max_cache_bytes = None if max_cache_mb is None else int(max_cache_mb * 2 ** 20)
+        self._cache: 'collections.OrderedDict[Tuple[tuple, float], Subnetwork]' = collections.OrderedDict()
+        self._builds = self._hits = self._evictions = 0
 
     def level_for(self, budget: float) -> float:
         """The budget level a request maps to."""
@@ -184,20 +238,40 @@ class SubnetworkCache:
         live = self.model.canonical_live(live)
         level = self.level_for(budget)
         key = (live, level)
-        if key in self._cache:
+        sub = self._cache.get(key)
+        if sub is not None:
+            self._cache.move_to_end(key)
             self._hits += 1
-            return self._cache[key]
+            return sub
         start = time.perf_counter()
-        masks = select_units(self.score_fn(live), unit_costs(self.model, live), level)
-        sliced = slice_model(self.model, masks).to(self.device).eval()
+        masks = select_for_budget(self.model, self.score_fn(live), live, level)
+        sliced = slice_model(self.model, masks, share=True).eval()
         build_ms = (time.perf_counter() - start) * 1e3
         sub = Subnetwork(model=sliced, key=f'{"+".join(live)}@{level:.2f}', live=live, budget=level,
-                         gflops=2.0 * total_macs(sliced, live) / 1e9, params=count_params(sliced), build_ms=build_ms)
+                         gflops=2.0 * total_macs(sliced, live) / 1e9, params=count_params(sliced), build_ms=build_ms,
+                         own_bytes=own_weight_bytes(sliced, self.model))
         self._cache[key] = sub
         self._builds += 1
+        self._evict()
         return sub
+
+    def _evict(self) -> None:
+        if self.max_cache_bytes is None:
+            return
+        while len(self._cache) > 1 and self.storage_bytes() > self.max_cache_bytes:
+            self._cache.popitem(last=False)
+            self._evictions += 1
+
+    def storage_bytes(self) -> int:
+        """Weight bytes the cached sub-networks hold beyond the dense model (their gathered linears)."""
+        return sum(sub.own_bytes for sub in self._cache.values())
+
+    def cached_keys(self) -> List[str]:
+        """Keys of the cached sub-networks, least recently used first."""
+        return [sub.key for sub in self._cache.values()]
 
     @property
     def stats(self) -> dict:
-        """{'builds': sub-networks built, 'hits': requests served from the cache, 'cached': entries}."""
-        return {'builds': self._builds, 'hits': self._hits, 'cached': len(self._cache)}
+        """{'builds', 'hits', 'cached', 'evictions', 'storage_mb' (gathered weights held)}."""
+        return {'builds': self._builds, 'hits': self._hits, 'cached': len(self._cache), 'evictions': self._evictions,
+                'storage_mb': self.storage_bytes() / 2 ** 20}

@@ -30,8 +30,9 @@ Converter = Callable[[Any], np.ndarray]
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
     max_age_s: Tuple[float, float, float] = (0.5, 0.5, 0.5)  # freshness limit per modality (camera, lidar, audio) [s]
-    budget_levels: Tuple[float, ...] = (1.0, 0.85, 0.7, 0.5, 0.4)  # budgets with a cached sub-network
+    budget_levels: Tuple[float, ...] = (1.0, 0.85, 0.7, 0.5, 0.4)  # budgets (fractions of the live set's dense FLOPs)
     min_audio_fill: float = 0.25  # fraction of the audio window that must be filled before audio is used
+    max_cache_mb: float = 64.0    # cap on gathered sub-network weights kept beyond the one dense copy [MiB] (MRU)
 
     def __post_init__(self):
         check(len(self.max_age_s) == len(pp.MODALITIES) and all(a > 0 for a in self.max_age_s),
@@ -39,6 +40,8 @@ class EngineConfig:
         check(len(self.budget_levels) >= 1 and all(0 < b <= 1 for b in self.budget_levels),
               'budget_levels', self.budget_levels, 'budgets in (0, 1]')
         check(0 <= self.min_audio_fill <= 1, 'min_audio_fill', self.min_audio_fill, 'a fraction in [0, 1]')
+        check(isinstance(self.max_cache_mb, (int, float)) and self.max_cache_mb >= 0, 'max_cache_mb',
+              self.max_cache_mb, 'a size >= 0 [MiB]')
 
 
 @dataclasses.dataclass
@@ -127,8 +130,9 @@ class PerceptionEngine:
         self.modalities = tuple(m for m in pp.MODALITIES if m in model.config.model.modalities)
         self.device = torch.device(device)
         self.dtype = torch.float16 if self.device.type == 'cuda' else torch.float32
-        model = model.to(self.device).eval()
-        self.cache = SubnetworkCache(model, score_fn, budget_levels=config.budget_levels, device=str(self.device))
+        model = model.to(self.device, self.dtype).eval()  # the one copy of the weights; sub-networks share it
+        self.cache = SubnetworkCache(model, score_fn, budget_levels=config.budget_levels, device=str(self.device),
+                                     max_cache_mb=config.max_cache_mb)
         self._latest: Dict[str, _Pending] = {}
         self._audio = AudioRing(self.pre.audio_samples)
         self._audio_convert_ms = 0.0
@@ -140,16 +144,16 @@ class PerceptionEngine:
     def prebuild(self) -> float:
         """Build and warm up the sub-network of every (modality subset, budget level); returns ms.
 
-        Afterwards a change of live set or budget is a cache hit (a dictionary lookup), so no
-        inference ever waits for a build. Zero-shot: selection and slicing only, no gradients.
+        Each is run once (torch's first call of a shape costs far more than the rest). The cache
+        keeps the most recently used ones within ``max_cache_mb`` (a hit is a dictionary lookup);
+        the others are rebuilt on demand by a gather from the one dense copy (a few ms at the robot
+        preset). Zero-shot: selection and slicing only, no gradients.
         """
         t0 = time.perf_counter()
         for r in range(1, len(self.modalities) + 1):
             for live in itertools.combinations(self.modalities, r):
                 for budget in self.config.budget_levels:
                     sub = self.cache.get(live, budget)
-                    if self.dtype == torch.float16:
-                        sub.model.half()
                     # one warm-up forward: torch's first call of each shape costs far more than the rest
                     example = {m: x.to(self.dtype) for m, x in
                                sub.model.example_inputs(live, device=self.device).items()}
@@ -315,8 +319,6 @@ class PerceptionEngine:
             if self._current_key is not None:
                 self.switches += 1
             self._current_key = sub.key
-        if self.dtype == torch.float16 and next(sub.model.parameters()).dtype != torch.float16:
-            sub.model.half()
         reconfigure_ms = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()

@@ -11,7 +11,7 @@ NAMES = ('a', 'b', 'c')
 def test_defaults_are_the_small_model():
     m = ModelConfig()
     assert (m.dim, m.depth, m.num_heads, m.num_kv_heads, m.ffn_dim) == (64, 4, 4, 2, 128)
-    assert m.kv_heads == 2 and m.head_dim == 16
+    assert m.kv_heads == 2 and m.attn_head_dim == 16
     assert ModelConfig(attention='dense').kv_heads == 4  # dense: one KV head per query head
 
 
