@@ -5,7 +5,7 @@ AV-MNIST in ``avmnist.py``): a dict of per-modality tensors with a shared first 
 ``SyntheticDataset`` renders and preprocesses scenes from ``core.scenes`` deterministically by
 (scene config, preprocess config, seed, n) and caches the result on disk keyed by their hash.
 
-Shapes: camera (N, 3, S, S), lidar (N, 3, G, G), audio (N, A) float32; labels (N,) int64.
+Shapes: camera (N, 3, S, SW), lidar (N, 3, G, GW), audio (N, A) float32; labels (N,) int64.
 """
 import dataclasses
 import hashlib
@@ -159,9 +159,9 @@ class SyntheticDataset(MultimodalTensors):
                 cached = MultimodalTensors.load(path)
                 super().__init__(cached.inputs, cached.labels, cached.class_names)
                 return
-        s, g, a = pre_cfg.image_size, pre_cfg.bev_size, pre_cfg.audio_samples
-        arrays = {'camera': np.empty((n, 3, s, s), np.float32), 'lidar': np.empty((n, 3, g, g), np.float32),
-                  'audio': np.empty((n, a), np.float32)}
+        a = pre_cfg.audio_samples
+        arrays = {'camera': np.empty((n, 3) + pre_cfg.image_hw, np.float32),
+                  'lidar': np.empty((n, 3) + pre_cfg.bev_hw, np.float32), 'audio': np.empty((n, a), np.float32)}
         labels = np.empty(n, np.int64)
         for i in range(n):  # one scene per iteration; rendering itself is vectorized
             sample, labels[i] = render_sample(scene_cfg, pre_cfg, seed, i)

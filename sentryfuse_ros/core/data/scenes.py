@@ -64,6 +64,9 @@ class SceneConfig:
     audio_snr_db: tuple = (-3.0, 10.0)     # signature-to-noise ratio range [dB] at difficulty 1
     template_jitter: float = 0.15          # within-class relative jitter of colour/dims/pitch, x difficulty
     difficulty: float = 1.0                # scales every noise level and jitter (0 = clean templates)
+    image_width: int = 0                   # rendered camera columns (0 = image_size, square)
+    lidar_beams: int = 0                   # 0: ground points at random radii; > 0: ground returns on the rings
+                                           # of this many beams from -24.9 to +2 deg elevation (HDL-64-like)
 
     def __post_init__(self):
         check(isinstance(self.name, str) and bool(self.name), 'name', self.name, 'a non-empty string')
@@ -92,6 +95,10 @@ class SceneConfig:
             check(getattr(self, key) >= 0, key, getattr(self, key), 'a value >= 0')
         check(isinstance(self.clutter_max, int) and self.clutter_max >= 0, 'clutter_max', self.clutter_max,
               'an int >= 0')
+        check(isinstance(self.image_width, int) and (self.image_width == 0 or self.image_width >= 16), 'image_width',
+              self.image_width, '0 (square) or an int >= 16')
+        check(isinstance(self.lidar_beams, int) and 0 <= self.lidar_beams <= 256, 'lidar_beams', self.lidar_beams,
+              'an int in [0, 256]')
 
 
 # The benchmark's two synthetic datasets.
@@ -100,6 +107,11 @@ SCENE_PRESETS = {
     'sim10_hard': SceneConfig(name='sim10_hard', num_classes=10, lighting_range=(0.35, 1.6), tint=0.25,
                               clutter_max=8, camera_noise=20.0, lidar_noise_m=0.08,
                               audio_snr_db=(-6.0, 6.0), template_jitter=0.2),
+    # the robot preset's sensors (core/model/presets.py): a KITTI-aspect camera rendered at the model's
+    # 128 x 416 input, a 64-beam lidar 1.73 m up seeing objects 4-25 m away, 1 s of 16 kHz audio
+    'robot6': SceneConfig(name='robot6', image_size=128, image_width=416, lidar_points=16384, lidar_range_m=45.0,
+                          lidar_height_m=1.73, lidar_beams=64, audio_rate=16000, distance_range_m=(4.0, 25.0),
+                          clutter_max=8),
 }
 
 
@@ -194,24 +206,24 @@ def _draw_shape(img: np.ndarray, shape: str, u: float, v: float, r: float, angle
 
 
 def render_camera(scene: Scene, cfg: SceneConfig, frame: int = 0) -> np.ndarray:
-    """Camera image (S, S, 3) uint8 RGB; ``frame`` only changes the sensor noise."""
+    """Camera image (S, SW, 3) uint8 RGB (SW = image_width or S); ``frame`` only changes the sensor noise."""
     layout = np.random.default_rng([scene.seed, 0])
-    s = cfg.image_size
+    s, w = cfg.image_size, cfg.image_width or cfg.image_size
     # background: sky/ground gradient at a random horizon, muted random colours
     horizon = layout.uniform(0.35, 0.55) * s
     sky, ground = layout.uniform(90, 170, 3), layout.uniform(50, 120, 3)
     rows = (np.arange(s) >= horizon)[:, None]  # (S, 1)
-    img = np.where(rows[..., None], ground, sky).repeat(s, axis=1)  # (S, 1, 3) -> (S, S, 3)
+    img = np.where(rows[..., None], ground, sky).repeat(w, axis=1)  # (S, 1, 3) -> (S, SW, 3)
     img = np.ascontiguousarray(img, dtype=np.float32)
     shapes = ('circle', 'square', 'triangle', 'cross', 'ring', 'diamond')
     for _ in range(scene.clutter):  # small grey-ish clutter shapes
         grey = layout.uniform(60, 190)
-        _draw_shape(img, shapes[layout.integers(len(shapes))], layout.uniform(0, s), layout.uniform(0, s),
+        _draw_shape(img, shapes[layout.integers(len(shapes))], layout.uniform(0, w), layout.uniform(0, s),
                     layout.uniform(0.04, 0.1) * s, layout.uniform(0, np.pi), grey + layout.uniform(-25, 25, 3))
     colour, shape = CAMERA_TEMPLATES[attributes(scene.class_id, cfg.num_classes)['camera']]
     jit = cfg.template_jitter * cfg.difficulty
     colour = np.clip(np.array(colour, np.float32) + 255 * jit * layout.normal(size=3), 0, 255)
-    u = 0.5 * s * (1 - math.tan(scene.azimuth_rad))  # pinhole, 90 deg horizontal fov
+    u = 0.5 * w * (1 - math.tan(scene.azimuth_rad))  # pinhole, 90 deg horizontal fov
     v = horizon + layout.uniform(0.05, 0.2) * s
     r = 0.16 * s * scene.scale * math.sqrt(7.0 / scene.distance_m)
     _draw_shape(img, shape, u, v, r, scene.yaw_rad, colour)
@@ -273,7 +285,13 @@ def render_lidar(scene: Scene, cfg: SceneConfig, frame: int = 0) -> np.ndarray:
         pts += np.array([r * math.cos(th), r * math.sin(th), ground_z])
         parts.append(np.column_stack([pts, np.full(per, layout.uniform(0.1, 0.5))]))
     n_ground = n - n_obj - n_clutter
-    r = 1.5 + (cfg.lidar_range_m - 1.5) * rng.random(n_ground) ** 1.5  # denser near the sensor
+    if cfg.lidar_beams:  # ground returns on the rings of the downward beams (a real beam pattern)
+        elev = np.radians(np.linspace(-24.9, 2.0, cfg.lidar_beams))
+        ring_r = cfg.lidar_height_m / np.tan(-elev[elev < -0.5 * np.pi / 180])  # (rings,)
+        ring_r = ring_r[ring_r < cfg.lidar_range_m]
+        r = ring_r[rng.integers(len(ring_r), size=n_ground)] * (1 + 0.01 * rng.normal(size=n_ground))
+    else:
+        r = 1.5 + (cfg.lidar_range_m - 1.5) * rng.random(n_ground) ** 1.5  # denser near the sensor
     th = rng.uniform(-np.pi, np.pi, n_ground)
     parts.append(np.column_stack([r * np.cos(th), r * np.sin(th), np.full(n_ground, ground_z),
                                   rng.uniform(0.05, 0.2, n_ground)]))

@@ -40,7 +40,7 @@ from sentryfuse_ros.core.pruning.gate import (SALIENCY_KINDS, SaliencyTeacher, S
                                       ones_gates, read_saliency)
 from sentryfuse_ros.core.model.config import ModelConfig, SentryFuseConfig
 from sentryfuse_ros.core.data.preprocess import PreprocessConfig
-from sentryfuse_ros.core.pruning.prune import masks_to_gates, select_units, unit_costs
+from sentryfuse_ros.core.pruning.prune import masks_to_gates, select_for_budget
 from sentryfuse_ros.core.data.scenes import SceneConfig, class_names
 
 
@@ -73,6 +73,8 @@ class DataConfig:
     val_size: int = 600                 # validation scenes (reported per subset in the checkpoint)
     seed: int = 0                       # training-set seed; the validation set uses seed + 1
     cache_dir: str = ''                 # folder caching rendered datasets ('' = no cache)
+    half_storage: bool = False          # keep the rendered inputs as float16 in memory (halves RAM; batches are
+                                        # converted back to float32)
 
     def __post_init__(self):
         check(isinstance(self.scene, SceneConfig), 'scene', self.scene, 'a SceneConfig mapping')
@@ -96,6 +98,7 @@ class TrainConfig:
     eval_batch: int = 256              # batch size of the validation passes
     curriculum: CurriculumConfig = CurriculumConfig()  # modality-dropout schedule
     gate: GateTrainConfig = GateTrainConfig()          # SentryGate / saliency / pruned-step settings
+    autocast: str = 'none'             # 'bf16': forward passes under torch.autocast bfloat16 (AMX on CPU); 'none': fp32
 
     def __post_init__(self):
         for key in ('steps', 'batch_size', 'checkpoint_every', 'eval_batch'):
@@ -108,6 +111,15 @@ class TrainConfig:
         check(0.0 <= self.min_lr_frac <= 1.0, 'min_lr_frac', self.min_lr_frac, 'a fraction in [0, 1]')
         check(self.grad_clip >= 0, 'grad_clip', self.grad_clip, 'a norm >= 0')
         check(isinstance(self.seed, int), 'seed', self.seed, 'an int')
+        check(self.autocast in AUTOCASTS, 'autocast', self.autocast, f'one of {AUTOCASTS}')
+
+
+AUTOCASTS = ('none', 'bf16')
+
+
+def autocast_context(kind: str, device: torch.device):
+    """torch.autocast for ``kind`` ('bf16') on ``device``'s type, or a no-op context ('none')."""
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=(kind == 'bf16'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +178,7 @@ def accuracy(model: SentryFuseModel, data: MultimodalTensors, live: Sequence[str
     model.eval()
     correct = 0
     for i in range(0, len(data), batch):
-        inputs = {m: data.inputs[m][i:i + batch] for m in live}
+        inputs = {m: data.inputs[m][i:i + batch].float() for m in live}
         correct += int((model(inputs, gates).argmax(-1) == data.labels[i:i + batch]).sum())
     model.train(was)
     return correct / len(data)
@@ -186,11 +198,25 @@ def validate(model: SentryFuseModel, gate: SentryGate, data: MultimodalTensors, 
         for live in modality_subsets(model.modalities):
             gates = None
             if b < 1.0:
-                masks = select_units(gate.scores(live), unit_costs(model, live), b)
+                masks = select_for_budget(model, gate.scores(live), live, b)
                 gates = _to(masks_to_gates(masks), data.labels.device)
             row[subset_key(live)] = round(accuracy(model, data, live, batch=batch, gates=gates), 4)
         out[f'{b:.2f}'] = row
     return out
+
+
+def _device_name(device: torch.device) -> str:
+    """What trained the model, in words (CPU model name or CUDA device name)."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    import platform  # noqa: PLC0415
+    return platform.processor() or platform.machine()
 
 
 def _to(gates, device: torch.device):
@@ -222,6 +248,9 @@ def _datasets(cfg: TrainFileConfig) -> Tuple[MultimodalTensors, MultimodalTensor
     train = SyntheticDataset(d.scene, cfg.preprocess, seed=d.seed, n=d.train_size, cache_dir=cache)
     val = SyntheticDataset(d.scene, cfg.preprocess, seed=d.seed + 1, n=d.val_size, cache_dir=cache)
     mods = cfg.model.modalities
+    if d.half_storage:
+        train, val = (MultimodalTensors({m: x.half() for m, x in ds.inputs.items()}, ds.labels, ds.class_names)
+                      for ds in (train, val))
     return train.subset(mods), val.subset(mods)
 
 
@@ -284,18 +313,19 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
     for step in range(start_step, t.steps):
         live = curriculum.sample(step, rng)
         idx = torch.from_numpy(rng.choice(n, size=batch, replace=False)).to(device)
-        inputs = {m: train_set.inputs[m][idx] for m in live}
+        inputs = {m: train_set.inputs[m][idx].float() for m in live}
         labels = train_set.labels[idx]
         pruned = step >= prune_start and rng.random() < t.gate.prune_prob
         if pruned:
             budget = float(rng.uniform(t.gate.prune_min_budget, 1.0))
-            gates = _to(masks_to_gates(select_units(gate.scores(live), unit_costs(model, live), budget)), device)
+            gates = _to(masks_to_gates(select_for_budget(model, gate.scores(live), live, budget)), device)
         else:
             gates = ones_gates(layout, device=device, batch_size=batch if t.gate.saliency == 'fisher' else None)
         for group in opt.param_groups:
             group['lr'] = group['base_lr'] * lr_factor(step, t)
-        logits = model(inputs, gates)  # (B, K)
-        task = F.cross_entropy(logits, labels)
+        with autocast_context(t.autocast, device):
+            logits = model(inputs, gates)  # (B, K)
+        task = F.cross_entropy(logits.float(), labels)
         align = alignment_loss(gate, teacher, temperature=t.gate.align_temperature)
         opt.zero_grad(set_to_none=True)
         (task + t.gate.align_weight * align).backward()
@@ -319,9 +349,11 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
             log(f'stopped after step {done}; state in {spath}')
             return TrainResult(model, gate, teacher, {'steps': done, 'stopped': True})
     wall = elapsed_before + time.perf_counter() - t_run
-    val = validate(model, gate, val_set, batch=t.eval_batch)
+    with autocast_context(t.autocast, device):
+        val = validate(model, gate, val_set, batch=t.eval_batch)
     meta = {'steps': t.steps, 'seed': t.seed, 'val_accuracy': val, 'val_size': len(val_set),
-            'train_wall_time_s': round(wall, 1), 'device': str(device), 'command': command,
+            'train_wall_time_s': round(wall, 1), 'device': str(device), 'device_name': _device_name(device),
+            'torch_threads': torch.get_num_threads(), 'autocast': t.autocast, 'command': command,
             'torch_version': str(torch.__version__),
             'python_version': sys.version.split()[0], 'train_config': to_dict(cfg)}
     save_checkpoint(out, model, extra={

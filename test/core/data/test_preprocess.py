@@ -124,3 +124,66 @@ def test_kitti_real_sizes(shared_data):
         assert bev.shape == (3, 32, 32) and np.isfinite(bev).all()
         assert bev[0].max() > 0.5 and 0 < bev[1].max() <= 1 and 0 < bev[2].max() <= 1
         print(f'kitti {frame}: camera {img.shape} {1e3 * (t1 - t0):.2f} ms, lidar {pts.shape} {1e3 * (t2 - t1):.2f} ms')
+
+
+def _reference_bev(points, cfg):
+    """The pre-vectorisation implementation (np.maximum.at), square grids only."""
+    g, r = cfg.bev_size, float(cfg.bev_range_m)
+    z_lo, z_hi = cfg.bev_z_range_m
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    keep = (x >= -r) & (x < r) & (y >= -r) & (y < r) & (z >= z_lo) & (z < z_hi) & np.isfinite(points[:, 3])
+    pts = points[keep]
+    row = np.clip(((r - pts[:, 0]) * g / (2 * r)).astype(np.int64), 0, g - 1)
+    col = np.clip(((r - pts[:, 1]) * g / (2 * r)).astype(np.int64), 0, g - 1)
+    flat = row * g + col
+    count = np.bincount(flat, minlength=g * g).astype(np.float32)
+    height = np.zeros(g * g, np.float32)
+    np.maximum.at(height, flat, ((pts[:, 2] - z_lo) / (z_hi - z_lo)).astype(np.float32))
+    inten = np.clip(pts[:, 3] / cfg.intensity_scale, 0.0, 1.0)
+    mean_i = np.bincount(flat, weights=inten, minlength=g * g).astype(np.float32) / np.maximum(count, 1.0)
+    occ = np.log1p(count) / np.float32(np.log1p(pp.LIDAR_COUNT_NORM))
+    return np.stack([occ, height, mean_i]).reshape(3, g, g)
+
+
+def test_vectorised_bev_equals_the_maximum_at_reference():
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(-20, 20, (20000, 4)).astype(np.float32)
+    pts[:, 2] = rng.uniform(-3, 5, len(pts))
+    pts[:, 3] = rng.uniform(0, 1, len(pts))
+    pts[::97, 0] = np.nan
+    cfg = pp.PreprocessConfig(bev_size=64, bev_range_m=16.0)
+    np.testing.assert_allclose(pp.preprocess_lidar(pts, cfg), _reference_bev(pts, cfg), rtol=1e-6, atol=1e-6)
+
+
+def test_non_square_camera_goes_straight_to_the_model_input():
+    cfg = pp.PreprocessConfig(image_size=128, image_width=416)
+    img = np.random.default_rng(0).integers(0, 256, (375, 1242, 3), dtype=np.uint8)  # KITTI size
+    x = pp.preprocess_camera(img, cfg)
+    assert x.shape == (3, 128, 416) and x.dtype == np.float32
+    small = cv2.resize(img, (416, 128), interpolation=cv2.INTER_AREA)
+    ref = ((small.astype(np.float32) / 255 - pp.CAMERA_MEAN) / pp.CAMERA_STD).transpose(2, 0, 1)
+    np.testing.assert_allclose(x, ref, atol=1e-5)
+    bgr_view = img[:, :, ::-1]  # a non-contiguous view is accepted as is
+    assert pp.preprocess_camera(bgr_view, cfg).shape == (3, 128, 416)
+
+
+def test_forward_only_non_square_bev_grid():
+    cfg = pp.PreprocessConfig(bev_size=16, bev_width=8, bev_range_m=4.0, bev_x_range_m=(0.0, 32.0),
+                              bev_z_range_m=(-2.0, 2.0))
+    pts = np.array([[31.0, 3.9, 0.0, 1.0],    # far front-left: row 0, col 0
+                    [0.5, -3.9, 0.0, 1.0],    # near right: row 15, col 7
+                    [-1.0, 0.0, 0.0, 1.0],    # behind the sensor: dropped
+                    [10.0, 5.0, 0.0, 1.0]], np.float32)  # outside the lateral range: dropped
+    bev = pp.preprocess_lidar(pts, cfg)
+    assert bev.shape == (3, 16, 8)
+    assert bev[0, 0, 0] > 0 and bev[0, 15, 7] > 0 and (bev[0] > 0).sum() == 2
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    ({'image_width': 4}, r'image_width=4: expected 0 \(square\) or an int >= 8'),
+    ({'bev_width': 3}, r'bev_width=3'),
+    ({'bev_x_range_m': (5.0, 1.0)}, r'bev_x_range_m=\(5.0, 1.0\): expected \[\] or \[x_min, x_max\]'),
+])
+def test_non_square_geometry_is_validated(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        pp.PreprocessConfig(**kwargs)

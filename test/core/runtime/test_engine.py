@@ -335,3 +335,28 @@ def test_an_exception_in_the_forward_pass_is_counted_and_infer_returns_none(trai
     assert engine.last_error['inference'] == 'RuntimeError: CUDA error: an illegal memory access was encountered'
     del sub.model.forward
     assert engine.infer(1.2, ALL, 1.0).modalities_used == ALL
+
+
+def test_engine_weight_storage_does_not_grow_with_the_levels_used(trained):
+    """One copy of the weights: sub-networks share the dense model's tensors, and the gathered
+    linears of pruned units are kept only within max_cache_mb, however many levels are used."""
+    cap_mb = 0.25
+    engine = make_engine(trained, budget_levels=(1.0, 0.85, 0.7, 0.5, 0.4), max_cache_mb=cap_mb)
+    storage, t = [], 1.0
+    lives = [('camera',), ('lidar',), ('audio',), ('camera', 'lidar'), ('camera', 'audio'), ('lidar', 'audio'), ALL]
+    for live in lives:
+        for budget in (1.0, 0.85, 0.7, 0.5, 0.4):
+            t += 0.01
+            push_all(engine, t)
+            assert engine.infer(t + 0.001, live, budget).modalities_used == live
+            storage.append(engine.cache.storage_bytes())
+    assert engine.cache.stats['builds'] == 35 and engine.cache.stats['evictions'] > 0
+    assert max(storage) <= cap_mb * 2 ** 20
+    dense = engine.cache.model
+    sub = engine.cache.get(ALL, 0.5).model
+    assert sub.tokenizers['camera'].proj.weight is dense.tokenizers['camera'].proj.weight
+
+
+def test_max_cache_mb_is_validated():
+    with pytest.raises(ConfigError, match=r'max_cache_mb=-1.0: expected a size >= 0'):
+        EngineConfig(max_cache_mb=-1.0)
