@@ -650,3 +650,27 @@ def test_jpeg_size_is_read_from_its_frame_header():
     for fmt in ('jpeg', 'png'):
         msg = conv.array_to_compressed_image(rgb, fmt=fmt)
         assert encoded_image_size(np.frombuffer(bytes(msg.data), np.uint8)) == (fmt, 53, 37)
+
+
+def test_pointcloud2_common_layout_is_read_without_a_copy():
+    rng = np.random.default_rng(5)
+    pts = rng.normal(size=(1000, 4)).astype(np.float32)
+    msg = conv.array_to_pointcloud2(pts)
+    out = conv.pointcloud2_to_array(msg)
+    assert np.shares_memory(out, np.frombuffer(msg.data, np.uint8)) and not out.flags.writeable
+    np.testing.assert_array_equal(out, pts)
+    # a padded layout (x y z pad intensity: offsets 0 4 8 16, point_step 32) takes the copying path
+    padded = np.zeros((1000, 8), np.float32)
+    padded[:, :3], padded[:, 4] = pts[:, :3], pts[:, 3]
+    msg2 = PointCloud2(height=1, width=1000, point_step=32, row_step=32000, is_bigendian=False,
+                       fields=[PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1)
+                               for n, o in (('x', 0), ('y', 4), ('z', 8), ('intensity', 16))],
+                       data=padded.tobytes())
+    out2 = conv.pointcloud2_to_array(msg2)
+    assert not np.shares_memory(out2, np.frombuffer(msg2.data, np.uint8))
+    np.testing.assert_array_equal(out2, pts)
+    # a non-finite point on the view path is dropped (by a copy of the finite rows)
+    nan = pts.copy()
+    nan[3, 1] = np.nan
+    out3 = conv.pointcloud2_to_array(conv.array_to_pointcloud2(nan))
+    assert out3.shape == (999, 4)  # non-finite points are still dropped on the view path

@@ -76,6 +76,10 @@ def pointcloud2_to_array(msg: Any, *, with_intensity: bool = True) -> np.ndarray
     if buf.size != height * row_step:
         raise ConversionError(f'PointCloud2.data has {buf.size} bytes, expected '
                               f'height*row_step = {height}*{row_step} = {height * row_step}')
+    view = _float32_view(buf, layout, names, columns, big, height * width, point_step, row_step, width)
+    if view is not None:  # zero copy: the message buffer itself, seen as (N, C) float32
+        finite = np.isfinite(view).all(axis=1)
+        return view if finite.all() else view[finite]
     point_dtype = np.dtype({'names': names, 'formats': [layout[n][0] for n in names],
                            'offsets': [layout[n][1] for n in names], 'itemsize': point_step})
     points = np.ndarray((height, width), dtype=point_dtype, buffer=buf,
@@ -87,6 +91,21 @@ def pointcloud2_to_array(msg: Any, *, with_intensity: bool = True) -> np.ndarray
         out[:, 3] = 0.0
     finite = np.isfinite(out).all(axis=1)
     return out if finite.all() else out[finite]
+
+
+def _float32_view(buf: np.ndarray, layout: dict, names: list, columns: int, big: bool, n: int, point_step: int,
+                   row_step: int, width: int) -> Optional[np.ndarray]:
+    """(N, C) read-only float32 view of ``buf`` when the layout allows it (native-endian FLOAT32
+    x, y, z[, intensity] at offsets 0, 4, 8[, 12], point_step a multiple of 4, no row padding),
+    else None. The common driver layout (e.g. Velodyne / Ouster x y z intensity ...) qualifies."""
+    if len(names) != columns or big != (not np.little_endian) or point_step % 4 or row_step != width * point_step:
+        return None
+    f32 = np.dtype(np.float32)
+    if any(layout[name][0] != f32 or layout[name][1] != 4 * i for i, name in enumerate(names)):
+        return None
+    view = buf.view(np.float32).reshape(n, point_step // 4)[:, :columns]  # (N, point_step/4) -> (N, C)
+    view.flags.writeable = False
+    return view
 
 
 def array_to_pointcloud2(points: np.ndarray, *, frame_id: str = '', stamp: Stamp = None) -> Any:

@@ -37,7 +37,8 @@ DEFAULTS = {
     'health_timeout': 1.0,            # [s] without health messages -> own freshness check, budget 1.0
     'diagnostics_period': 1.0,        # [s]
     'stats_window': 200,              # inferences in the latency percentile window
-    'budget_levels': [1.0, 0.85, 0.7, 0.5, 0.4],  # budgets with a cached sub-network
+    'budget_levels': [1.0, 0.85, 0.7, 0.5, 0.4],  # budgets (fractions of the live set's dense FLOPs)
+    'max_cache_mb': 32.0,             # [MiB] gathered sub-network weights kept beyond the one dense copy (MRU)
     'prebuild': True,                 # build every (live subset, budget level) sub-network at start-up
     'torch_threads': 1,               # CPU threads for torch ops (0 = torch's default); 1 keeps
                                       # OpenMP workers from spinning against the other nodes' callbacks
@@ -69,7 +70,8 @@ def default_model_path() -> str:
 def build_engine_config(values: Mapping[str, Any]) -> EngineConfig:
     ages = tuple(common.as_float(values[f'{m}.max_age'], f'{m}.max_age') for m in MODALITIES)
     levels = tuple(common.as_float(b, 'budget_levels') for b in values['budget_levels'])
-    return EngineConfig(max_age_s=ages, budget_levels=levels)
+    return EngineConfig(max_age_s=ages, budget_levels=levels,
+                        max_cache_mb=common.as_float(values['max_cache_mb'], 'max_cache_mb'))
 
 
 def check_values(values: Mapping[str, Any]) -> None:

@@ -32,7 +32,7 @@ class EngineConfig:
     max_age_s: Tuple[float, float, float] = (0.5, 0.5, 0.5)  # freshness limit per modality (camera, lidar, audio) [s]
     budget_levels: Tuple[float, ...] = (1.0, 0.85, 0.7, 0.5, 0.4)  # budgets (fractions of the live set's dense FLOPs)
     min_audio_fill: float = 0.25  # fraction of the audio window that must be filled before audio is used
-    max_cache_mb: float = 64.0    # cap on gathered sub-network weights kept beyond the one dense copy [MiB] (MRU)
+    max_cache_mb: float = 32.0    # cap on gathered sub-network weights kept beyond the one dense copy [MiB] (MRU)
 
     def __post_init__(self):
         check(len(self.max_age_s) == len(pp.MODALITIES) and all(a > 0 for a in self.max_age_s),
