@@ -173,7 +173,7 @@ def run_engine(args, rgb, points) -> dict:
         t0 = time.perf_counter()
         for m in ('camera', 'lidar', 'audio'):
             engine.push(m, msgs[m], stamp_s=now, converter=convert[m], received_s=now)
-        result = engine.infer(now, None, 1.0)
+        result = engine.infer(now, None, args.budget)
         total = (time.perf_counter() - t0) * 1e3
         if i >= 3:   # warm-up
             rows.append({'convert_ms': result.convert_ms, 'preprocess_ms': result.preprocess_ms,
@@ -197,6 +197,8 @@ def main(argv=None) -> int:
     parser.add_argument('--threads', type=int, default=1, help='torch threads (node: OMP_NUM_THREADS)')
     parser.add_argument('--engine-runs', type=int, default=100, help='in-process iterations (no DDS)')
     parser.add_argument('--domain-id', type=int, default=91)
+    parser.add_argument('--budget', type=float, default=1.0, help='compute budget of the in-process engine runs')
+    parser.add_argument('--engine-only', action='store_true', help='skip the DDS part (in-process engine only)')
     args = parser.parse_args(argv)
     if not args.model.is_file():
         print(f'no checkpoint at {args.model}; train one (sentryfuse train --config config/train_sim.yaml '
@@ -205,6 +207,18 @@ def main(argv=None) -> int:
     cv2.setNumThreads(1)
     rgb, points = load_kitti(args.data, args.frame)
 
+    if args.engine_only:
+        engine = run_engine(args, rgb, points)
+        print(f'KITTI frame {args.frame}: camera {rgb.shape[1]}x{rgb.shape[0]} rgb8, lidar {len(points)} points, '
+              f'audio {AUDIO_RATE} Hz; model {args.model}; budget {args.budget}; torch threads {args.threads}; '
+              f'{len(engine["rows"])} in-process inferences (no DDS), {engine["rows"][0]["gflops"]:.3f} GFLOPs')
+        print(f'{"stage [ms]":18s} {"p50":>9s} {"p95":>9s}')
+        for stage in STAGES[:-1]:
+            a = percentiles([r[stage] for r in engine['rows']])
+            print(f'{stage[:-3]:18s} {a[0]:9.2f} {a[1]:9.2f}')
+        e50, esum = outside_share(engine['rows'])
+        print(f'outside the model: {e50:.1%} median per inference, {esum:.1%} of all time over the run')
+        return 0
     dds = run_dds(args, rgb, points)
     engine = run_engine(args, rgb, points)
 

@@ -141,8 +141,11 @@ class SyntheticScenes:
         if preset not in SCENE_PRESETS:
             raise ConfigError(f'scene.preset={preset!r}: expected one of {sorted(SCENE_PRESETS)}')
         import dataclasses  # noqa: PLC0415
-        cfg = dataclasses.replace(SCENE_PRESETS[preset], image_size=int(max(width, height)),
-                                  lidar_points=int(points))
+        base = SCENE_PRESETS[preset]
+        if base.image_width:  # a non-square preset (robot6) renders at the requested size directly
+            cfg = dataclasses.replace(base, image_size=int(height), image_width=int(width), lidar_points=int(points))
+        else:                 # square presets render square and are resized (as before)
+            cfg = dataclasses.replace(base, image_size=int(max(width, height)), lidar_points=int(points))
         if cfg.audio_rate != sample_rate:
             raise ConfigError(f'audio.sample_rate={sample_rate!r}: scene preset {preset!r} renders audio '
                               f'at {cfg.audio_rate} Hz')
@@ -156,7 +159,7 @@ class SyntheticScenes:
 
     def make_frame(self, modality: str, t: float) -> np.ndarray:
         if modality == 'camera':
-            img = self.stream.camera(t)                                          # (S, S, 3)
+            img = self.stream.camera(t)                                          # (S, SW, 3)
             if img.shape[1::-1] != self.size:
                 import cv2  # noqa: PLC0415
                 img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)  # (H, W, 3)
