@@ -89,7 +89,7 @@ def evaluate(checkpoint, *, seed: int, n: int = 1000, budgets: Sequence[float] =
         checkpoint: a checkpoint written by ``sentryfuse train``.
         seed: test-set seed (must differ from the training and validation seeds).
         n: test scenes.
-        budgets: compute budgets (fractions of prunable MACs).
+        budgets: compute budgets (fractions of the live set's dense forward FLOPs, fixed parts included).
         dense_checkpoint: optional dense-attention twin (same recipe, ``attention: dense``).
         latency_repeats: timed forward passes per latency figure.
         device: where the models run.

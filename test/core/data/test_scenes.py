@@ -143,3 +143,19 @@ def test_scene_and_stream_errors():
         scenes.sample_scene(np.random.default_rng(0), TINY, class_id=6)
     with pytest.raises(ConfigError, match='scene_duration_s=0'):
         scenes.SceneStream(TINY, seed=0, scene_duration_s=0)
+
+
+def test_robot_scenes_render_at_the_robot_resolution_with_beam_rings():
+    cfg = scenes.SCENE_PRESETS['robot6']
+    scene = scenes.sample_scene(np.random.default_rng(0), cfg, class_id=2)
+    out = scenes.render(scene, cfg)
+    assert out['camera'].shape == (128, 416, 3) and out['camera'].dtype == np.uint8
+    assert out['lidar'].shape == (16384, 4) and out['audio'].shape == (16000,)
+    empty = {}
+    for beams in (64, 0):  # the fraction of empty 25 cm radius bins among ground returns
+        c = dataclasses.replace(cfg, lidar_beams=beams)
+        cloud = scenes.render_lidar(scene, c)
+        ground = cloud[np.abs(cloud[:, 2] + c.lidar_height_m) < 0.2]  # (M, 4)
+        hist, _ = np.histogram(np.hypot(ground[:, 0], ground[:, 1]), bins=np.arange(0.0, 46.0, 0.25))
+        empty[beams] = (hist == 0).mean()
+    assert empty[64] > empty[0] + 0.2  # beam rings leave gaps between them; uniform radii do not
