@@ -104,3 +104,20 @@ def test_synthetic_scenes_are_coherent_across_streams():
         SyntheticScenes(preset='nope')
     with pytest.raises(ConfigError, match=r'audio.sample_rate=16000'):
         SyntheticScenes(sample_rate=16000)
+
+
+def test_robot_demo_settings_render_what_the_robot_model_was_trained_on():
+    from sentryfuse_ros.commands.demo import DEMO_MODELS
+    from sentryfuse_ros.nodes import perception, sensor_sim
+    from sentryfuse_ros.nodes.sensor_sim import SyntheticScenes
+    sets = dict(s.split('=', 1) for s in DEMO_MODELS['robot'])
+    defaults = {'perception': perception.DEFAULTS, 'sensor_sim': sensor_sim.DEFAULTS}
+    for key in sets:
+        node, param = key.split('.', 1)
+        assert param in defaults[node], key
+    source = SyntheticScenes(preset=sets['sensor_sim.scene.preset'], width=int(sets['sensor_sim.camera.width']),
+                             height=int(sets['sensor_sim.camera.height']), points=int(sets['sensor_sim.lidar.points']),
+                             sample_rate=int(sets['sensor_sim.audio.sample_rate']))
+    assert source.make_frame('camera', 0.0).shape == (128, 416, 3)  # rendered at that size, not squashed
+    assert source.make_frame('lidar', 0.0).shape == (16384, 4)
+    assert DEMO_MODELS['tiny'] == []
