@@ -181,6 +181,25 @@ def own_weight_bytes(sub: torch.nn.Module, base: torch.nn.Module) -> int:
     return total
 
 
+def gathered_bytes(model: SentryFuseModel, masks: UnitMasks) -> int:
+    """Bytes ``slice_model(model, masks, share=True)`` will gather: in every block whose attention or
+    FFN loses at least one unit, the kept rows of q/k/v (fc1) with their biases and the kept columns
+    of o (fc2) with its whole bias; unit kinds that keep every unit are shared, not gathered."""
+    def size(t) -> int:
+        return 0 if t is None else t.numel() * t.element_size()
+
+    total = 0
+    for blk, (a, f) in zip(model.blocks(), masks):
+        for mask, rows, cols in ((torch.as_tensor(a), (blk.attn.q, blk.attn.k, blk.attn.v), blk.attn.o),
+                                 (torch.as_tensor(f), (blk.ffn.fc1,), blk.ffn.fc2)):
+            if bool(mask.all()):
+                continue
+            frac = float(mask.sum()) / mask.numel()
+            total += int(frac * sum(size(lin.weight) + size(lin.bias) for lin in rows))
+            total += int(frac * size(cols.weight)) + size(cols.bias)
+    return total
+
+
 @dataclasses.dataclass
 class Subnetwork:
     """A sliced model for one (live set, budget level)."""
@@ -245,6 +264,7 @@ class SubnetworkCache:
             return sub
         start = time.perf_counter()
         masks = select_for_budget(self.model, self.score_fn(live), live, level)
+        self._evict(incoming=gathered_bytes(self.model, masks))  # make room first: the peak stays near the cap
         sliced = slice_model(self.model, masks, share=True).eval()
         build_ms = (time.perf_counter() - start) * 1e3
         sub = Subnetwork(model=sliced, key=f'{"+".join(live)}@{level:.2f}', live=live, budget=level,
@@ -255,10 +275,13 @@ class SubnetworkCache:
         self._evict()
         return sub
 
-    def _evict(self) -> None:
+    def _evict(self, incoming: int = 0) -> None:
+        """Drop least recently used entries until the held gathered weights plus ``incoming`` fit the cap
+        (the newest entry stays when nothing is incoming)."""
         if self.max_cache_bytes is None:
             return
-        while len(self._cache) > 1 and self.storage_bytes() > self.max_cache_bytes:
+        keep = 0 if incoming else 1
+        while len(self._cache) > keep and self.storage_bytes() + incoming > self.max_cache_bytes:
             self._cache.popitem(last=False)
             self._evictions += 1
 

@@ -110,3 +110,21 @@ def test_cap_zero_keeps_only_the_newest_and_rejects_negative_caps():
     assert cache.cached_keys() == ['camera+lidar+audio@0.50']
     with pytest.raises(PruningError, match=r'max_cache_mb=-1: expected a size >= 0'):
         SubnetworkCache(model, _scores(model), max_cache_mb=-1)
+
+
+def test_gathered_bytes_predicts_what_a_build_holds_and_the_cache_makes_room_first():
+    from sentryfuse_ros.core.pruning.prune import gathered_bytes
+    model = _model('robot')
+    score_fn = _scores(model)
+    for live in (MODS, ('lidar',)):
+        for b in BUDGETS:
+            masks = select_for_budget(model, score_fn(live), live, b)
+            sub = slice_model(model, masks, share=True)
+            assert gathered_bytes(model, masks) == own_weight_bytes(sub, model)
+    cap_mb = 20.0
+    cache = SubnetworkCache(model, score_fn, budget_levels=BUDGETS, max_cache_mb=cap_mb)
+    for live in SUBSETS:
+        for b in BUDGETS:
+            cache.get(live, b)
+            # never above the cap, except a single sub-network larger than the cap on its own
+            assert cache.storage_bytes() <= cap_mb * 2 ** 20 or len(cache.cached_keys()) == 1
