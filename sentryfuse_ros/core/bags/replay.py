@@ -29,6 +29,7 @@ from sentryfuse_ros.core.bags.faults import (  # noqa: F401  (re-exported: a rep
 from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource, ReadStats, TopicMap, iter_messages
 from sentryfuse_ros.core.config import check, from_dict, read_yaml
 from sentryfuse_ros.core.runtime.engine import EngineConfig, PerceptionEngine
+from sentryfuse_ros.core.runtime.inputs import SensorInputs
 from sentryfuse_ros.core.errors import BagError, ConfigError
 from sentryfuse_ros.core.runtime.health import (DEFAULT_MODALITY_CONFIGS, STATUS_NAMES, BatteryBudgetConfig,
                                                 HealthState, HealthTracker, TopicMonitorConfig)
@@ -142,11 +143,17 @@ def bag_info(bag: BagSource) -> Dict[str, Any]:
             'files': len(bag.metadata['relative_file_paths'])}
 
 
-class OfflineReplay:
-    """Drives HealthTracker + PerceptionEngine from one bag. Call :meth:`run` once.
+class BagDriver:
+    """The replay loop: one bag drives HealthTracker + the engine's input stage on the bag clock.
+
+    Every sensor message is an arrival for the tracker and a sample for ``inputs`` (camera and lidar
+    converted on arrival, so every malformed frame is counted, used or not); health checks, battery
+    feeds and inference ticks run on the bag clock as in the nodes. What an inference tick does is
+    :meth:`on_infer`: :class:`OfflineReplay` runs the model, the bag-dataset builder
+    (``core/bags/dataset.py``) stores the prepared inputs for training.
 
     Args:
-        engine: a PerceptionEngine (prebuilt or not); it is used as it is.
+        inputs: the input stage (a PerceptionEngine's ``inputs``, or a model-free SensorInputs).
         config: the replay configuration.
         make_converters: (modality -> msgtype, audio rate) -> {modality: converter}.
         faults: drops, battery profile, fixed budget.
@@ -154,31 +161,44 @@ class OfflineReplay:
         progress: called as progress(fraction, text) now and then.
     """
 
-    def __init__(self, engine: PerceptionEngine, config: ReplayConfig, make_converters: MakeConverters, *,
+    def __init__(self, inputs: SensorInputs, config: ReplayConfig, make_converters: MakeConverters, *,
                  faults: Faults = Faults(), labels: Optional[LabelTrack] = None,
                  progress: Optional[Callable[[float, str], None]] = None):
-        self.engine, self.config, self.faults = engine, config, faults
+        self.inputs, self.config, self.faults = inputs, config, faults
         self.make_converters, self.labels, self.progress = make_converters, labels, progress
         battery = config.health.battery
         if faults.budget:
             battery = dataclasses.replace(battery, compute_budget_override=float(faults.budget))
         self.tracker = HealthTracker({m: getattr(config.health, m) for m in SENSOR_MODALITIES}, battery)
+        self.track = LabelTrack(config.replay.label_transition_s)
+        self.arrival_ms: Dict[str, float] = {}   # conversion time of the newest camera/lidar sample [ms]
 
-    def run(self, bag_path) -> ReplayResult:
-        """Replay ``bag_path``; BagError for a missing/corrupt bag or a required topic that is absent."""
+    def on_infer(self, t: float, origin: float, live: Optional[List[str]], budget: float) -> None:
+        """An inference tick at ``t`` s of bag time (``origin`` = bag start [s]); ``live`` None = no health
+        yet, or ``replay.use_health`` off."""
+        raise NotImplementedError
+
+    def progress_text(self) -> str:
+        return ''
+
+    def drive(self, bag_path) -> Dict[str, Any]:
+        """Run the loop over ``bag_path``; BagError for a missing/corrupt bag or a required topic that is absent.
+
+        Returns {'info', 'mapping', 'stats', 'availability', 'injected', 'unknown_types', 'labels_source'}.
+        """
         cfg, rp = self.config, self.config.replay
         stats = ReadStats()
-        records: List[Dict[str, Any]] = []
         availability: List[Dict[str, Any]] = []
         injected: Dict[str, int] = {}
         bag_labels = self.labels is None
-        track = self.labels if self.labels is not None else LabelTrack(rp.label_transition_s)
-        t_wall = time.perf_counter()
+        self.track = self.labels if self.labels is not None else LabelTrack(rp.label_transition_s)
+        track = self.track
+        arrival_ms = self.arrival_ms
         with BagSource(bag_path) as bag:
             info = bag_info(bag)
             mapping, _ = bag.resolve(cfg.topics)
             types = {m: bag.topics[t]['type'] for m, t in mapping.items()}
-            converters = self.make_converters(types, self.engine.pre.audio_rate)
+            converters = self.make_converters(types, self.inputs.pre.audio_rate)
             start_ns, duration = info['start_ns'], info['duration_s']
             origin = start_ns / 1e9
             clock = {'health': 0, 'infer': 1, 'battery': 0}
@@ -192,28 +212,10 @@ class OfflineReplay:
                                      'budget': s.compute_budget, 'battery': s.battery_percentage})
 
             def infer(t: float) -> None:
-                t0 = time.perf_counter()
                 s = state[0]
                 live = None if s is None or not rp.use_health else [m for m, ok in zip(s.modalities, s.live) if ok]
                 budget = 1.0 if s is None else float(s.compute_budget)
-                result = self.engine.infer(origin + t, live, budget)
-                if result is None:
-                    return
-                # camera/lidar were converted on arrival (below); their conversion counts here, as in the node
-                arrival = sum(arrival_ms.get(m, 0.0) for m in result.modalities_used)
-                result.convert_ms += arrival
-                total_ms = (time.perf_counter() - t0) * 1e3 + arrival
-                t_sample = result.stamp_s - origin  # the newest sample used, on the bag clock
-                records.append({
-                    't': t, 't_sample': t_sample, 'label': result.label, 'class_id': result.class_id,
-                    'truth': track.truth(t_sample) if len(track) else None,
-                    'confidence': result.confidence, 'scores': [float(x) for x in result.scores],
-                    'modalities': list(result.modalities_used), 'budget': result.compute_budget,
-                    'gflops': result.gflops, 'subnetwork': result.subnetwork, 'stamp_s': result.stamp_s,
-                    'stamps': {m: self.engine.stamp_of(m) - origin for m in result.modalities_used},
-                    'convert_ms': result.convert_ms, 'preprocess_ms': result.preprocess_ms,
-                    'reconfigure_ms': result.reconfigure_ms, 'inference_ms': result.inference_ms,
-                    'total_ms': total_ms, 'sensor_age_ms': result.sensor_age_ms})
+                self.on_infer(t, origin, live, budget)
 
             def battery_feed(t: float) -> None:
                 self.tracker.on_battery(origin + t, profile_at(self.faults.battery_profile, t))
@@ -234,7 +236,6 @@ class OfflineReplay:
                     actions[due](t_due)
                     clock[due] += 1
 
-            arrival_ms: Dict[str, float] = {}   # conversion time of the newest camera/lidar sample [ms]
             n_done = 0
             for bm in iter_messages(bag, cfg.topics, stats=stats):
                 t = (bm.t_ns - start_ns) / 1e9
@@ -242,7 +243,7 @@ class OfflineReplay:
                 n_done += 1
                 if self.progress is not None and n_done % 200 == 0:
                     self.progress(min(1.0, t / duration) if duration else 1.0,
-                                  f'{t:.1f}/{duration:.1f} s bag time, {len(records)} inferences')
+                                  f'{t:.1f}/{duration:.1f} s bag time, {self.progress_text()}')
                 if self.faults.dropped(bm.modality, t):
                     injected[bm.modality] = injected.get(bm.modality, 0) + 1
                     continue
@@ -258,10 +259,10 @@ class OfflineReplay:
                         try:
                             payload, converter = converter(bm.msg), None
                         except Exception as exc:  # noqa: BLE001 - counted like the node's, never fatal
-                            self.engine.record_error(bm.modality, exc)
+                            self.inputs.record_error(bm.modality, exc)
                             continue
                         arrival_ms[bm.modality] = (time.perf_counter() - c0) * 1e3
-                    self.engine.push(bm.modality, payload, stamp_seconds(bm.msg, origin + t),
+                    self.inputs.push(bm.modality, payload, stamp_seconds(bm.msg, origin + t),
                                      converter, received_s=origin + t)
                     if bm.modality == 'camera' and rp.trigger == 'camera':
                         infer(t)
@@ -276,24 +277,74 @@ class OfflineReplay:
                     track.add(t, str(bm.msg.data))
             advance_to(duration, inclusive=True)
         if self.progress is not None:
-            self.progress(1.0, f'{duration:.1f}/{duration:.1f} s bag time, {len(records)} inferences')
+            self.progress(1.0, f'{duration:.1f}/{duration:.1f} s bag time, {self.progress_text()}')
+        return {'info': info, 'mapping': mapping, 'stats': stats, 'availability': availability,
+                'injected': injected, 'unknown_types': dict(bag.unknown_types),
+                'labels_source': ('file' if not bag_labels else
+                                  f'topic {mapping["labels"]}' if 'labels' in mapping else '')}
+
+
+class OfflineReplay(BagDriver):
+    """Drives HealthTracker + PerceptionEngine from one bag. Call :meth:`run` once.
+
+    Args:
+        engine: a PerceptionEngine (prebuilt or not); it is used as it is.
+        config, make_converters, faults, labels, progress: as for :class:`BagDriver`.
+    """
+
+    def __init__(self, engine: PerceptionEngine, config: ReplayConfig, make_converters: MakeConverters, *,
+                 faults: Faults = Faults(), labels: Optional[LabelTrack] = None,
+                 progress: Optional[Callable[[float, str], None]] = None):
+        super().__init__(engine.inputs, config, make_converters, faults=faults, labels=labels, progress=progress)
+        self.engine = engine
+        self.records: List[Dict[str, Any]] = []
+
+    def progress_text(self) -> str:
+        return f'{len(self.records)} inferences'
+
+    def on_infer(self, t: float, origin: float, live: Optional[List[str]], budget: float) -> None:
+        t0 = time.perf_counter()
+        result = self.engine.infer(origin + t, live, budget)
+        if result is None:
+            return
+        # camera/lidar were converted on arrival; their conversion counts here, as in the node
+        arrival = sum(self.arrival_ms.get(m, 0.0) for m in result.modalities_used)
+        result.convert_ms += arrival
+        total_ms = (time.perf_counter() - t0) * 1e3 + arrival
+        t_sample = result.stamp_s - origin  # the newest sample used, on the bag clock
+        track = self.track
+        self.records.append({
+            't': t, 't_sample': t_sample, 'label': result.label, 'class_id': result.class_id,
+            'truth': track.truth(t_sample) if len(track) else None,
+            'confidence': result.confidence, 'scores': [float(x) for x in result.scores],
+            'modalities': list(result.modalities_used), 'budget': result.compute_budget,
+            'gflops': result.gflops, 'subnetwork': result.subnetwork, 'stamp_s': result.stamp_s,
+            'stamps': {m: self.engine.stamp_of(m) - origin for m in result.modalities_used},
+            'convert_ms': result.convert_ms, 'preprocess_ms': result.preprocess_ms,
+            'reconfigure_ms': result.reconfigure_ms, 'inference_ms': result.inference_ms,
+            'total_ms': total_ms, 'sensor_age_ms': result.sensor_age_ms})
+
+    def run(self, bag_path) -> ReplayResult:
+        """Replay ``bag_path``; BagError for a missing/corrupt bag or a required topic that is absent."""
+        cfg, rp = self.config, self.config.replay
+        t_wall = time.perf_counter()
+        self.records = []
+        out = self.drive(bag_path)
+        stats, records, availability = out['stats'], self.records, out['availability']
         read = stats.to_dict()
-        read['injected_drops'] = injected
-        read['unknown_types'] = dict(bag.unknown_types)
+        read['injected_drops'] = out['injected']
+        read['unknown_types'] = out['unknown_types']
         return ReplayResult(
-            mode='offline', bag=info, mapping=dict(stats.mapping), notes=list(stats.notes),
+            mode='offline', bag=out['info'], mapping=dict(stats.mapping), notes=list(stats.notes),
             class_names=tuple(self.engine.class_names), records=records, availability=availability,
             read=read, faults=faults_dict(self.faults), switches=self.engine.switches,
             engine_errors=dict(self.engine.errors), engine_last_error=dict(self.engine.last_error),
-            warnings=never_used_warnings(cfg, stats.mapping, stats.read, availability, records, injected),
-            labels_source=('file' if not bag_labels else
-                           f'topic {mapping["labels"]}' if 'labels' in mapping else ''),
+            warnings=never_used_warnings(cfg, stats.mapping, stats.read, availability, records, out['injected']),
+            labels_source=out['labels_source'],
             wall_s=time.perf_counter() - t_wall,
             settings={'rate': rp.rate, 'trigger': rp.trigger, 'health_update_rate': cfg.health.update_rate,
                       'label_transition_s': rp.label_transition_s, 'device': rp.device,
                       'use_health': rp.use_health})
-
-
 
 
 def never_used_warnings(config: ReplayConfig, mapping: Mapping[str, str], read: Mapping[str, int],
