@@ -19,6 +19,12 @@ def register(subparsers) -> None:
                         help='torch CPU threads (default: torch decides)')
     parser.add_argument('--device', default='cpu', help='torch device (default cpu, the reference)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
+    parser.add_argument('--data', default=None, metavar='DS',
+                        help='train on a dataset built by `sentryfuse dataset` instead of synthetic scenes '
+                             '(its preprocessing must equal the config\'s)')
+    parser.add_argument('--val-bags', default=None, metavar='NAME,...',
+                        help='with --data: bags held out for validation, by name (default: the last 10%% of '
+                             'the bags); the split is by bag, never by frame')
     parser.set_defaults(func=run)
 
 
@@ -47,5 +53,48 @@ def run(args) -> int:
     words = ['sentryfuse', 'train', '--config', args.config, '--out', args.out]
     words += ['--resume'] * args.resume + [f'--{k}={v}' for k, v in overrides.items()]
     command = ' '.join(shlex.quote(str(w)) for w in words)
-    train(cfg, args.out, resume=args.resume, command=command, progress=not args.no_progress, device=args.device)
+    if args.data is None:
+        if args.val_bags is not None:
+            raise ConfigError('--val-bags needs --data')
+        if torchrun_world()[1] > 1:
+            raise ConfigError('torchrun with more than one process needs --data (a bag dataset to shard)')
+        train(cfg, args.out, resume=args.resume, command=command, progress=not args.no_progress,
+              device=args.device)
+        return 0
+    return train_on_dataset(args, cfg, command)
+
+
+def torchrun_world():
+    """(rank, world size, local rank) as torchrun passes them to each process; (0, 1, 0) without torchrun."""
+    import os
+    return tuple(int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('WORLD_SIZE', 1), ('LOCAL_RANK', 0)))
+
+
+def train_on_dataset(args, cfg, command: str) -> int:
+    """`--data DS`: a bag dataset, split by bag; under torchrun, one DDP process per device."""
+    from sentryfuse_ros.core.data.bagdataset import BagDataset
+    from sentryfuse_ros.core.training import distributed
+    from sentryfuse_ros.core.training.bagsource import BagBatches, default_val_bags
+    from sentryfuse_ros.core.training.train import train
+
+    dataset = BagDataset(args.data)
+    dataset.check_preprocess(cfg.preprocess)
+    val_bags = ([b.strip() for b in args.val_bags.split(',') if b.strip()] if args.val_bags is not None
+                else default_val_bags(dataset.bag_names))
+    rank, world, local_rank = torchrun_world()
+    dist = None
+    device = args.device
+    if world > 1:
+        dist = distributed.init_distributed(rank, world, local_rank, args.device)
+        device = f'cuda:{local_rank}' if dist.backend == 'nccl' else 'cpu'
+    try:
+        source = BagBatches(dataset, cfg.model.modalities, val_bags, batch_size=cfg.train.batch_size,
+                            seed=cfg.train.seed, rank=rank, world_size=world)
+        command += f' --data {args.data}' + (f' --val-bags {args.val_bags}' if args.val_bags is not None else '')
+        if world > 1:
+            command = f'torchrun --nproc_per_node {world} -m sentryfuse_ros.cli ' + command.split(' ', 1)[1]
+        train(cfg, args.out, resume=args.resume, command=command, progress=not args.no_progress, device=device,
+              source=source, dist=dist)
+    finally:
+        distributed.shutdown()
     return 0

@@ -221,6 +221,10 @@ def build_dataset(bags: Sequence, out, *, pre: PreprocessConfig, modalities: Seq
             save_state()
             log(f'skipped bag {str(path)!r}: {exc}')
             continue
+        outside = sorted(set(entry['classes']) - set(class_names)) if class_names else []
+        if outside:
+            raise ConfigError(f'bag {name!r} has labels {outside} that are not among --classes {list(class_names)}; '
+                              'add them, or relabel')
         wall += time.perf_counter() - t0
         bag_seconds += entry['duration_s']
         entry['shard'] = shard

@@ -34,6 +34,7 @@ from sentryfuse_ros.core.model.backbone import SentryFuseModel
 from sentryfuse_ros.core.training.checkpoint import save_checkpoint
 from sentryfuse_ros.core.training.state import _load_state, _save_state, state_path
 from sentryfuse_ros.core.config import check, load_yaml, to_dict
+from sentryfuse_ros.core.errors import ConfigError
 from sentryfuse_ros.core.training.curriculum import Curriculum, CurriculumConfig
 from sentryfuse_ros.core.data.datasets import MultimodalTensors, SyntheticDataset
 from sentryfuse_ros.core.pruning.gate import (SALIENCY_KINDS, SaliencyTeacher, SentryGate, alignment_loss, modality_subsets,
@@ -265,7 +266,8 @@ class TrainResult:
 
 def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '', progress: bool = True,
           stop_after: Optional[int] = None, log: Callable[[str], None] = None,
-          datasets: Optional[Tuple[MultimodalTensors, MultimodalTensors]] = None, device='cpu') -> TrainResult:
+          datasets: Optional[Tuple[MultimodalTensors, MultimodalTensors]] = None, device='cpu',
+          source=None, dist=None) -> TrainResult:
     """Train, write the checkpoint to ``out``; returns the trained model, gate, teacher and metadata.
 
     Args:
@@ -280,12 +282,25 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
         datasets: optional (train, val) datasets (e.g. AV-MNIST) used instead of rendering the synthetic
             scenes of ``cfg.data``; their class names become the model's. ``cfg.data`` is still recorded.
         device: where to train (CPU is the reference; bit-exact resume is only promised there).
+        source: a batch source instead of ``datasets`` / ``cfg.data`` (``core/training/bagsource.py``
+            BagBatches: a bag dataset split by bag): it gives the class names, each step's live set,
+            inputs and labels (``batch(step, draw, device)``), the validation and dataset metadata.
+        dist: a ``core/training/distributed.py`` DistContext under torchrun: the forward runs under DDP,
+            the gate's gradients and the teacher's saliency are reduced across ranks, rank 0 writes files
+            and logs. Needs ``source`` (which shards each batch over the ranks).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if dist is not None and source is None:
+        raise ConfigError('distributed training needs a batch source that shards the data over the ranks '
+                          '(sentryfuse train --data DS)')
+    main = dist is None or dist.is_main
+    if not main:
+        log, progress = (lambda s: None), False
     out = pathlib.Path(out)
     t = cfg.train
     torch.manual_seed(t.seed)
     names = tuple(datasets[0].class_names) if datasets is not None else class_names(cfg.data.scene)
+    names = tuple(source.class_names) if source is not None else names
     device = torch.device(device)
     model, gate, teacher, opt = _build(cfg, names, device)
     rng = np.random.default_rng(t.seed)
@@ -294,27 +309,36 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
     if resume:
         start_step, elapsed_before = _load_state(spath, cfg, model, gate, teacher, opt, rng)
         log(f'resuming from {spath} at step {start_step}/{t.steps}')
+    net = model if dist is None else dist.wrap(model)  # after a resume: DDP broadcasts rank 0's weights
     t0 = time.perf_counter()
-    if datasets is not None:
+    if source is not None:
+        train_set = val_set = None
+        log(f'data: {source.describe()}')
+    elif datasets is not None:
         train_set, val_set = (d.subset(model.modalities) for d in datasets)
     else:
         train_set, val_set = _datasets(cfg)
-    train_set, val_set = _on_device(train_set, device), _on_device(val_set, device)
-    log(f'data: {len(train_set)} train / {len(val_set)} val scenes in {time.perf_counter() - t0:.1f}s')
+    if source is None:
+        train_set, val_set = _on_device(train_set, device), _on_device(val_set, device)
+        log(f'data: {len(train_set)} train / {len(val_set)} val scenes in {time.perf_counter() - t0:.1f}s')
     curriculum = Curriculum(t.curriculum, modalities=model.modalities, total_steps=t.steps)
     prune_start = int(round(t.gate.prune_start_frac * t.steps))
     layout = model.unit_layout()
     bar = Progress(t.steps) if progress else None
-    n = len(train_set)
+    n = len(train_set) if source is None else 0
     batch = min(t.batch_size, n)
     ema_loss, ema_acc = None, None
     model.train()
     t_run = time.perf_counter()
     for step in range(start_step, t.steps):
-        live = curriculum.sample(step, rng)
-        idx = torch.from_numpy(rng.choice(n, size=batch, replace=False)).to(device)
-        inputs = {m: train_set.inputs[m][idx].float() for m in live}
-        labels = train_set.labels[idx]
+        if source is None:
+            live = curriculum.sample(step, rng)
+            idx = torch.from_numpy(rng.choice(n, size=batch, replace=False)).to(device)
+            inputs = {m: train_set.inputs[m][idx].float() for m in live}
+            labels = train_set.labels[idx]
+        else:
+            live, inputs, labels = source.batch(step, curriculum.sample(step, rng), device)
+            batch = len(labels)
         pruned = step >= prune_start and rng.random() < t.gate.prune_prob
         if pruned:
             budget = float(rng.uniform(t.gate.prune_min_budget, 1.0))
@@ -324,14 +348,17 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
         for group in opt.param_groups:
             group['lr'] = group['base_lr'] * lr_factor(step, t)
         with autocast_context(t.autocast, device):
-            logits = model(inputs, gates)  # (B, K)
+            logits = net(inputs, gates)  # (B, K)
         task = F.cross_entropy(logits.float(), labels)
         align = alignment_loss(gate, teacher, temperature=t.gate.align_temperature)
         opt.zero_grad(set_to_none=True)
         (task + t.gate.align_weight * align).backward()
         if not pruned:  # the gate gradients of this very backward pass feed the teacher
-            teacher.update(live, read_saliency(gates, kind=t.gate.saliency, skipped_blocks_zero=True))
+            teacher.update(live, read_saliency(gates, kind=t.gate.saliency, skipped_blocks_zero=True) if dist is None
+                           else dist.global_saliency(gates, kind=t.gate.saliency))
             gate.calibrate(teacher, t.gate.align_temperature)
+        if dist is not None:
+            dist.average_grads(gate)
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()
@@ -342,20 +369,28 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
         if bar is not None:
             bar.update(done, start_step, f'loss {ema_loss:.3f} acc {ema_acc:.2f} align {align.item():.3f} '
                                          f'phase {curriculum.phase(step)}')
-        if done % t.checkpoint_every == 0 or done == stop_after:
+        if main and (done % t.checkpoint_every == 0 or done == stop_after):
             _save_state(spath, cfg, done, elapsed_before + time.perf_counter() - t_run, model, gate, teacher,
                         opt, rng)
         if stop_after is not None and done >= stop_after and done < t.steps:
             log(f'stopped after step {done}; state in {spath}')
             return TrainResult(model, gate, teacher, {'steps': done, 'stopped': True})
     wall = elapsed_before + time.perf_counter() - t_run
+    if not main:
+        return TrainResult(model.eval(), gate, teacher, {'steps': t.steps, 'rank': dist.rank})
     with autocast_context(t.autocast, device):
-        val = validate(model, gate, val_set, batch=t.eval_batch)
-    meta = {'steps': t.steps, 'seed': t.seed, 'val_accuracy': val, 'val_size': len(val_set),
+        if source is not None:
+            val = source.validate(model, gate, batch=t.eval_batch)
+        else:
+            val = validate(model, gate, val_set, batch=t.eval_batch)
+    meta = {'steps': t.steps, 'seed': t.seed, 'val_accuracy': val,
+            'val_size': len(val_set) if source is None else len(source.val_index),
             'train_wall_time_s': round(wall, 1), 'device': str(device), 'device_name': _device_name(device),
             'torch_threads': torch.get_num_threads(), 'autocast': t.autocast, 'command': command,
             'torch_version': str(torch.__version__),
             'python_version': sys.version.split()[0], 'train_config': to_dict(cfg)}
+    if source is not None:
+        meta.update(source.meta())
     save_checkpoint(out, model, extra={
         'class_names': list(model.config.class_names), 'gate': gate.state_dict(),
         'saliency_ema': teacher.state_dict(), 'training': meta})
