@@ -219,7 +219,8 @@ def build_dataset(bags: Sequence, out, *, pre: PreprocessConfig, modalities: Seq
             shutil.rmtree(partial / shard, ignore_errors=True)
             state['skipped'][name] = {'path': str(path), 'error': str(exc)}
             save_state()
-            log(f'skipped bag {str(path)!r}: {exc}')
+            if len(paths) > 1:  # a single bag's reason is the build's error
+                log(f'skipped bag {str(path)!r}: {exc}')
             continue
         outside = sorted(set(entry['classes']) - set(class_names)) if class_names else []
         if outside:
@@ -235,9 +236,10 @@ def build_dataset(bags: Sequence, out, *, pre: PreprocessConfig, modalities: Seq
             f"{entry['unlabelled']} unlabelled, {entry['no_input']} with no live sensor")
     done = [state['done'][n] for n in names if n in state['done']]
     if not any(e['samples'] for e in done):
-        reasons = [f"{n}: {s['error']}" for n, s in state['skipped'].items()]
-        reasons += [f"{e['name']}: 0 samples" for e in done]
-        raise DataError(f'no samples from any bag ({"; ".join(reasons)}); {str(partial)!r} kept for inspection')
+        reasons = [s['error'] for s in state['skipped'].values()] + [f"bag {e['name']!r}: 0 samples" for e in done]
+        if not done:
+            shutil.rmtree(partial)  # nothing worth resuming
+        raise DataError(reasons[0] if len(reasons) == 1 else f'no samples from any bag: {"; ".join(reasons)}')
     manifest = _finish(partial, out, done, state['skipped'], class_names, settings, shapes, pre, command)
     return BuildResult(out, manifest, wall, bag_seconds)
 
@@ -248,8 +250,8 @@ def _sample_bag(path: pathlib.Path, name: str, folder: pathlib.Path, *, pre, mod
         mapping, notes = bag.resolve(config.topics)
         duration = max(0.0, (bag.end_ns - bag.start_ns) / 1e9) if bag.message_count else 0.0
         storage = bag.storage
-    if not any(m in mapping for m in modalities):
         listing = ', '.join(f"{t} ({v['type']})" for t, v in bag.topics.items()) or 'none'
+    if not any(m in mapping for m in modalities):
         raise BagError(f'bag {str(path)!r} has no sensor topics for {"/".join(modalities)} (its topics: {listing}); '
                        'map yours with --topic camera=/your/image_topic')
     labels = None
