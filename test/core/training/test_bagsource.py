@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from bag_training_fixtures import write_dataset  # noqa: E402
@@ -75,3 +76,21 @@ def test_errors(dataset):
         BagBatches(dataset, ALL, ['nope'], batch_size=4, seed=0)
     with pytest.raises(DataError, match=r'no training samples left'):
         BagBatches(dataset, ALL, ['bag0', 'bag1', 'bag2'], batch_size=4, seed=0)
+
+
+def test_training_on_a_bag_source_resumes_bit_exactly(dataset, tmp_path):
+    from bag_training_fixtures import tiny_config
+
+    from sentryfuse_ros.core.training.train import train
+    torch.set_num_threads(1)
+    cfg = tiny_config(steps=6, batch_size=8)
+    source = lambda: BagBatches(dataset, ALL, ['bag2'], batch_size=8, seed=0)  # noqa: E731
+    quiet = dict(progress=False, log=lambda s: None)
+    full = train(cfg, tmp_path / 'full.pt', source=source(), **quiet)
+    part = train(cfg, tmp_path / 'part.pt', source=source(), stop_after=3, **quiet)
+    assert part.meta == {'steps': 3, 'stopped': True}
+    resumed = train(cfg, tmp_path / 'part.pt', source=source(), resume=True, **quiet)
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert resumed.meta['dataset']['manifest_hash'] == dataset.hash
+    assert set(resumed.meta['val_accuracy']) == {'1.00', '0.50', 'recorded'}
