@@ -56,8 +56,8 @@ def render(seed: int, times, pre: pp.PreprocessConfig, sim: SimBagConfig = SimBa
         out['camera'].append(pp.preprocess_camera(stream.camera(t), pre))
         out['lidar'].append(pp.preprocess_lidar(stream.lidar(t), pre))
         start = max(0.0, t - a / scene_cfg.audio_rate)
-        out['audio'].append(pp.preprocess_audio(stream.audio_chunk(start, int(round((t - start) * scene_cfg.audio_rate))),
-                                                scene_cfg.audio_rate, pre))
+        pcm = stream.audio_chunk(start, int(round((t - start) * scene_cfg.audio_rate)))  # (L,)
+        out['audio'].append(pp.preprocess_audio(pcm, scene_cfg.audio_rate, pre))
         labels.append(stream.scene_at(t).label)
     return {m: np.stack(x) for m, x in out.items()}, labels
 

@@ -123,7 +123,8 @@ class BagBatches:
                             'world_size': self.world_size}}
 
     @torch.no_grad()
-    def validate(self, model, gate, *, batch: int, budgets: Sequence[float] = (1.0, 0.5)) -> Dict[str, Dict[str, float]]:
+    def validate(self, model, gate, *, batch: int,
+                 budgets: Sequence[float] = (1.0, 0.5)) -> Dict[str, Dict[str, float]]:
         """{budget: {subset: accuracy}} on the validation bags (each subset scored on the samples that
         hold it) plus 'recorded': every sample with the modalities it was recorded with."""
         out: Dict[str, Dict[str, float]] = {}

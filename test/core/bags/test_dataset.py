@@ -1,7 +1,6 @@
 """Labelled bags -> dataset: the samples are the replay's inferences (same ticks, same live sets, same
 inputs), a sensor dropout gives real dropout samples, both storages, KITTI frames with a label CSV,
 resume after an interruption, unreadable / sensor-less bags, label-file and --out errors."""
-import json
 import pathlib
 import shutil
 import sys

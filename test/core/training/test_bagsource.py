@@ -4,7 +4,6 @@ import pathlib
 import sys
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
 
