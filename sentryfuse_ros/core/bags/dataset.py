@@ -54,7 +54,12 @@ class BagSampler(BagDriver):
 
     def on_infer(self, t: float, origin: float, live: Optional[List[str]], budget: float) -> None:
         self.counts['ticks'] += 1
-        prepared = self.inputs.prepare(origin + t, live)
+        try:
+            prepared = self.inputs.prepare(origin + t, live)
+        except Exception as exc:  # noqa: BLE001 - as the engine: one tick never stops the build, counted
+            self.inputs.record_error('inference', exc)
+            self.counts['no_input'] += 1
+            return
         if not prepared.modalities:
             self.counts['no_input'] += 1
             return
