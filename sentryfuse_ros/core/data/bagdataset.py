@@ -5,8 +5,8 @@ A dataset is a folder (written as ``DS.partial``, renamed to ``DS`` when complet
     DS/manifest.json        class names, preprocessing config and its hash, per-bag sample counts,
                             modality sets per bag, how it was sampled, skipped bags
     DS/shard-0000/          one shard per bag (a validation split by bag is a choice of shards)
-        camera.f16          (N, 3, S, S) float16, raw C order (zeros where the sample has no camera)
-        lidar.f16           (N, 3, G, G) float16
+        camera.f16          (N, 3, S, SW) float16, raw C order (zeros where the sample has no camera)
+        lidar.f16           (N, 3, G, GW) float16
         audio.f16           (N, A) float16
         present.u8          (N, 3) uint8: 1 where the modality was live and fresh (camera, lidar, audio)
         t.f64               (N,) float64: inference time [s since bag start]
@@ -16,7 +16,7 @@ Raw little-endian files with shapes in the manifest are read back with ``np.memm
 batch reads only its rows, so a dataset larger than memory trains at disk speed. The builder
 (``core/bags/dataset.py``) fills the shards from bags; this module knows nothing of bags.
 
-Shapes: N samples; camera (3, S, S), lidar (3, G, G), audio (A,) per sample, as preprocess makes them.
+Shapes: N samples; camera (3, S, SW), lidar (3, G, GW), audio (A,) per sample, as preprocess makes them.
 """
 import hashlib
 import json
@@ -47,8 +47,7 @@ def preprocess_hash(pre: PreprocessConfig) -> str:
 
 def sample_shapes(pre: PreprocessConfig) -> Dict[str, Tuple[int, ...]]:
     """Per-sample shape of each modality's model input."""
-    s, g = pre.image_size, pre.bev_size
-    return {'camera': (3, s, s), 'lidar': (3, g, g), 'audio': (pre.audio_samples,)}
+    return {'camera': (3, *pre.image_hw), 'lidar': (3, *pre.bev_hw), 'audio': (pre.audio_samples,)}
 
 
 def preprocess_difference(built: Mapping[str, Any], expected: PreprocessConfig) -> List[str]:

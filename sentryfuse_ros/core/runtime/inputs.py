@@ -6,8 +6,8 @@ code: same lazy conversion, same freshness rule, same audio ring, same preproces
 float seconds passed in; converters are injected (this module never sees a ROS message type).
 
 Shapes:
-    camera  (H, W, 3) uint8      -> preprocess -> (3, S, S) float32
-    lidar   (N, 3|4) float32     -> preprocess -> (3, G, G) float32
+    camera  (H, W, 3) uint8      -> preprocess -> (3, S, SW) float32
+    lidar   (N, 3|4) float32     -> preprocess -> (3, G, GW) float32
     audio   ring buffer (A,) float32 at the model rate -> (A,) float32
 """
 import dataclasses
@@ -43,7 +43,7 @@ def _finite(x: np.ndarray, what: str) -> np.ndarray:
 @dataclasses.dataclass
 class PreparedInputs:
     """One sample in model form (no batch axis), as an inference at ``now_s`` would see it."""
-    arrays: Dict[str, np.ndarray]  # modality -> preprocessed (3, S, S) | (3, G, G) | (A,) float32
+    arrays: Dict[str, np.ndarray]  # modality -> preprocessed (3, S, SW) | (3, G, GW) | (A,) float32
     modalities: Tuple[str, ...]    # the modalities in ``arrays``, canonical order
     stamp_s: float                 # stamp of the newest sample used (-inf when none)
     convert_ms: float              # message -> array time since the previous prepare
@@ -217,9 +217,9 @@ class SensorInputs:
         for m, array in raw.items():  # modalities whose conversion failed are absent here
             try:
                 if m == 'camera':
-                    x = pp.preprocess_camera(array, self.pre)             # (3, S, S)
+                    x = pp.preprocess_camera(array, self.pre)             # (3, S, SW)
                 elif m == 'lidar':
-                    x = pp.preprocess_lidar(array, self.pre)              # (3, G, G)
+                    x = pp.preprocess_lidar(array, self.pre)              # (3, G, GW)
                 else:
                     x = array
                 arrays[m] = _finite(np.asarray(x, dtype=np.float32), f'{m} model input')

@@ -84,3 +84,8 @@ def test_refuses_partial_missing_and_foreign_folders(tmp_path):
     (path / 'manifest.json').write_text(json.dumps(m))
     with pytest.raises(DataError, match=r"format 'other' version 1: expected 'sentryfuse-bag-dataset'"):
         BagDataset(path)
+
+
+def test_shapes_follow_non_square_presets():
+    pre = PreprocessConfig(image_size=16, image_width=48, bev_size=16, bev_width=24, audio_samples=4000)
+    assert sample_shapes(pre) == {'camera': (3, 16, 48), 'lidar': (3, 16, 24), 'audio': (4000,)}
