@@ -6,7 +6,8 @@ One step (see ``core/pruning/gate.py`` for the pieces):
 2. with probability ``prune_prob`` (after ``prune_start_frac`` of the run) a budget b ~ U[b_min, 1]
    is drawn and the units SentryGate's *current* scores keep for (live, b) are masked (0/1 gates):
    the backbone learns to run with the sub-networks that deployment will slice out zero-shot;
-   otherwise the gates are ones with ``requires_grad`` (the saliency teacher's probe);
+   otherwise the gates are per-sample ones (B, G)/(B, NF) with ``requires_grad`` (the saliency
+   teacher's probe: per-sample dL_n/dg, as the Taylor and Fisher baselines read them);
 3. total = cross-entropy + align_weight * listwise-KL(gate scores, teacher EMA); one backward pass;
 4. on unmasked steps the gate gradients of that same backward pass update the teacher EMA of the
    live subset (so the teacher costs no extra pass); clip, AdamW step.
@@ -46,7 +47,7 @@ from sentryfuse_ros.core.data.scenes import SceneConfig, class_names
 
 @dataclasses.dataclass(frozen=True)
 class GateTrainConfig:
-    saliency: str = 'taylor'        # taylor: |dL/dg| on shared gates; fisher: sum_n (dL_n/dg)^2 on per-sample gates
+    saliency: str = 'taylor'        # taylor: mean_n |dL_n/dg|; fisher: sum_n (dL_n/dg)^2 (both on per-sample gates)
     ema_decay: float = 0.9          # teacher EMA decay per update of a subset's row
     align_weight: float = 1.0       # lambda in total = task + lambda * align
     align_temperature: float = 0.5  # tau of the teacher distribution t^(1/tau) (smaller = sharper)
@@ -320,7 +321,9 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
             budget = float(rng.uniform(t.gate.prune_min_budget, 1.0))
             gates = _to(masks_to_gates(select_for_budget(model, gate.scores(live), live, budget)), device)
         else:
-            gates = ones_gates(layout, device=device, batch_size=batch if t.gate.saliency == 'fisher' else None)
+            # per-sample gates (B, G)/(B, NF): the teacher reads per-sample |dL_n/dg| like the Taylor
+            # baseline (shared gates would give |batch-mean dL/dg|, a different quantity)
+            gates = ones_gates(layout, device=device, batch_size=batch)
         for group in opt.param_groups:
             group['lr'] = group['base_lr'] * lr_factor(step, t)
         with autocast_context(t.autocast, device):
