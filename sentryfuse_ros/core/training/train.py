@@ -356,7 +356,9 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
         val = validate(model, gate, val_set, batch=t.eval_batch)
     meta = {'steps': t.steps, 'seed': t.seed, 'val_accuracy': val, 'val_size': len(val_set),
             'train_wall_time_s': round(wall, 1), 'device': str(device), 'device_name': _device_name(device),
+            # what bit-reproducibility depends on: the same seed, thread count and device give the same bits
             'torch_threads': torch.get_num_threads(), 'autocast': t.autocast, 'command': command,
+            'deterministic_algorithms': torch.are_deterministic_algorithms_enabled(),
             'torch_version': str(torch.__version__),
             'python_version': sys.version.split()[0], 'train_config': to_dict(cfg)}
     save_checkpoint(out, model, extra={
