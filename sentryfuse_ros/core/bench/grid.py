@@ -65,7 +65,7 @@ from sentryfuse_ros.core.bench.results import (  # noqa: F401
 # (2: issue 10, skipped-block scores fixed, per-sample saliency probe, cache-independent data)
 TRAIN_RECIPE = 2
 VARIANT_FOR_MODEL = {'sentryfuse': 'main', 'conventional': 'conventional',
-                     'conventional_nocurr': 'conventional_nocurr'}
+                     'conventional_nocurr': 'conventional_nocurr', 'sentryfuse_sandwich': 'sandwich'}
 
 
 def scene_for(cfg: BenchConfig, dataset: str) -> SceneConfig:
@@ -103,10 +103,13 @@ def train_config(cfg: BenchConfig, backbone: str, dataset: str, seed: int, varia
         t = dataclasses.replace(t, gate=dataclasses.replace(t.gate, align_weight=0.0))
     elif variant in ('nocurr', 'conventional_nocurr'):
         t = dataclasses.replace(t, curriculum=CurriculumConfig(phase1_frac=1.0, phase2_frac=0.0))
-    elif variant not in ('main', 'conventional'):
-        raise ConfigError(f'variant={variant!r}: expected main, noalign, nocurr, conventional or conventional_nocurr')
+    elif variant not in ('main', 'conventional', 'sandwich'):
+        raise ConfigError(f'variant={variant!r}: expected main, noalign, nocurr, conventional, conventional_nocurr '
+                          'or sandwich')
     if variant.startswith('conventional'):
         t = dataclasses.replace(t, gate=dataclasses.replace(t.gate, align_weight=0.0, prune_prob=0.0))
+    if variant == 'sandwich':
+        t = dataclasses.replace(t, gate=dataclasses.replace(t.gate, recipe='sandwich', prune_start_frac=0.6))
     scene = scene_for(cfg, dataset) if dataset != 'avmnist' else SceneConfig(name='avmnist', num_classes=10)
     d = tr.DataConfig(scene=scene, train_size=len(data['train']), val_size=len(data['val']), seed=cfg.data_seed,
                       cache_dir=str(cache_dir / 'data'))

@@ -22,7 +22,10 @@ RECORD_KEYS = ('model', 'backbone', 'dataset', 'condition', 'ratio', 'method', '
 #   sentryfuse           SentryGate + alignment + pruned training steps + the modality-dropout curriculum
 #   conventional         the same architecture, data and steps; no gate, no pruned steps; with the curriculum
 #   conventional_nocurr  as conventional, without the curriculum (all modalities on every step)
-MODELS = ('sentryfuse', 'conventional', 'conventional_nocurr')
+#   sentryfuse_sandwich  the alternative SentryFuse recipe: dense steps with the curriculum for 60% of the run,
+#                        then the sandwich rule with in-place distillation (train.py recipe: sandwich)
+MODELS = ('sentryfuse', 'conventional', 'conventional_nocurr', 'sentryfuse_sandwich')
+SANDWICH_METHODS = ('sentrygate', 'gate_uncond', 'dense')  # what the recipe ablation model runs
 CONVENTIONAL_METHODS = BASELINES + ORACLES + ('dense',)  # what a model without a trained gate can run
 VARIANT_OF = {'gate_noalign': 'noalign', 'dense_nocurr': 'nocurr'}  # methods needing another checkpoint
 
@@ -103,7 +106,8 @@ def _cells(cfg: BenchConfig, modalities: Sequence[str], seed: int,
     """(live, ratio, method) of one trained model; dense rows only at ratio 0, variants only on ablation seeds,
     conventional models only the methods that need no trained gate."""
     out = []
-    methods = cfg.methods if model == 'sentryfuse' else [m for m in cfg.methods if m in CONVENTIONAL_METHODS]
+    allowed = {'sentryfuse': METHODS, 'sentryfuse_sandwich': SANDWICH_METHODS}.get(model, CONVENTIONAL_METHODS)
+    methods = [m for m in cfg.methods if m in allowed]
     for live in conditions_for(modalities, cfg.conditions):
         for method in methods:
             if method in VARIANT_OF and seed not in cfg.ablation_seeds:

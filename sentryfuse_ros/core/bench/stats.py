@@ -84,7 +84,7 @@ def bootstrap_interval(matrix: Sequence[Sequence[float]], *, resamples: int = 20
 
 
 def protocol_rows(records: Sequence[Dict[str, Any]], protocol: str, *, method: str = 'sentrygate',
-                  baselines: Sequence[str] = BASELINES) -> List[Dict[str, Any]]:
+                  baselines: Sequence[str] = BASELINES, ours_model: str = 'sentryfuse') -> List[Dict[str, Any]]:
     """Per cell: ours vs the held-out best candidate of ``protocol`` (module docstring), per seed and mean."""
     models = PROTOCOLS[protocol][1]
     full = _full_conditions(records)
@@ -93,7 +93,7 @@ def protocol_rows(records: Sequence[Dict[str, Any]], protocol: str, *, method: s
         classes.setdefault(r['dataset'], int(r.get('n_classes') or CLASSES_OF_DATASET.get(r['dataset'], 0)) or None)
     rows = []
     for cell, per in sorted(_index(records).items()):
-        ours = per.get(('sentryfuse', method))
+        ours = per.get((ours_model, method))
         cands = {(mdl, b): per[(mdl, b)] for mdl in models for b in baselines if (mdl, b) in per}
         if not ours or not cands:
             continue
@@ -183,7 +183,7 @@ def ablation_rows(records: Sequence[Dict[str, Any]], other: str) -> Optional[Dic
             'seeds': seeds, 'wins': sum(d > 0 for d in diffs)}
 
 
-def dense_gap(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def dense_gap(records: Sequence[Dict[str, Any]], ours_model: str = 'sentryfuse') -> List[Dict[str, Any]]:
     """Per (dataset, backbone, condition): dense accuracy of sentryfuse vs conventional (same seeds)."""
     acc: Dict[Tuple[str, str, str], Dict[str, Dict[int, float]]] = collections.defaultdict(
         lambda: collections.defaultdict(dict))
@@ -193,7 +193,7 @@ def dense_gap(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
                 float(r['accuracy'])
     out = []
     for key, per in sorted(acc.items()):
-        ours, conv = per.get('sentryfuse', {}), per.get('conventional', {})
+        ours, conv = per.get(ours_model, {}), per.get('conventional', {})
         seeds = sorted(set(ours) & set(conv))
         if not seeds:
             continue

@@ -13,6 +13,11 @@ One step (see ``core/pruning/gate.py`` for the pieces):
    live subset (so the teacher costs no extra pass); clip, AdamW step.
 
 The task loss trains the backbone, the alignment loss trains only the SentryGate table.
+
+``recipe: sandwich`` replaces step 2 after ``prune_start_frac``: every step trains the full network (whose
+per-sample gates feed the teacher), plus the sub-networks SentryGate picks at the smallest budget and at
+a random one, each distilled from the full network's detached logits (the sandwich rule and in-place
+distillation of Universally Slimmable Networks, DynaBERT, Once-for-All).
 A state file ``<out stem>.train_state.pt`` next to ``--out`` is written every ``checkpoint_every``
 steps (model, gate, teacher, optimizer, step, RNG states); ``resume=True`` continues from it.
 
@@ -45,6 +50,9 @@ from sentryfuse_ros.core.pruning.prune import masks_to_gates, select_for_budget
 from sentryfuse_ros.core.data.scenes import SceneConfig, class_names
 
 
+RECIPES = ('pruned_steps', 'sandwich')
+
+
 @dataclasses.dataclass(frozen=True)
 class GateTrainConfig:
     saliency: str = 'taylor'        # taylor: mean_n |dL_n/dg|; fisher: sum_n (dL_n/dg)^2 (both on per-sample gates)
@@ -55,6 +63,10 @@ class GateTrainConfig:
     prune_prob: float = 0.5         # probability per step of training the gate-chosen sub-network
     prune_min_budget: float = 0.4   # sampled budgets are uniform in [prune_min_budget, 1]
     prune_start_frac: float = 0.3   # no pruned steps before this fraction of the run (teacher warms up)
+    recipe: str = 'pruned_steps'    # pruned_steps: a gate-chosen sub-network on prune_prob of the steps;
+                                    # sandwich: after prune_start_frac, every step trains the full network,
+                                    # the smallest budget and a random one, distilling the full logits
+    distill_weight: float = 1.0     # sandwich: weight of the in-place distillation KL of each sub-network
 
     def __post_init__(self):
         check(self.saliency in SALIENCY_KINDS, 'saliency', self.saliency, f'one of {SALIENCY_KINDS}')
@@ -65,6 +77,8 @@ class GateTrainConfig:
         check(0.0 <= self.prune_prob <= 1.0, 'prune_prob', self.prune_prob, 'a probability in [0, 1]')
         check(0.0 < self.prune_min_budget <= 1.0, 'prune_min_budget', self.prune_min_budget, 'a budget in (0, 1]')
         check(0.0 <= self.prune_start_frac <= 1.0, 'prune_start_frac', self.prune_start_frac, 'a fraction in [0, 1]')
+        check(self.recipe in RECIPES, 'recipe', self.recipe, f'one of {RECIPES}')
+        check(self.distill_weight >= 0, 'distill_weight', self.distill_weight, 'a weight >= 0')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +234,21 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def _sandwich_distill(model: SentryFuseModel, gate: SentryGate, inputs, live, full_logits: torch.Tensor,
+                      g: 'GateTrainConfig', rng: np.random.Generator, device: torch.device,
+                      autocast: str = 'none') -> torch.Tensor:
+    """Mean KL(softmax(full) || softmax(sub)) of the smallest-budget and a random-budget sub-network that
+    SentryGate's current scores pick for ``live``; the full logits are the (detached) teacher."""
+    target = F.softmax(full_logits.detach().float(), dim=-1)  # (B, K)
+    terms = []
+    for budget in (g.prune_min_budget, float(rng.uniform(g.prune_min_budget, 1.0))):
+        masks = select_for_budget(model, gate.scores(live), live, budget)
+        with autocast_context(autocast, device):
+            sub = model(inputs, _to(masks_to_gates(masks), device))  # (B, K)
+        terms.append(F.kl_div(F.log_softmax(sub.float(), dim=-1), target, reduction='batchmean'))
+    return torch.stack(terms).mean()
+
+
 def _to(gates, device: torch.device):
     return [(a.to(device), f.to(device)) for a, f in gates]
 
@@ -316,7 +345,8 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
         idx = torch.from_numpy(rng.choice(n, size=batch, replace=False)).to(device)
         inputs = {m: train_set.inputs[m][idx].float() for m in live}
         labels = train_set.labels[idx]
-        pruned = step >= prune_start and rng.random() < t.gate.prune_prob
+        sandwich = t.gate.recipe == 'sandwich' and step >= prune_start
+        pruned = not sandwich and step >= prune_start and rng.random() < t.gate.prune_prob
         if pruned:
             budget = float(rng.uniform(t.gate.prune_min_budget, 1.0))
             gates = _to(masks_to_gates(select_for_budget(model, gate.scores(live), live, budget)), device)
@@ -330,8 +360,12 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
             logits = model(inputs, gates)  # (B, K)
         task = F.cross_entropy(logits.float(), labels)
         align = alignment_loss(gate, teacher, temperature=t.gate.align_temperature)
+        loss = task + t.gate.align_weight * align
+        if sandwich:  # the sandwich rule with in-place distillation (Yu & Huang 2019; DynaBERT; OFA)
+            loss = loss + t.gate.distill_weight * _sandwich_distill(model, gate, inputs, live, logits, t.gate, rng,
+                                                                    device, t.autocast)
         opt.zero_grad(set_to_none=True)
-        (task + t.gate.align_weight * align).backward()
+        loss.backward()
         if not pruned:  # the gate gradients of this very backward pass feed the teacher
             teacher.update(live, read_saliency(gates, kind=t.gate.saliency, skipped_blocks_zero=True))
             gate.calibrate(teacher, t.gate.align_temperature)

@@ -222,3 +222,19 @@ def test_training_is_bit_reproducible_across_processes(tmp_path):
     assert all(blob(o) == blob(outs[0]) for o in outs[1:])
     t = outs[0]['training']
     assert (t['seed'], t['torch_threads'], t['device']) == (0, 1, 'cpu')
+
+
+def test_sandwich_recipe_trains_and_differs_from_pruned_steps(tmp_path):
+    """Issue 10: the sandwich rule + in-place distillation recipe runs end to end and is a different training."""
+    import dataclasses as dc
+    base = dc.replace(TINY, train=dc.replace(TINY.train, steps=12, checkpoint_every=100))
+    sand = dc.replace(base, train=dc.replace(base.train, gate=dc.replace(base.train.gate, recipe='sandwich',
+                                                                          prune_start_frac=0.5)))
+    a = train(base, tmp_path / 'a.pt', progress=False, log=lambda s: None)
+    b = train(sand, tmp_path / 'b.pt', progress=False, log=lambda s: None)
+    assert b.meta['train_config']['train']['gate']['recipe'] == 'sandwich'
+    wa, wb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.isfinite(v).all() for v in wb.values())
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ConfigError, match="recipe="):
+        dc.replace(base.train.gate, recipe='slimmable')
