@@ -290,16 +290,20 @@ def protocol_sections(records: Sequence[Dict[str, Any]], before: Optional[Sequen
         within = sum(abs(g['pts']) <= 1.0 or g['pts'] > 0 for g in gaps)
         lines += ['', f'SentryFuse dense accuracy within 1 point of (or above) the conventional model on '
                   f'{within}/{len(gaps)} subsets.', '']
-    if any(r.get('model') == 'sentryfuse_sandwich' for r in records):
+    sand_seeds = sorted({int(r['seed']) for r in records if r.get('model') == 'sentryfuse_sandwich'})
+    if sand_seeds:
+        same = [r for r in records if int(r['seed']) in sand_seeds]  # both recipes on the same seeds only
         lines += ['#### Training recipe: sandwich rule + in-place distillation (sentryfuse_sandwich) vs pruned steps',
-                  '', '| recipe | P1 cells | P1 mean relative gain | 95% interval | points | under dropout | '
+                  '', f'Seeds {sand_seeds} only (where both recipes were trained).', '',
+                  '| recipe | P1 cells | P1 mean relative gain | 95% interval | points | under dropout | '
                   'dense vs conventional (mean points) |', '|---|---|---|---|---|---|---|']
         for model in ('sentryfuse', 'sentryfuse_sandwich'):
-            rows = stats.protocol_rows(records, 'P1', ours_model=model)
+            records_m = same
+            rows = stats.protocol_rows(records_m, 'P1', ours_model=model)
             if not rows:
                 continue
             h, d = stats.summarize(rows), stats.summarize([r for r in rows if r['dropout']])
-            gap = stats.dense_gap(records, ours_model=model)
+            gap = stats.dense_gap(records_m, ours_model=model)
             mean_gap = statistics.fmean(g['pts'] for g in gap) if gap else math.nan
             lines.append(f'| {model} | {h["cells"]} | {_pct(h["gain"])} | {_ci(*h["gain_ci"])} | {h["pts"]:+.2f} | '
                          f'{_pct(d["gain"])} | {_fmt(mean_gap, "+.2f")} |')
