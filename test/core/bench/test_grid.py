@@ -46,6 +46,12 @@ def test_config_errors(key, value, match):
         bench.BenchConfig(**{key: value})
 
 
+@pytest.mark.parametrize('name', ['bench_issue10.yaml', 'bench_issue10_sandwich.yaml'])
+def test_issue10_grid_configs_load(name):
+    cfg = bench.load_bench_config(ROOT / 'config' / name, 'full')
+    assert 'kwon_tuned' in cfg.methods and {'sentryfuse', 'conventional'} <= set(cfg.models)
+
+
 def test_config_file_sections_load():
     for section in ('quick', 'full'):
         cfg = bench.load_bench_config(ROOT / 'config' / 'bench.yaml', section)
