@@ -292,9 +292,12 @@ def protocol_sections(records: Sequence[Dict[str, Any]], before: Optional[Sequen
                   f'{within}/{len(gaps)} subsets.', '']
     sand_seeds = sorted({int(r['seed']) for r in records if r.get('model') == 'sentryfuse_sandwich'})
     if sand_seeds:
-        same = [r for r in records if int(r['seed']) in sand_seeds]  # both recipes on the same seeds only
+        jobs = {(r['backbone'], r['dataset']) for r in records if r.get('model') == 'sentryfuse_sandwich'}
+        same = [r for r in records if int(r['seed']) in sand_seeds and (r['backbone'], r['dataset']) in jobs]
+        # both recipes on the same seeds, backbones and datasets only
         lines += ['#### Training recipe: sandwich rule + in-place distillation (sentryfuse_sandwich) vs pruned steps',
-                  '', f'Seeds {sand_seeds} only (where both recipes were trained).', '',
+                  '', f'Seeds {sand_seeds} of ' + ', '.join('/'.join(j) for j in sorted(jobs)) +
+                  ' only (where both recipes were trained).', '',
                   '| recipe | P1 cells | P1 mean relative gain | 95% interval | points | under dropout | '
                   'dense vs conventional (mean points) |', '|---|---|---|---|---|---|---|']
         for model in ('sentryfuse', 'sentryfuse_sandwich'):

@@ -58,25 +58,29 @@ def _index(records: Sequence[Dict[str, Any]]) -> Dict[Cell, Dict[Tuple[str, str]
     return out
 
 
-def bootstrap_interval(matrix: Sequence[Sequence[float]], *, resamples: int = 2000, seed: int = 0,
+def bootstrap_interval(matrix: Sequence[Dict[int, float]], *, resamples: int = 2000, seed: int = 0,
                        level: float = 0.95) -> Tuple[float, float]:
-    """Percentile interval of mean_cells(mean_seeds(x)) with seeds (columns) resampled jointly.
+    """Percentile interval of mean_cells(mean_seeds(x)) with seed labels resampled jointly for all cells.
 
     Args:
-        matrix: rows = cells, columns = seeds (the same seeds for every row).
+        matrix: one {seed: value} per cell. Cells may have different seeds: a resample draws from the union
+            of seed labels, and each cell averages the drawn labels it has (a cell with none of them sits
+            that resample out).
     """
-    rows = [list(map(float, r)) for r in matrix if len(r)]
+    rows = [dict(r) for r in matrix if len(r)]
     if not rows:
         return math.nan, math.nan
-    k = len(rows[0])
-    if k == 1:
-        v = statistics.fmean(r[0] for r in rows)
+    labels = sorted({s for r in rows for s in r})
+    if len(labels) == 1:
+        v = statistics.fmean(r[labels[0]] for r in rows)
         return v, v
     rng = random.Random(seed)
     stats = []
-    for _ in range(resamples):
-        pick = [rng.randrange(k) for _ in range(k)]
-        stats.append(statistics.fmean(statistics.fmean(r[j] for j in pick) for r in rows))
+    while len(stats) < resamples:
+        pick = [labels[rng.randrange(len(labels))] for _ in labels]
+        means = [statistics.fmean(r[s] for s in pick if s in r) for r in rows if any(s in r for s in pick)]
+        if means:
+            stats.append(statistics.fmean(means))
     stats.sort()
     lo = stats[int(math.floor((1 - level) / 2 * (resamples - 1)))]
     hi = stats[int(math.ceil((1 + level) / 2 * (resamples - 1)))]
@@ -126,16 +130,18 @@ def protocol_rows(records: Sequence[Dict[str, Any]], protocol: str, *, method: s
 
 
 def summarize(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Mean gain and points over cells, their seed-bootstrap intervals, wins (beyond / within the interval)."""
+    """Mean gain and points over cells, their seed-bootstrap intervals, wins, the seed counts of the cells."""
     if not rows:
         return {'cells': 0, 'gain': math.nan, 'gain_ci': (math.nan, math.nan), 'pts': math.nan,
-                'pts_ci': (math.nan, math.nan), 'wins': 0, 'seeds': 0}
-    k = min(len(r['seeds']) for r in rows)
-    gains = [r['gains'][:k] for r in rows]
-    points = [r['points'][:k] for r in rows]
+                'pts_ci': (math.nan, math.nan), 'wins': 0, 'seeds': '0', 'post_hoc': 0}
+    counts = sorted({len(r['seeds']) for r in rows})
     return {'cells': len(rows), 'gain': statistics.fmean(r['gain'] for r in rows),
-            'gain_ci': bootstrap_interval(gains), 'pts': statistics.fmean(r['pts'] for r in rows),
-            'pts_ci': bootstrap_interval(points), 'wins': sum(r['acc'] >= r['best_acc'] for r in rows), 'seeds': k}
+            'gain_ci': bootstrap_interval([dict(zip(r['seeds'], r['gains'])) for r in rows]),
+            'pts': statistics.fmean(r['pts'] for r in rows),
+            'pts_ci': bootstrap_interval([dict(zip(r['seeds'], r['points'])) for r in rows]),
+            'wins': sum(r['acc'] >= r['best_acc'] for r in rows),
+            'seeds': str(counts[0]) if len(counts) == 1 else f'{counts[0]}-{counts[-1]}',
+            'post_hoc': sum(r['post_hoc'] for r in rows)}
 
 
 def groups(rows: Sequence[Dict[str, Any]]) -> List[Tuple[str, List[Dict[str, Any]]]]:
@@ -156,10 +162,15 @@ def headline_line(records: Sequence[Dict[str, Any]], protocol: str) -> str:
     if not rows:
         return f'{protocol}: no cells (needs sentrygate on sentryfuse and baselines on {PROTOCOLS[protocol][1]})'
     s, d = summarize(rows), summarize([r for r in rows if r['dropout']])
-    pick = 'the held-out best baseline' if s['seeds'] > 1 else 'the best baseline (1 seed: picked after the fact)'
+    if s['post_hoc'] == s['cells']:
+        pick = 'the best baseline (1 seed: picked after the fact)'
+    elif s['post_hoc']:
+        pick = f'the held-out best baseline ({s["post_hoc"]} one-seed cells: picked after the fact)'
+    else:
+        pick = 'the held-out best baseline'
     return (f'{protocol} ({PROTOCOLS[protocol][0].split(":")[0]}): SentryGate vs {pick} '
             f'{_pct(s["gain"])} [{_pct(s["gain_ci"][0])}, {_pct(s["gain_ci"][1])}] relative, {s["pts"]:+.2f} points, '
-            f'under dropout {_pct(d["gain"])}; wins {s["wins"]}/{s["cells"]} cells, {s["seeds"]} seed(s)')
+            f'under dropout {_pct(d["gain"])}; wins {s["wins"]}/{s["cells"]} cells, {s["seeds"]} seed(s) per cell')
 
 
 def _pct(x: float) -> str:

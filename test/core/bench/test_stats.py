@@ -43,10 +43,13 @@ def test_weak_cells_and_one_seed_post_hoc():
 
 
 def test_bootstrap_interval_covers_the_mean_and_is_degenerate_for_equal_seeds():
-    lo, hi = stats.bootstrap_interval([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    lo, hi = stats.bootstrap_interval([{0: 1.0, 1: 2.0, 2: 3.0}, {0: 1.0, 1: 2.0, 2: 3.0}])
     assert 1.0 <= lo < 2.0 < hi <= 3.0
-    assert stats.bootstrap_interval([[0.5, 0.5, 0.5]]) == (0.5, 0.5)
+    assert stats.bootstrap_interval([{0: 0.5, 1: 0.5, 2: 0.5}]) == (0.5, 0.5)
     assert all(math.isnan(x) for x in stats.bootstrap_interval([]))
+    # a one-seed cell joins the resamples that draw its seed only
+    lo, hi = stats.bootstrap_interval([{0: 1.0, 1: 1.0, 2: 1.0}, {0: 3.0}])
+    assert lo == 1.0 and hi == 2.0
 
 
 def test_ablation_uses_only_the_shared_seeds():
