@@ -116,7 +116,8 @@ def plot_accuracy_vs_ratio(records: Sequence[Dict[str, Any]], out_dir: pathlib.P
 
     suffix = {'conventional': '@conv', 'conventional_nocurr': '@conv_nocurr'}
     records = [r if r.get('model', 'sentryfuse') == 'sentryfuse' else {**r, 'method': r['method'] + suffix[r['model']]}
-               for r in records if r.get('model', 'sentryfuse') in ('sentryfuse', 'conventional')]
+               for r in records if r.get('model', 'sentryfuse') == 'sentryfuse'
+               or (r.get('model') == 'conventional' and r['method'] not in DENSE_METHODS)]
     means = cell_means(records)
     dense = collections.defaultdict(list)
     for r in records:
