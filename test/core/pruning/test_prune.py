@@ -186,6 +186,8 @@ def test_compute_budget_0_7_as_float32_from_the_health_monitor_maps_to_the_0_7_l
     as_float32 = float(np.float32(level))
     assert cache.level_for(as_float32) == level
     assert cache.level_for(as_float32 - 1e-4) < level or level == 0.4   # a real shortfall still snaps down
+
+
 @pytest.mark.parametrize('budget', [0.8, 0.5, 0.3])
 @pytest.mark.parametrize('backbone', ['mid', 'bottleneck'])
 def test_skipped_blocks_never_move_the_live_units_choice(backbone, budget):
