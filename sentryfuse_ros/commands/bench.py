@@ -53,6 +53,9 @@ def register(subparsers) -> None:
     report.add_argument('--in', dest='inp', required=True, help='bench JSON')
     report.add_argument('--out-dir', required=True, help='folder for bench_report.md and the PNGs')
     report.add_argument('--title', default='Pruning benchmark', help='markdown heading')
+    report.add_argument('--before', default=None,
+                        help='an older bench JSON of the same grid: adds SentryGate before vs after on the same '
+                             'cells and seeds')
     report.set_defaults(func=run_report)
 
 
@@ -92,8 +95,11 @@ def run(args) -> int:
     words += ['--resume'] * args.resume + ['--shard', args.shard] * bool(args.shard)
     words += (['--models'] + list(args.models)) * bool(args.models)
     words += ['--data-root', args.data_root] * bool(args.data_root)
-    run_bench(cfg, out, cache_dir=cache, device=args.device, resume=args.resume,
-              command=' '.join(shlex.quote(w) for w in words), shard=shard, models=args.models)
+    result = run_bench(cfg, out, cache_dir=cache, device=args.device, resume=args.resume,
+                       command=' '.join(shlex.quote(w) for w in words), shard=shard, models=args.models)
+    from sentryfuse_ros.core.bench.stats import PROTOCOLS, headline_line
+    for proto in PROTOCOLS:  # one headline per protocol (issue 10)
+        print(headline_line(result['records'], proto))
     return 0
 
 
@@ -133,6 +139,7 @@ def run_report(args) -> int:
     from sentryfuse_ros.core.bench.plots import write_report
 
     data = read_results(pathlib.Path(args.inp))
-    path = write_report(data, pathlib.Path(args.out_dir), title=args.title, source=args.inp)
+    before = read_results(pathlib.Path(args.before))['records'] if args.before else None
+    path = write_report(data, pathlib.Path(args.out_dir), title=args.title, source=args.inp, before=before)
     print(path)
     return 0

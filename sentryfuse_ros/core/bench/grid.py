@@ -1,22 +1,30 @@
-"""The pruning benchmark grid: train once per (backbone, dataset, seed), prune that checkpoint every way.
+"""The pruning benchmark grid: train per (backbone, dataset, seed), prune every way, under two protocols.
 
-For each (backbone, dataset, seed) one model is trained with SentryGate and the modality-dropout
-curriculum (``core/training/train.py``; checkpoints cached under ``cache_dir``). Then for each modality
-condition (live set) x pruning ratio x method, the method's unit choice for (live, budget = 1 - ratio)
-is sliced out of **that same checkpoint** (zero-shot, no weight update) and evaluated on the held-out
-test split restricted to the live modalities. Every cell is one JSON record
-``{backbone, dataset, condition, ratio, method, seed, accuracy, gflops, params, latency_ms,
-peak_mem_mb, score_ms, n_test}``; the output file is ``{"meta": {...}, "records": [...]}``, rewritten
-atomically after every model, and ``resume`` skips the cells already in it.
+For each (backbone, dataset, seed) the grid trains (checkpoints cached under ``cache_dir``) the models in
+``cfg.models``: ``sentryfuse`` (SentryGate + alignment + pruned steps + the modality-dropout curriculum)
+and, for protocol P1, ``conventional`` / ``conventional_nocurr`` (same architecture, data and steps; no gate
+alignment, no pruned steps; with / without the curriculum). Then for each modality condition (live set) x
+pruning ratio x method, the method's unit choice for (live, budget = 1 - ratio) is sliced out of the
+model's checkpoint (zero-shot: no gradient step; kwon_tuned alone rescales kept units in closed form) and
+evaluated on the held-out test split restricted to the live modalities.
 
-Methods (see ``core/pruning/baselines.py`` for what each criterion computes):
+Protocol P2 (criterion): every method prunes the ``sentryfuse`` checkpoint. Protocol P1 (system, the
+paper's reading): SentryGate on ``sentryfuse`` vs every zero-shot baseline on a conventional model.
+
+Every cell is one JSON record ``{model, backbone, dataset, condition, ratio, method, seed, accuracy,
+gflops, params, latency_ms, peak_mem_mb, score_ms, n_test, n_classes}``; the output file is
+``{"meta": {...}, "records": [...]}``, rewritten atomically after every job, and ``resume`` skips the
+cells already in it.
+
+Methods (see ``core/pruning/baselines.py`` and ``masktune.py`` for what each criterion computes):
     random, magnitude_l1, magnitude_l2, taylor, fisher, kwon   zero-shot baselines (static scores)
+    kwon_tuned      kwon + Kwon et al.'s layer-wise least-squares mask tuning (tune_samples samples)
     taylor_recal    Taylor saliency re-measured on the live condition's calibration data (oracle)
-    sentrygate      SentryGate.scores(live) of the checkpoint
+    sentrygate      SentryGate.scores(live) of the checkpoint (sentryfuse model only)
     gate_uncond     ablation: the all-modality gate row used for every condition
     gate_noalign    ablation: a model trained with align_weight 0 (its gate table stays at init)
     dense           ratio 0 only: the unpruned checkpoint
-    dense_nocurr    ratio 0 only: a model trained without the curriculum (all modalities always)
+    dense_nocurr    ratio 0 only: a SentryFuse model trained without the curriculum
 gflops = 2 x analytic MACs of the sliced model for the live set (what count_flops reports);
 latency_ms / peak_mem_mb are measured at batch 1 on the bench device for seeds in
 ``latency_seeds`` only (null elsewhere).
@@ -42,13 +50,22 @@ from sentryfuse_ros.core.training.curriculum import CurriculumConfig
 from sentryfuse_ros.core.data.datasets import MultimodalTensors, SyntheticDataset
 from sentryfuse_ros.core.errors import ConfigError, DataError
 from sentryfuse_ros.core.model.flops import count_params, measure_latency_ms, peak_memory_mb
+from sentryfuse_ros.core.pruning.masktune import tuned_model
 from sentryfuse_ros.core.pruning.prune import select_units, slice_model, total_macs, unit_costs
 from sentryfuse_ros.core.data.scenes import SCENE_PRESETS, SceneConfig
 from sentryfuse_ros.core.bench.spec import (  # noqa: F401  (re-exported: the grid's public names)
-    BASELINES, DATASETS, DENSE_METHODS, GATE_METHODS, METHODS, ORACLES, RECORD_KEYS, VARIANT_OF, BenchConfig,
+    BASELINES, CONVENTIONAL_METHODS, DATASETS, DENSE_METHODS, GATE_METHODS, METHODS, MODELS, ORACLES, RECORD_KEYS,
+    VARIANT_OF, BenchConfig,
     _cells, condition_name, conditions_for, load_bench_config, model_jobs, model_name)
 from sentryfuse_ros.core.bench.results import (  # noqa: F401
     cell_key, merge_results, parse_shard, read_results, select_jobs, write_results)
+
+
+# bumped when training code changes what a config trains, so cached checkpoints are not reused across it
+# (2: issue 10, skipped-block scores fixed, per-sample saliency probe, cache-independent data)
+TRAIN_RECIPE = 2
+VARIANT_FOR_MODEL = {'sentryfuse': 'main', 'conventional': 'conventional',
+                     'conventional_nocurr': 'conventional_nocurr', 'sentryfuse_sandwich': 'sandwich'}
 
 
 def scene_for(cfg: BenchConfig, dataset: str) -> SceneConfig:
@@ -75,15 +92,24 @@ def load_data(cfg: BenchConfig, dataset: str, cache_dir: pathlib.Path) -> Dict[s
 
 def train_config(cfg: BenchConfig, backbone: str, dataset: str, seed: int, variant: str,
                  data: Dict[str, MultimodalTensors], cache_dir: pathlib.Path) -> tr.TrainFileConfig:
-    """The training config of one grid model (variant: main | noalign | nocurr)."""
+    """The training config of one grid model.
+
+    variant: main (SentryFuse) | noalign | nocurr (its ablations) | conventional | conventional_nocurr
+    (no gate alignment, no pruned steps; with / without the curriculum: protocol P1's baseline models).
+    """
     model = dataclasses.replace(cfg.model, backbone=backbone, modalities=data['train'].modalities)
     t = dataclasses.replace(cfg.train, seed=seed)
     if variant == 'noalign':
         t = dataclasses.replace(t, gate=dataclasses.replace(t.gate, align_weight=0.0))
-    elif variant == 'nocurr':
+    elif variant in ('nocurr', 'conventional_nocurr'):
         t = dataclasses.replace(t, curriculum=CurriculumConfig(phase1_frac=1.0, phase2_frac=0.0))
-    elif variant != 'main':
-        raise ConfigError(f'variant={variant!r}: expected main, noalign or nocurr')
+    elif variant not in ('main', 'conventional', 'sandwich'):
+        raise ConfigError(f'variant={variant!r}: expected main, noalign, nocurr, conventional, conventional_nocurr '
+                          'or sandwich')
+    if variant.startswith('conventional'):
+        t = dataclasses.replace(t, gate=dataclasses.replace(t.gate, align_weight=0.0, prune_prob=0.0))
+    if variant == 'sandwich':
+        t = dataclasses.replace(t, gate=dataclasses.replace(t.gate, recipe='sandwich', prune_start_frac=0.6))
     scene = scene_for(cfg, dataset) if dataset != 'avmnist' else SceneConfig(name='avmnist', num_classes=10)
     d = tr.DataConfig(scene=scene, train_size=len(data['train']), val_size=len(data['val']), seed=cfg.data_seed,
                       cache_dir=str(cache_dir / 'data'))
@@ -99,7 +125,8 @@ def trained_checkpoint(cfg: BenchConfig, backbone: str, dataset: str, seed: int,
                        log: Callable[[str], None]) -> Tuple[pathlib.Path, float]:
     """Path of the cached checkpoint for this grid model, training it first if absent; (path, train s)."""
     tcfg = train_config(cfg, backbone, dataset, seed, variant, data, cache_dir)
-    path = cache_dir / 'models' / f'{dataset}-{backbone}-s{seed}-{variant}-{_digest(to_dict(tcfg))}.pt'
+    key = _digest({'config': to_dict(tcfg), 'recipe': TRAIN_RECIPE})
+    path = cache_dir / 'models' / f'{dataset}-{backbone}-s{seed}-{variant}-{key}.pt'
     if path.is_file():
         return path, 0.0
     start = time.perf_counter()
@@ -123,6 +150,14 @@ def calibration_batches(data: MultimodalTensors, cfg: BenchConfig) -> List[Tuple
     return [({m: x[i:i + b] for m, x in sub.inputs.items()}, sub.labels[i:i + b]) for i in range(0, n, b)]
 
 
+def tuning_batches(data: MultimodalTensors, cfg: BenchConfig) -> List[Tuple[Dict[str, torch.Tensor], torch.Tensor]]:
+    """kwon_tuned's calibration set: the first tune_samples of the same permutation, in batches of 128."""
+    n = min(len(data), cfg.tune_samples)
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.data_seed))[:n]
+    sub = data.select(perm)
+    return [({m: x[i:i + 128] for m, x in sub.inputs.items()}, sub.labels[i:i + 128]) for i in range(0, n, 128)]
+
+
 class MethodScorer:
     """Unit choices of every method for one trained model (static scores computed once, lazily).
 
@@ -133,10 +168,12 @@ class MethodScorer:
         variants: {'noalign': (model, gate), 'nocurr': (model, gate)} where trained.
     """
 
-    def __init__(self, model, gate, calib, seed: int, variants: Dict[str, Tuple[Any, Any]]):
+    def __init__(self, model, gate, calib, seed: int, variants: Dict[str, Tuple[Any, Any]], tune=None):
         self.model, self.gate, self.calib, self.seed, self.variants = model, gate, calib, seed, variants
+        self.tune = calib if tune is None else tune  # kwon_tuned's least-squares calibration batches
         self._static: Dict[str, Any] = {}
         self.static_ms: Dict[str, float] = {}
+        self._tuned: Dict[Tuple[Tuple[str, ...], float], Any] = {}
 
     def _cached(self, key: str, fn: Callable[[], Any]) -> Any:
         if key not in self._static:
@@ -145,13 +182,19 @@ class MethodScorer:
             self.static_ms[key] = (time.perf_counter() - start) * 1e3
         return self._static[key]
 
-    def model_for(self, method: str):
+    def model_for(self, method: str, live: Tuple[str, ...] = (), budget: float = 1.0):
+        """The model a method's masks slice: kwon_tuned's tuned copy for (live, budget) after ``masks``."""
+        if method == 'kwon_tuned':
+            return self._tuned[(tuple(live), round(float(budget), 6))]
+        return self._base(method)
+
+    def _base(self, method: str):
         variant = VARIANT_OF.get(method)
         return self.model if variant is None else self.variants[variant][0]
 
     def masks(self, method: str, live: Tuple[str, ...], budget: float):
         """(masks, score_ms): score_ms is the per-condition scoring time (static scores: 0, see static_ms)."""
-        m = self.model_for(method)
+        m = self._base(method)
         costs = unit_costs(m, live)
         start = time.perf_counter()
         if method == 'random':
@@ -165,6 +208,13 @@ class MethodScorer:
                 fisher = self._cached('fisher', lambda: bl.fisher_scores(grads))
                 return bl.kwon_rearrange(bl.kwon_mask_search(fisher, costs, budget), grads), 0.0
             scores = self._cached(method, lambda: (bl.taylor_scores if method == 'taylor' else bl.fisher_scores)(grads))
+        elif method == 'kwon_tuned':
+            grads = self._cached('grads', lambda: bl.calibration_grads(m, self.calib))
+            fisher = self._cached('fisher', lambda: bl.fisher_scores(grads))
+            masks = bl.kwon_rearrange(bl.kwon_mask_search(fisher, costs, budget), grads)
+            tuned, _ = tuned_model(m, masks, self.tune, live)
+            self._tuned[(tuple(live), round(float(budget), 6))] = tuned
+            return masks, (time.perf_counter() - start) * 1e3
         elif method == 'taylor_recal':
             scores = self._cached(f'recal:{condition_name(live)}',
                                   lambda: bl.taylor_scores(bl.calibration_grads(m, self.calib, live=live)))
@@ -257,35 +307,44 @@ def run_bench(cfg: BenchConfig, out, *, cache_dir, device='cpu', resume: bool = 
 def _run_model(cfg: BenchConfig, dataset: str, backbone: str, seed: int, cache_dir: pathlib.Path,
                device: torch.device, records: List[Dict[str, Any]], done: set, meta: Dict[str, Any],
                log: Callable[[str], None]) -> int:
-    """Train (cached) and evaluate every missing cell of one grid model; returns the number of new cells."""
+    """Train (cached) and evaluate every missing cell of one grid job's models; returns the number of new cells."""
     data = load_data(cfg, dataset, cache_dir)
-    cells = [c for c in _cells(cfg, data['train'].modalities, seed)
-             if (backbone, dataset, condition_name(c[0]), round(c[1], 4), c[2], seed) not in done]
-    if not cells:
-        return 0
-    variants_needed = sorted({VARIANT_OF[m] for _, _, m in cells if m in VARIANT_OF})
     info = meta['models'].setdefault(f'{dataset}/{backbone}/s{seed}', {})
-    models = {}
-    for variant in ['main'] + variants_needed:
-        path, wall = trained_checkpoint(cfg, backbone, dataset, seed, variant, data, cache_dir, log)
-        model, gate, ckmeta = load_sentryfuse(path, device=device)
-        models[variant] = (model, gate)
-        training = ckmeta.get('training', {})
-        info[variant] = {'checkpoint': path.name, 'train_wall_time_s': training.get('train_wall_time_s'),
-                         'val_accuracy': training.get('val_accuracy'), 'bench_train_s': round(wall, 1)}
-    model, gate = models['main']
-    scorer = MethodScorer(model, gate, calibration_batches(data['train'], cfg), seed,
-                          {k: v for k, v in models.items() if k != 'main'})
+    calib = calibration_batches(data['train'], cfg)
+    tune = tuning_batches(data['train'], cfg)
     test = _on(data['test'], device)
-    start = time.perf_counter()
-    for live, ratio, method in cells:
-        masks, score_ms = (None, 0.0) if method in DENSE_METHODS else scorer.masks(method, live, 1.0 - ratio)
-        result = evaluate_cell(scorer.model_for(method), masks, test, live, batch=cfg.eval_batch,
-                               latency_repeats=cfg.latency_repeats if seed in cfg.latency_seeds else None)
-        rec = {'backbone': backbone, 'dataset': dataset, 'condition': condition_name(live), 'ratio': ratio,
-               'method': method, 'seed': seed, **result, 'score_ms': round(score_ms, 3), 'n_test': len(test)}
-        records.append(rec)
-        done.add(cell_key(rec))
-    info['static_score_ms'] = {k: round(v, 2) for k, v in scorer.static_ms.items()}
-    info['eval_s'] = round(time.perf_counter() - start, 1)
-    return len(cells)
+    n_classes = len(data['train'].class_names)
+    new = 0
+    for which in cfg.models:
+        cells = [c for c in _cells(cfg, data['train'].modalities, seed, which)
+                 if (which, backbone, dataset, condition_name(c[0]), round(c[1], 4), c[2], seed) not in done]
+        if not cells:
+            continue
+        main = VARIANT_FOR_MODEL[which]
+        variants_needed = sorted({VARIANT_OF[m] for _, _, m in cells if m in VARIANT_OF}) if which == 'sentryfuse' \
+            else []
+        models = {}
+        for variant in [main] + variants_needed:
+            path, wall = trained_checkpoint(cfg, backbone, dataset, seed, variant, data, cache_dir, log)
+            model, gate, ckmeta = load_sentryfuse(path, device=device)
+            models[variant] = (model, gate)
+            training = ckmeta.get('training', {})
+            info[variant] = {'checkpoint': path.name, 'train_wall_time_s': training.get('train_wall_time_s'),
+                             'val_accuracy': training.get('val_accuracy'), 'bench_train_s': round(wall, 1)}
+        model, gate = models[main]
+        scorer = MethodScorer(model, gate, calib, seed, {k: v for k, v in models.items() if k != main}, tune=tune)
+        start = time.perf_counter()
+        for live, ratio, method in cells:
+            budget = 1.0 - ratio
+            masks, score_ms = (None, 0.0) if method in DENSE_METHODS else scorer.masks(method, live, budget)
+            result = evaluate_cell(scorer.model_for(method, live, budget), masks, test, live, batch=cfg.eval_batch,
+                                   latency_repeats=cfg.latency_repeats if seed in cfg.latency_seeds else None)
+            rec = {'model': which, 'backbone': backbone, 'dataset': dataset, 'condition': condition_name(live),
+                   'ratio': ratio, 'method': method, 'seed': seed, **result, 'score_ms': round(score_ms, 3),
+                   'n_test': len(test), 'n_classes': n_classes}
+            records.append(rec)
+            done.add(cell_key(rec))
+        info.setdefault('static_score_ms', {})[which] = {k: round(v, 2) for k, v in scorer.static_ms.items()}
+        info.setdefault('eval_s', {})[which] = round(time.perf_counter() - start, 1)
+        new += len(cells)
+    return new

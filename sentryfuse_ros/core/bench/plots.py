@@ -14,8 +14,9 @@ import collections
 import math
 import pathlib
 import statistics
-from typing import Any, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from sentryfuse_ros.core.bench import stats
 from sentryfuse_ros.core.bench.spec import BASELINES, DENSE_METHODS, METHODS
 from sentryfuse_ros.core.errors import DataError
 
@@ -113,6 +114,10 @@ def plot_accuracy_vs_ratio(records: Sequence[Dict[str, Any]], out_dir: pathlib.P
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
+    suffix = {'conventional': '@conv', 'conventional_nocurr': '@conv_nocurr'}
+    records = [r if r.get('model', 'sentryfuse') == 'sentryfuse' else {**r, 'method': r['method'] + suffix[r['model']]}
+               for r in records if r.get('model', 'sentryfuse') == 'sentryfuse'
+               or (r.get('model') == 'conventional' and r['method'] not in DENSE_METHODS)]
     means = cell_means(records)
     dense = collections.defaultdict(list)
     for r in records:
@@ -130,11 +135,14 @@ def plot_accuracy_vs_ratio(records: Sequence[Dict[str, Any]], out_dir: pathlib.P
             ax.set_visible(False)
         for ax, cond in zip(flat, conds):
             cells = sorted(c for c in means if c[:3] == (backbone, dataset, cond))
-            methods = [m for m in METHODS if any(m in means[c] for c in cells)]
+            present = sorted({m for c in cells for m in means[c]})
+            methods = [m for m in METHODS if m in present] + [m for m in present if m not in METHODS]
             for m in methods:
                 xs = [c[3] for c in cells if m in means[c]]
                 ys = [means[c][m][0] for c in cells if m in means[c]]
                 style = {'linewidth': 2.4, 'color': 'black'} if m == 'sentrygate' else {'linewidth': 1.1}
+                if m.endswith('@conv'):
+                    style['linestyle'] = '--'
                 ax.plot(xs, ys, marker='o', markersize=3, label=m, **style)
             if dense.get((backbone, dataset, cond)):
                 ax.axhline(statistics.fmean(dense[(backbone, dataset, cond)]), color='grey', linestyle=':',
@@ -154,11 +162,13 @@ def plot_accuracy_vs_ratio(records: Sequence[Dict[str, Any]], out_dir: pathlib.P
     return paths
 
 
-def render_markdown(data: Dict[str, Any], plots: Sequence[pathlib.Path], title: str, source: str = '') -> str:
+def render_markdown(data: Dict[str, Any], plots: Sequence[pathlib.Path], title: str, source: str = '',
+                    before: Optional[Sequence[Dict[str, Any]]] = None) -> str:
     """The report: headline, per-method costs, per-cell table, dense rows, plots."""
-    records = data['records']
-    if not records:
+    all_records = data['records']
+    if not all_records:
         raise DataError('bench results have no records: expected at least one cell')
+    records = [r for r in all_records if r.get('model', 'sentryfuse') == 'sentryfuse']  # protocol P2's model
     meta = data.get('meta', {})
     rows = compare(records)
     head = headline(rows)
@@ -168,7 +178,8 @@ def render_markdown(data: Dict[str, Any], plots: Sequence[pathlib.Path], title: 
                   f'{meta.get("torch_threads", "?")} torch threads, device {meta.get("device", "?")}), '
                   f'torch {meta.get("torch", "?")}, {meta.get("date", "?")}; wall time '
                   f'{_fmt(meta.get("wall_time_s", math.nan), ".0f")} s. Source: `{source}`.', '']
-    lines += ['### Headline: SentryGate vs the best zero-shot baseline per cell', '',
+    lines += protocol_sections(all_records, before)
+    lines += ['### P2, legacy view: SentryGate vs the best zero-shot baseline per cell, picked after the fact', '',
               '| cells | n | mean relative gain | median | wins (ties) | paper |', '|---|---|---|---|---|---|']
     paper = {'overall': f'{PAPER_OVERALL:+.1%}', 'all_present': '', 'dropout': f'up to {PAPER_DROPOUT:+.0%}',
              'missing1': '', 'missing2+': ''}
@@ -230,11 +241,94 @@ def render_markdown(data: Dict[str, Any], plots: Sequence[pathlib.Path], title: 
 
 
 def write_report(data: Dict[str, Any], out_dir: pathlib.Path, *, title: str = 'Pruning benchmark',
-                 source: str = '') -> pathlib.Path:
+                 source: str = '', before: Optional[Sequence[Dict[str, Any]]] = None) -> pathlib.Path:
     """Write the PNGs and ``bench_report.md`` into ``out_dir``; returns the markdown path."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_accuracy_vs_ratio(data['records'], out_dir)
     path = out_dir / 'bench_report.md'
-    path.write_text(render_markdown(data, plots, title, source), encoding='utf-8')
+    path.write_text(render_markdown(data, plots, title, source, before=before), encoding='utf-8')
     return path
+
+
+def _ci(lo: float, hi: float, pct: bool = True) -> str:
+    return f'[{_pct(lo)}, {_pct(hi)}]' if pct else f'[{lo:+.2f}, {hi:+.2f}]'
+
+
+def protocol_sections(records: Sequence[Dict[str, Any]], before: Optional[Sequence[Dict[str, Any]]] = None) -> List[str]:
+    """Markdown for protocols P1 and P2 (core/bench/stats.py), dense gap, ablations, before/after."""
+    lines = ['### Protocols P1 and P2: SentryGate vs the best baseline chosen on held-out seeds', '',
+             'Best baseline per cell and seed = the candidate with the highest mean accuracy on the *other* seeds '
+             '(one seed: after the fact, marked). Intervals: 95% bootstrap over seeds. Points = absolute accuracy '
+             'points. Weak cells: best baseline < 1.5x chance.', '']
+    for proto, (what, _) in stats.PROTOCOLS.items():
+        rows = stats.protocol_rows(records, proto)
+        lines += [f'#### {proto} ({what})', '']
+        if not rows:
+            lines += ['No cells: this run lacks the models this protocol needs.', '']
+            continue
+        lines += ['| cells | n | seeds | mean relative gain | 95% interval | points | interval | wins |',
+                  '|---|---|---|---|---|---|---|---|']
+        for label, sel in stats.groups(rows):
+            if not sel:
+                continue
+            h = stats.summarize(sel)
+            lines.append(f'| {label} | {h["cells"]} | {h["seeds"]} | {_pct(h["gain"])} | {_ci(*h["gain_ci"])} | '
+                         f'{h["pts"]:+.2f} | {_ci(*h["pts_ci"], pct=False)} | {h["wins"]}/{h["cells"]} |')
+        weak = sum(r['weak'] for r in rows)
+        post = sum(r['post_hoc'] for r in rows)
+        picks = collections.Counter(r['best_baseline'] for r in rows)
+        lines += ['', f'{weak} weak cell(s); {post} cell(s) with one seed (best picked after the fact). Held-out '
+                  f'best baselines: ' + ', '.join(f'{k} {v}' for k, v in picks.most_common()) + '.', '']
+    gaps = stats.dense_gap(records)
+    if gaps:
+        lines += ['#### Dense accuracy: SentryFuse vs the conventional model (same seeds)', '',
+                  '| dataset | backbone | condition | sentryfuse | conventional | conventional_nocurr | points |',
+                  '|---|---|---|---|---|---|---|']
+        for g in gaps:
+            lines.append(f'| {g["dataset"]} | {g["backbone"]} | {g["condition"]} | {g["sentryfuse"]:.3f} | '
+                         f'{g["conventional"]:.3f} | {_fmt(g["conventional_nocurr"])} | {g["pts"]:+.1f} |')
+        within = sum(abs(g['pts']) <= 1.0 or g['pts'] > 0 for g in gaps)
+        lines += ['', f'SentryFuse dense accuracy within 1 point of (or above) the conventional model on '
+                  f'{within}/{len(gaps)} subsets.', '']
+    sand_seeds = sorted({int(r['seed']) for r in records if r.get('model') == 'sentryfuse_sandwich'})
+    if sand_seeds:
+        jobs = {(r['backbone'], r['dataset']) for r in records if r.get('model') == 'sentryfuse_sandwich'}
+        same = [r for r in records if int(r['seed']) in sand_seeds and (r['backbone'], r['dataset']) in jobs]
+        # both recipes on the same seeds, backbones and datasets only
+        lines += ['#### Training recipe: sandwich rule + in-place distillation (sentryfuse_sandwich) vs pruned steps',
+                  '', f'Seeds {sand_seeds} of ' + ', '.join('/'.join(j) for j in sorted(jobs)) +
+                  ' only (where both recipes were trained).', '',
+                  '| recipe | P1 cells | P1 mean relative gain | 95% interval | points | under dropout | '
+                  'dense vs conventional (mean points) |', '|---|---|---|---|---|---|---|']
+        for model in ('sentryfuse', 'sentryfuse_sandwich'):
+            records_m = same
+            rows = stats.protocol_rows(records_m, 'P1', ours_model=model)
+            if not rows:
+                continue
+            h, d = stats.summarize(rows), stats.summarize([r for r in rows if r['dropout']])
+            gap = stats.dense_gap(records_m, ours_model=model)
+            mean_gap = statistics.fmean(g['pts'] for g in gap) if gap else math.nan
+            lines.append(f'| {model} | {h["cells"]} | {_pct(h["gain"])} | {_ci(*h["gain_ci"])} | {h["pts"]:+.2f} | '
+                         f'{_pct(d["gain"])} | {_fmt(mean_gap, "+.2f")} |')
+        lines.append('')
+    abl = [a for a in (stats.ablation_rows(records, m) for m in ('gate_uncond', 'gate_noalign', 'taylor_recal')) if a]
+    if abl:
+        lines += ['#### Ablations and the oracle vs SentryGate, same model and seeds', '',
+                  '| method | seeds | cell x seed pairs | mean relative | points | better than SentryGate |',
+                  '|---|---|---|---|---|---|']
+        for a in abl:
+            lines.append(f'| {a["method"]} | {a["seeds"]} | {a["pairs"]} | {_pct(a["gain"])} | {a["pts"]:+.2f} | '
+                         f'{a["wins"]}/{a["pairs"]} |')
+        lines.append('')
+    if before:
+        ba = stats.before_after(before, records)
+        if ba:
+            lines += ['#### The skipped-block fix: before vs after on the same cells and seeds (P2)', '',
+                      '| backbone | cells | SentryGate acc before | after | gain vs best baseline before | after |',
+                      '|---|---|---|---|---|---|']
+            for (bb, part), v in sorted(ba.items()):
+                lines.append(f'| {bb} ({part}) | {v["cells"]} | {v["acc_before"]:.3f} | {v["acc_after"]:.3f} | '
+                             f'{_pct(v["gain_before"])} | {_pct(v["gain_after"])} |')
+            lines.append('')
+    return lines

@@ -11,7 +11,7 @@ from sentryfuse_ros.core.errors import ConfigError, DataError
 
 
 def cell_key(rec: Dict[str, Any]) -> Tuple:
-    return (rec['backbone'], rec['dataset'], rec['condition'], round(float(rec['ratio']), 4), rec['method'],
+    return (rec.get('model', 'sentryfuse'), rec['backbone'], rec['dataset'], rec['condition'], round(float(rec['ratio']), 4), rec['method'],
             int(rec['seed']))
 
 
@@ -29,6 +29,8 @@ def read_results(path: pathlib.Path) -> Dict[str, Any]:
         data = {'meta': {}, 'records': data}
     if not isinstance(data, dict) or not isinstance(data.get('records'), list):
         raise DataError(f'bench results {str(path)!r}: expected {{"meta": ..., "records": [...]}}')
+    for rec in data['records']:  # files written before issue 10 ran every method on the SentryFuse model
+        rec.setdefault('model', 'sentryfuse')
     return data
 
 
@@ -53,8 +55,8 @@ def parse_shard(text: str) -> Tuple[int, int]:
 def _job_weight(cfg: BenchConfig, job: Tuple[str, str, int]) -> float:
     """Rough cost of one grid model: trainings (~100 s each) + cells (~0.2 s; x2 with latency)."""
     n_mods = 2 if job[0] == 'avmnist' else 3
-    cells = _cells(cfg, MODALITIES[:n_mods], job[2])
-    trainings = 1 + len({VARIANT_OF[m] for _, _, m in cells if m in VARIANT_OF})
+    cells = [c for model in cfg.models for c in _cells(cfg, MODALITIES[:n_mods], job[2], model)]
+    trainings = len(cfg.models) + len({VARIANT_OF[m] for _, _, m in cells if m in VARIANT_OF})
     return 100.0 * trainings + 0.2 * len(cells) * (2 if job[2] in cfg.latency_seeds else 1)
 
 

@@ -9,14 +9,24 @@ from sentryfuse_ros.core.model.config import BACKBONES, ModelConfig
 from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.training import train as tr
 
-BASELINES = ('random', 'magnitude_l1', 'magnitude_l2', 'taylor', 'fisher', 'kwon')
+BASELINES = ('random', 'magnitude_l1', 'magnitude_l2', 'taylor', 'fisher', 'kwon', 'kwon_tuned')
 ORACLES = ('taylor_recal',)
 GATE_METHODS = ('sentrygate', 'gate_uncond', 'gate_noalign')
 DENSE_METHODS = ('dense', 'dense_nocurr')
 METHODS = BASELINES + ORACLES + GATE_METHODS + DENSE_METHODS
 DATASETS = tuple(SCENE_PRESETS) + ('avmnist',)
-RECORD_KEYS = ('backbone', 'dataset', 'condition', 'ratio', 'method', 'seed', 'accuracy', 'gflops', 'params',
-               'latency_ms', 'peak_mem_mb')
+RECORD_KEYS = ('model', 'backbone', 'dataset', 'condition', 'ratio', 'method', 'seed', 'accuracy', 'gflops',
+               'params', 'latency_ms', 'peak_mem_mb', 'n_classes')
+# the trained models a grid job can evaluate (protocol P1 compares SentryGate on 'sentryfuse' with the
+# baselines on the conventional ones; protocol P2 runs every criterion on 'sentryfuse'):
+#   sentryfuse           SentryGate + alignment + pruned training steps + the modality-dropout curriculum
+#   conventional         the same architecture, data and steps; no gate, no pruned steps; with the curriculum
+#   conventional_nocurr  as conventional, without the curriculum (all modalities on every step)
+#   sentryfuse_sandwich  the alternative SentryFuse recipe: dense steps with the curriculum for 60% of the run,
+#                        then the sandwich rule with in-place distillation (train.py recipe: sandwich)
+MODELS = ('sentryfuse', 'conventional', 'conventional_nocurr', 'sentryfuse_sandwich')
+SANDWICH_METHODS = ('sentrygate', 'gate_uncond', 'dense')  # what the recipe ablation model runs
+CONVENTIONAL_METHODS = BASELINES + ORACLES + ('dense',)  # what a model without a trained gate can run
 VARIANT_OF = {'gate_noalign': 'noalign', 'dense_nocurr': 'nocurr'}  # methods needing another checkpoint
 
 
@@ -27,6 +37,9 @@ class BenchConfig:
     seeds: tuple = (0, 1, 2)                        # training seeds (model init, batch order, curriculum)
     ratios: tuple = (0.2, 0.3, 0.4, 0.5, 0.6)       # fractions of prunable MACs removed (budget = 1 - ratio)
     methods: tuple = METHODS                        # which rows to compute (module docstring)
+    models: tuple = ('sentryfuse',)                 # trained models per job (MODELS); conventional ones run the
+                                                    # baselines, the oracle and dense only
+    tune_samples: int = 512                         # kwon_tuned: calibration samples of the least-squares tuning
     conditions: str = 'all_subsets'                 # 'main' (all + each single modality missing) | 'all_subsets'
     ablation_seeds: tuple = (0,)                    # seeds that also train the noalign / nocurr variants
     latency_seeds: tuple = (0,)                     # seeds whose cells get latency and peak memory
@@ -45,7 +58,8 @@ class BenchConfig:
     train: tr.TrainConfig = tr.TrainConfig()        # optimisation; seed set per cell
 
     def __post_init__(self):
-        for key in ('backbones', 'datasets', 'seeds', 'ratios', 'methods', 'ablation_seeds', 'latency_seeds'):
+        for key in ('backbones', 'datasets', 'seeds', 'ratios', 'methods', 'models', 'ablation_seeds',
+                    'latency_seeds'):
             object.__setattr__(self, key, tuple(getattr(self, key)))
         check(len(self.backbones) > 0 and set(self.backbones) <= set(BACKBONES), 'backbones', self.backbones,
               f'a non-empty subset of {BACKBONES}')
@@ -57,11 +71,13 @@ class BenchConfig:
               'ratios', self.ratios, 'a non-empty list of fractions in (0, 1)')
         check(len(self.methods) > 0 and set(self.methods) <= set(METHODS), 'methods', self.methods,
               f'a non-empty subset of {METHODS}')
+        check(len(self.models) > 0 and set(self.models) <= set(MODELS) and 'sentryfuse' in self.models, 'models',
+              self.models, f"a subset of {MODELS} holding 'sentryfuse'")
         check(self.conditions in ('main', 'all_subsets'), 'conditions', self.conditions, "'main' or 'all_subsets'")
         check(set(self.scene_overrides) <= set(SCENE_PRESETS), 'scene_overrides', self.scene_overrides,
               f'keys from {tuple(SCENE_PRESETS)}')
         for key in ('train_size', 'val_size', 'test_size', 'calib_batches', 'calib_batch_size', 'eval_batch',
-                    'latency_repeats'):
+                    'latency_repeats', 'tune_samples'):
             check(isinstance(getattr(self, key), int) and getattr(self, key) >= 1, key, getattr(self, key),
                   'a positive int')
 
@@ -85,11 +101,15 @@ def condition_name(live: Sequence[str]) -> str:
     return '+'.join(live)
 
 
-def _cells(cfg: BenchConfig, modalities: Sequence[str], seed: int) -> List[Tuple[Tuple[str, ...], float, str]]:
-    """(live, ratio, method) of one model; dense rows only at ratio 0, variants only on ablation seeds."""
+def _cells(cfg: BenchConfig, modalities: Sequence[str], seed: int,
+           model: str = 'sentryfuse') -> List[Tuple[Tuple[str, ...], float, str]]:
+    """(live, ratio, method) of one trained model; dense rows only at ratio 0, variants only on ablation seeds,
+    conventional models only the methods that need no trained gate."""
     out = []
+    allowed = {'sentryfuse': METHODS, 'sentryfuse_sandwich': SANDWICH_METHODS}.get(model, CONVENTIONAL_METHODS)
+    methods = [m for m in cfg.methods if m in allowed]
     for live in conditions_for(modalities, cfg.conditions):
-        for method in cfg.methods:
+        for method in methods:
             if method in VARIANT_OF and seed not in cfg.ablation_seeds:
                 continue
             for ratio in ((0.0,) if method in DENSE_METHODS else cfg.ratios):

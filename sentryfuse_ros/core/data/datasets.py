@@ -167,13 +167,13 @@ class SyntheticDataset(MultimodalTensors):
             sample, labels[i] = render_sample(scene_cfg, pre_cfg, seed, i)
             for m, x in sample.items():
                 arrays[m][i] = x
-        super().__init__({m: torch.from_numpy(x) for m, x in arrays.items()}, torch.from_numpy(labels),
-                         scenes.class_names(scene_cfg))
+        # always the float16 round trip the cache stores: a dataset is bit-identical whether it was rendered
+        # with a cache, without one, or read back from one (so training does not depend on cache_dir)
+        super().__init__({m: torch.from_numpy(x).half().float() for m, x in arrays.items()},
+                         torch.from_numpy(labels), scenes.class_names(scene_cfg))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.save(path)
-            # reload what was stored so a fresh and a cached dataset are bit-identical (float16 round trip)
-            self.inputs = {m: x.half().float() for m, x in self.inputs.items()}
 
 
 class BatchLoader:

@@ -31,8 +31,9 @@ criterion takes a weight-update step. What each one computes:
   number of pruned units fixed by the search, choose which ones to prune to minimize the
   block-diagonal Fisher quadratic form sum_n (sum_{u pruned} dL_n/dg_u)^2, greedily: start from the
   lowest-Fisher units, then for each further unit in ascending Fisher order add it to the pruned
-  set and drop the member whose removal leaves the smallest form. Their third step (mask tuning by
-  layer-wise least squares, which changes weights) is not implemented.
+  set and drop the member whose removal leaves the smallest form. Their third step, mask tuning by
+  layer-wise least squares (which changes weights), is ``core/pruning/masktune.py`` (the bench's
+  ``kwon_tuned`` row).
 """
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 

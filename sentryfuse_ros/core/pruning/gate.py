@@ -137,11 +137,16 @@ class SentryGate(nn.Module):
         within-block ranking the gate learned (softmax(tau s) estimates t / sum t), times the raw
         saliency magnitude of that block and kind for that subset (teacher EMA), i.e. an estimate
         of the unit's raw first-order saliency, like the Taylor baseline's scores but conditioned
-        on the live subset and read from a table (no data, no gradient on the robot). An
-        uncalibrated gate (zero scale, e.g. an old checkpoint) returns the raw logits.
+        on the live subset and read from a table (no data, no gradient on the robot).
+
+        A block whose scale is 0 while the subset is calibrated elsewhere is one the live subset
+        skips (a per-modality block of an absent modality: its saliency is 0 by definition); its
+        units score 0, like the teacher's. An uncalibrated gate (every scale of the subset 0, e.g.
+        an old checkpoint or a gate never trained) returns the raw logits.
         """
         k = subset_index(live, self.modalities)
         tau = float(self.temperature)
+        calibrated = bool((self.attn_scale[k] > 0).any() or (self.ffn_scale[k] > 0).any())
         out = []
         for i, (a, f) in enumerate(self.score_tensors(live)):
             pair = []
@@ -149,6 +154,8 @@ class SentryGate(nn.Module):
                 logits = logits.detach()
                 if float(scale) > 0:
                     pair.append(float(scale) * logits.numel() * torch.softmax(tau * logits, dim=-1))
+                elif calibrated:
+                    pair.append(torch.zeros_like(logits))
                 else:
                     pair.append(logits.clone())
             out.append((pair[0], pair[1]))

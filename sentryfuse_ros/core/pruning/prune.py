@@ -4,7 +4,8 @@ and a cache of sliced sub-networks per (live modality set, budget level). No gra
 Prunable units per block: KV groups (each with its query heads) and FFN channel blocks.
 Selection (``select_units``): first the best-scored KV group and FFN block of every block that costs
 anything for the live set; then the remaining units greedily by score per MAC (the knapsack
-heuristic; scores are shifted to be >= 0 first if any is negative), each kept if it still fits
+heuristic; scores are shifted to be >= 0 first if any unit that costs something scores negative; units
+that cost nothing never enter that shift), each kept if it still fits
 ``budget * total``. Units of blocks the live set skips cost nothing: at budget < 1 they keep only their
 best unit each (so the sliced sub-network is small); budget 1.0 keeps everything.
 
@@ -121,7 +122,11 @@ def select_units(scores: UnitScores, costs: UnitCosts, budget: float) -> UnitMas
             offset += s.numel()
         cap = budget * float(c_all.sum())
         used = float(c_all[keep].sum())
-        shifted = s_all - min(0.0, float(s_all.min())) + 1e-12
+        # shift by the minimum over the units that cost something: a zero-cost unit (a block the live
+        # set skips) is never ranked, so its score must not move the ranking of the live ones
+        live_s = s_all[c_all > 0]
+        low = float(live_s.min()) if live_s.numel() else 0.0
+        shifted = s_all - min(0.0, low) + 1e-12
         ratio = torch.where(c_all > 0, shifted / c_all.clamp(min=1e-30), torch.zeros_like(s_all))
         for u in torch.argsort(-ratio, stable=True).tolist():
             if keep[u] or c_all[u] <= 0:

@@ -6,12 +6,18 @@ One step (see ``core/pruning/gate.py`` for the pieces):
 2. with probability ``prune_prob`` (after ``prune_start_frac`` of the run) a budget b ~ U[b_min, 1]
    is drawn and the units SentryGate's *current* scores keep for (live, b) are masked (0/1 gates):
    the backbone learns to run with the sub-networks that deployment will slice out zero-shot;
-   otherwise the gates are ones with ``requires_grad`` (the saliency teacher's probe);
+   otherwise the gates are per-sample ones (B, G)/(B, NF) with ``requires_grad`` (the saliency
+   teacher's probe: per-sample dL_n/dg, as the Taylor and Fisher baselines read them);
 3. total = cross-entropy + align_weight * listwise-KL(gate scores, teacher EMA); one backward pass;
 4. on unmasked steps the gate gradients of that same backward pass update the teacher EMA of the
    live subset (so the teacher costs no extra pass); clip, AdamW step.
 
 The task loss trains the backbone, the alignment loss trains only the SentryGate table.
+
+``recipe: sandwich`` replaces step 2 after ``prune_start_frac``: every step trains the full network (whose
+per-sample gates feed the teacher), plus the sub-networks SentryGate picks at the smallest budget and at
+a random one, each distilled from the full network's detached logits (the sandwich rule and in-place
+distillation of Universally Slimmable Networks, DynaBERT, Once-for-All).
 A state file ``<out stem>.train_state.pt`` next to ``--out`` is written every ``checkpoint_every``
 steps (model, gate, teacher, optimizer, step, RNG states); ``resume=True`` continues from it.
 
@@ -45,9 +51,12 @@ from sentryfuse_ros.core.pruning.prune import masks_to_gates, select_for_budget
 from sentryfuse_ros.core.data.scenes import SceneConfig, class_names
 
 
+RECIPES = ('pruned_steps', 'sandwich')
+
+
 @dataclasses.dataclass(frozen=True)
 class GateTrainConfig:
-    saliency: str = 'taylor'        # taylor: |dL/dg| on shared gates; fisher: sum_n (dL_n/dg)^2 on per-sample gates
+    saliency: str = 'taylor'        # taylor: mean_n |dL_n/dg|; fisher: sum_n (dL_n/dg)^2 (both on per-sample gates)
     ema_decay: float = 0.9          # teacher EMA decay per update of a subset's row
     align_weight: float = 1.0       # lambda in total = task + lambda * align
     align_temperature: float = 0.5  # tau of the teacher distribution t^(1/tau) (smaller = sharper)
@@ -55,6 +64,10 @@ class GateTrainConfig:
     prune_prob: float = 0.5         # probability per step of training the gate-chosen sub-network
     prune_min_budget: float = 0.4   # sampled budgets are uniform in [prune_min_budget, 1]
     prune_start_frac: float = 0.3   # no pruned steps before this fraction of the run (teacher warms up)
+    recipe: str = 'pruned_steps'    # pruned_steps: a gate-chosen sub-network on prune_prob of the steps;
+                                    # sandwich: after prune_start_frac, every step trains the full network,
+                                    # the smallest budget and a random one, distilling the full logits
+    distill_weight: float = 1.0     # sandwich: weight of the in-place distillation KL of each sub-network
 
     def __post_init__(self):
         check(self.saliency in SALIENCY_KINDS, 'saliency', self.saliency, f'one of {SALIENCY_KINDS}')
@@ -65,6 +78,8 @@ class GateTrainConfig:
         check(0.0 <= self.prune_prob <= 1.0, 'prune_prob', self.prune_prob, 'a probability in [0, 1]')
         check(0.0 < self.prune_min_budget <= 1.0, 'prune_min_budget', self.prune_min_budget, 'a budget in (0, 1]')
         check(0.0 <= self.prune_start_frac <= 1.0, 'prune_start_frac', self.prune_start_frac, 'a fraction in [0, 1]')
+        check(self.recipe in RECIPES, 'recipe', self.recipe, f'one of {RECIPES}')
+        check(self.distill_weight >= 0, 'distill_weight', self.distill_weight, 'a weight >= 0')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +235,21 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def _sandwich_distill(model: SentryFuseModel, gate: SentryGate, inputs, live, full_logits: torch.Tensor,
+                      g: 'GateTrainConfig', rng: np.random.Generator, device: torch.device,
+                      autocast: str = 'none') -> torch.Tensor:
+    """Mean KL(softmax(full) || softmax(sub)) of the smallest-budget and a random-budget sub-network that
+    SentryGate's current scores pick for ``live``; the full logits are the (detached) teacher."""
+    target = F.softmax(full_logits.detach().float(), dim=-1)  # (B, K)
+    terms = []
+    for budget in (g.prune_min_budget, float(rng.uniform(g.prune_min_budget, 1.0))):
+        masks = select_for_budget(model, gate.scores(live), live, budget)
+        with autocast_context(autocast, device):
+            sub = model(inputs, _to(masks_to_gates(masks), device))  # (B, K)
+        terms.append(F.kl_div(F.log_softmax(sub.float(), dim=-1), target, reduction='batchmean'))
+    return torch.stack(terms).mean()
+
+
 def _to(gates, device: torch.device):
     return [(a.to(device), f.to(device)) for a, f in gates]
 
@@ -339,20 +369,27 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
         else:
             live, inputs, labels = source.batch(step, curriculum.sample(step, rng), device)
             batch = len(labels)
-        pruned = step >= prune_start and rng.random() < t.gate.prune_prob
+        sandwich = t.gate.recipe == 'sandwich' and step >= prune_start
+        pruned = not sandwich and step >= prune_start and rng.random() < t.gate.prune_prob
         if pruned:
             budget = float(rng.uniform(t.gate.prune_min_budget, 1.0))
             gates = _to(masks_to_gates(select_for_budget(model, gate.scores(live), live, budget)), device)
         else:
-            gates = ones_gates(layout, device=device, batch_size=batch if t.gate.saliency == 'fisher' else None)
+            # per-sample gates (B, G)/(B, NF): the teacher reads per-sample |dL_n/dg| like the Taylor
+            # baseline (shared gates would give |batch-mean dL/dg|, a different quantity)
+            gates = ones_gates(layout, device=device, batch_size=batch)
         for group in opt.param_groups:
             group['lr'] = group['base_lr'] * lr_factor(step, t)
         with autocast_context(t.autocast, device):
             logits = net(inputs, gates)  # (B, K)
         task = F.cross_entropy(logits.float(), labels)
         align = alignment_loss(gate, teacher, temperature=t.gate.align_temperature)
+        loss = task + t.gate.align_weight * align
+        if sandwich:  # the sandwich rule with in-place distillation (Yu & Huang 2019; DynaBERT; OFA)
+            loss = loss + t.gate.distill_weight * _sandwich_distill(model, gate, inputs, live, logits, t.gate, rng,
+                                                                    device, t.autocast)
         opt.zero_grad(set_to_none=True)
-        (task + t.gate.align_weight * align).backward()
+        loss.backward()
         if not pruned:  # the gate gradients of this very backward pass feed the teacher
             teacher.update(live, read_saliency(gates, kind=t.gate.saliency, skipped_blocks_zero=True) if dist is None
                            else dist.global_saliency(gates, kind=t.gate.saliency))
@@ -386,7 +423,9 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
     meta = {'steps': t.steps, 'seed': t.seed, 'val_accuracy': val,
             'val_size': len(val_set) if source is None else len(source.val_index),
             'train_wall_time_s': round(wall, 1), 'device': str(device), 'device_name': _device_name(device),
+            # what bit-reproducibility depends on: the same seed, thread count and device give the same bits
             'torch_threads': torch.get_num_threads(), 'autocast': t.autocast, 'command': command,
+            'deterministic_algorithms': torch.are_deterministic_algorithms_enabled(),
             'torch_version': str(torch.__version__),
             'python_version': sys.version.split()[0], 'train_config': to_dict(cfg)}
     if source is not None:

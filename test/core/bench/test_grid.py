@@ -46,6 +46,12 @@ def test_config_errors(key, value, match):
         bench.BenchConfig(**{key: value})
 
 
+@pytest.mark.parametrize('name', ['bench_issue10.yaml', 'bench_issue10_sandwich.yaml'])
+def test_issue10_grid_configs_load(name):
+    cfg = bench.load_bench_config(ROOT / 'config' / name, 'full')
+    assert 'kwon_tuned' in cfg.methods and {'sentryfuse', 'conventional'} <= set(cfg.models)
+
+
 def test_config_file_sections_load():
     for section in ('quick', 'full'):
         cfg = bench.load_bench_config(ROOT / 'config' / 'bench.yaml', section)
@@ -77,7 +83,7 @@ def test_every_method_gives_sliceable_masks_within_budget(method):
         masks, score_ms = scorer.masks(method, ('camera',), budget)
         slice_model(model, masks)
         timed = budget == 0.4 and method == 'sentrygate'  # the profiler-based memory probe is slow-ish
-        cell = bench.evaluate_cell(model, masks, _test_set(model), ('camera',), batch=8,
+        cell = bench.evaluate_cell(scorer.model_for(method, ('camera',), budget), masks, _test_set(model), ('camera',), batch=8,
                                    latency_repeats=1 if timed else None)
         assert 0.0 <= cell['accuracy'] <= 1.0 and cell['gflops'] < full['gflops'] and score_ms >= 0
         assert (cell['latency_ms'] is not None and cell['latency_ms'] > 0 and cell['peak_mem_mb'] > 0) == timed
@@ -89,28 +95,34 @@ def _test_set(model):
     return MultimodalTensors(x, torch.arange(10) % 2, ('a', 'b'))
 
 
-def test_quick_grid_end_to_end_and_resume(tmp_path):
+def test_quick_grid_end_to_end_and_resume(tmp_path, capsys):
     out, cache = tmp_path / 'q.json', tmp_path / 'cache'
     args = ['bench', '--quick', '--config', str(ROOT / 'config' / 'bench.yaml'), '--out', str(out),
             '--cache-dir', str(cache)]
     assert cli_main(args) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(' ')[0] for line in printed[-2:]] == ['P1', 'P2'] and all('SentryGate vs' in x for x in printed[-2:])
     data = json.loads(out.read_text())
     recs = data['records']
     cfg = bench.load_bench_config(ROOT / 'config' / 'bench.yaml', 'quick')
-    n_pruned = len(cfg.ratios) * len([m for m in cfg.methods if m not in bench.DENSE_METHODS])
-    assert len(recs) == 4 * (n_pruned + 1)  # 4 conditions; one dense row each
+    assert cfg.models == ('sentryfuse', 'conventional')
+    pruned = [m for m in cfg.methods if m not in bench.DENSE_METHODS]
+    conv = [m for m in pruned if m in bench.CONVENTIONAL_METHODS]
+    assert len(recs) == 4 * (len(cfg.ratios) * len(pruned) + 1) + 4 * (len(cfg.ratios) * len(conv) + 1)
+    assert {r['method'] for r in recs if r['model'] == 'conventional'} == set(conv) | {'dense'}
     for r in recs:
-        assert set(bench.RECORD_KEYS) <= set(r)
+        assert set(bench.RECORD_KEYS) <= set(r) and r['model'] in bench.MODELS and r['n_classes'] == 6
         assert 0.0 <= r['accuracy'] <= 1.0 and r['gflops'] > 0 and r['params'] > 0
         assert all(math.isfinite(r[k]) for k in ('accuracy', 'gflops', 'latency_ms', 'peak_mem_mb'))
-    for cond in {r['condition'] for r in recs}:
-        for m in cfg.methods:
-            if m in bench.DENSE_METHODS:
-                continue
-            g = {r['ratio']: r['gflops'] for r in recs if r['condition'] == cond and r['method'] == m}
-            dense = [r['gflops'] for r in recs if r['condition'] == cond and r['method'] == 'dense'][0]
-            ratios = sorted(g)
-            assert all(g[a] > g[b] for a, b in zip(ratios, ratios[1:])) and g[ratios[0]] < dense
+    for which in cfg.models:
+        for cond in {r['condition'] for r in recs}:
+            for m in {r['method'] for r in recs if r['model'] == which} - set(bench.DENSE_METHODS):
+                g = {r['ratio']: r['gflops'] for r in recs
+                     if r['model'] == which and r['condition'] == cond and r['method'] == m}
+                dense = [r['gflops'] for r in recs if r['model'] == which and r['condition'] == cond
+                         and r['method'] == 'dense'][0]
+                ratios = sorted(g)
+                assert all(g[a] > g[b] for a, b in zip(ratios, ratios[1:])) and g[ratios[0]] < dense
     # resume: drop two cells, they come back identical; nothing is retrained
     kept = recs[2:]
     bench.write_results(out, data['meta'], kept)
@@ -190,10 +202,11 @@ def test_shards_are_disjoint_cover_the_grid_and_balance_trainings(n):
     parts = [bench.select_jobs(cfg, shard=(i, n)) for i in range(n)]
     flat = [j for p in parts for j in p]
     assert sorted(flat) == sorted(bench.model_jobs(cfg)) and len(flat) == len(set(flat))
-    trainings = [sum(1 + 2 * (j[2] in cfg.ablation_seeds) for j in p) for p in parts]
-    assert sum(trainings) == 45
+    # per job: sentryfuse + conventional + conventional_nocurr, + noalign and nocurr on the ablation seed
+    trainings = [sum(len(cfg.models) + 2 * (j[2] in cfg.ablation_seeds) for j in p) for p in parts]
+    assert sum(trainings) == 9 * 5 + 18 * 3
     if n == 15:
-        assert trainings == [3] * 15  # 9 seed-0 models (3 trainings) alone, 18 others in threes
+        assert max(trainings) - min(trainings) <= 3
 
 
 def test_models_filter():
@@ -270,7 +283,9 @@ def test_read_results_accepts_gzip(tmp_path):
     import json as _json
     payload = {'meta': {'x': 1}, 'records': [{'method': 'random'}]}
     (tmp_path / 'r.json.gz').write_bytes(gzip.compress(_json.dumps(payload).encode()))
-    assert bench.read_results(tmp_path / 'r.json.gz') == payload
+    # a record from before issue 10 reads as the SentryFuse model's (every method pruned it)
+    assert bench.read_results(tmp_path / 'r.json.gz') == {'meta': {'x': 1},
+                                                          'records': [{'method': 'random', 'model': 'sentryfuse'}]}
     (tmp_path / 'bad.json.gz').write_bytes(b'not gzip')
     with pytest.raises(DataError, match=r"bench results .*bad.json.gz' are unreadable"):
         bench.read_results(tmp_path / 'bad.json.gz')

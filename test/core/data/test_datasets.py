@@ -44,6 +44,8 @@ def test_cache_round_trip(tmp_path):
     cached = D.SyntheticDataset(SCENE, PRE, seed=1, n=12, cache_dir=tmp_path)
     assert all(torch.equal(built.inputs[m], cached.inputs[m]) for m in MODALITIES)
     assert torch.equal(built.labels, cached.labels)
+    fresh = D.SyntheticDataset(SCENE, PRE, seed=1, n=12)  # no cache: the same bits (issue 10)
+    assert all(torch.equal(built.inputs[m], fresh.inputs[m]) for m in MODALITIES)
     D.SyntheticDataset(SCENE, PRE, seed=2, n=12, cache_dir=tmp_path)  # another key, another file
     assert len(list(tmp_path.glob('*.pt'))) == 2
     assert D.cache_key(SCENE, PRE, 1, 12) != D.cache_key(SCENE, PreprocessConfig(), 1, 12)

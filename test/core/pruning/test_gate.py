@@ -270,3 +270,69 @@ def test_calibrated_scores_are_comparable_across_blocks():
     fresh = SentryGate(modalities=('camera', 'audio'), layout=layout)
     fresh.load_state_dict(old)
     assert torch.equal(fresh.scores(('camera', 'audio'))[0][0], torch.tensor([1.0, -1.0]))
+
+
+@pytest.mark.parametrize('backbone', ['mid', 'bottleneck'])
+def test_calibrated_gate_scores_skipped_blocks_zero_and_keeps_the_live_choice(backbone):
+    """Issue 10: a block the live subset skips gets scale 0 from the teacher; a calibrated gate must score
+    its units 0 (not raw logits), and the live blocks' masks equal a search without the skipped rows."""
+    from sentryfuse_ros.core.data.preprocess import PreprocessConfig
+    from sentryfuse_ros.core.model.backbone import SentryFuseModel
+    from sentryfuse_ros.core.model.config import ModelConfig, SentryFuseConfig
+    from sentryfuse_ros.core.pruning.prune import select_units, unit_costs
+    torch.manual_seed(0)
+    model = SentryFuseModel(SentryFuseConfig(
+        model=ModelConfig(backbone=backbone, dim=16, depth=3, num_heads=4, num_kv_heads=2, ffn_dim=32, ffn_block=8,
+                          mid_layers=1, num_fusion_tokens=2, image_patch=8, bev_patch=8, n_fft=128, hop=64, n_mels=8,
+                          audio_patch_frames=4),
+        preprocess=PreprocessConfig(image_size=16, bev_size=16, audio_samples=1024), class_names=('a', 'b')))
+    layout = model.unit_layout()
+    gate = SentryGate(modalities=model.modalities, layout=layout)
+    teacher = SaliencyTeacher(modalities=model.modalities, layout=layout, decay=0.0)
+    live = ('camera', 'audio')
+    costs = unit_costs(model, live)
+    skipped = [i for i, (a, f) in enumerate(costs) if float(a.sum() + f.sum()) == 0]
+    assert skipped
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in gate.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 3)
+    sal = [(torch.zeros(g), torch.zeros(f)) if i in skipped else (torch.rand(g, generator=gen) + 0.1,
+                                                                   torch.rand(f, generator=gen) + 0.1)
+           for i, (g, f) in enumerate(layout)]
+    teacher.update(live, sal)
+    gate.calibrate(teacher, temperature=0.5)
+    scores = gate.scores(live)
+    for i in skipped:
+        assert torch.equal(scores[i][0], torch.zeros(layout[i][0])) and torch.equal(scores[i][1], torch.zeros(layout[i][1]))
+    assert all(bool((a >= 0).all() and (f >= 0).all()) for a, f in scores)
+    keep = [i for i in range(len(layout)) if i not in skipped]
+    for budget in (0.7, 0.4):
+        masks = select_units(scores, costs, budget)
+        alone = select_units([scores[i] for i in keep], [costs[i] for i in keep], budget)
+        assert all(torch.equal(masks[i][0], a) and torch.equal(masks[i][1], f) for i, (a, f) in zip(keep, alone))
+
+
+def test_teacher_probe_reads_per_sample_taylor_like_the_baseline():
+    """Issue 10: training's probe (per-sample gates, mean loss) gives mean_n |dL_n/dg| / B, the Taylor
+    baseline's quantity up to one constant; shared gates would give |mean_n dL_n/dg| instead."""
+    torch.manual_seed(2)
+    model = TinyGated()
+    x, y = _batch()
+    b = int(y.shape[0])
+    gates = ones_gates(model.unit_layout(), device=torch.device('cpu'), batch_size=b)
+    nn.functional.cross_entropy(model(x, gates), y).backward()
+    sal = read_saliency(gates, kind='taylor')
+    per_sample = []
+    for n in range(b):
+        g = ones_gates(model.unit_layout(), device=torch.device('cpu'))
+        nn.functional.cross_entropy(model({k: v[n:n + 1] for k, v in x.items()} if isinstance(x, dict) else x[n:n + 1], g),
+                                    y[n:n + 1]).backward()
+        per_sample.append([(a.grad.clone(), f.grad.clone()) for a, f in g])
+    for i, (a, f) in enumerate(sal):
+        want_a = torch.stack([p[i][0] for p in per_sample]).abs().mean(0) / b
+        want_f = torch.stack([p[i][1] for p in per_sample]).abs().mean(0) / b
+        assert torch.allclose(a, want_a, rtol=1e-4, atol=1e-9) and torch.allclose(f, want_f, rtol=1e-4, atol=1e-9)
+    shared = ones_gates(model.unit_layout(), device=torch.device('cpu'))
+    nn.functional.cross_entropy(model(x, shared), y).backward()
+    assert not torch.allclose(read_saliency(shared)[0][0], sal[0][0] * b)  # a different quantity

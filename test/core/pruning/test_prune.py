@@ -186,3 +186,24 @@ def test_compute_budget_0_7_as_float32_from_the_health_monitor_maps_to_the_0_7_l
     as_float32 = float(np.float32(level))
     assert cache.level_for(as_float32) == level
     assert cache.level_for(as_float32 - 1e-4) < level or level == 0.4   # a real shortfall still snaps down
+
+
+@pytest.mark.parametrize('budget', [0.8, 0.5, 0.3])
+@pytest.mark.parametrize('backbone', ['mid', 'bottleneck'])
+def test_skipped_blocks_never_move_the_live_units_choice(backbone, budget):
+    """Issue 10: zero-cost units of blocks the live set skips (here with large negative scores, like raw
+    gate logits) must not shift the live units' scores: the live blocks' masks equal those of a search
+    over the live blocks alone."""
+    model = MODELS[(backbone, 'sentry')]
+    for live in [('camera',), ('lidar', 'audio'), ('camera', 'audio')]:
+        costs = unit_costs(model, live)
+        skipped = [i for i, (a, f) in enumerate(costs) if float(a.sum() + f.sum()) == 0]
+        assert skipped, f'{backbone} should skip blocks of the modalities absent from {live}'
+        scores = random_scores(model, 3)
+        for i in skipped:
+            scores[i] = (scores[i][0] - 500.0, scores[i][1] * 0 - 300.0 + torch.arange(len(scores[i][1])))
+        masks = select_units(scores, costs, budget)
+        keep = [i for i in range(len(costs)) if i not in skipped]
+        alone = select_units([scores[i] for i in keep], [costs[i] for i in keep], budget)
+        for i, (a, f) in zip(keep, alone):
+            assert torch.equal(masks[i][0], a) and torch.equal(masks[i][1], f)
