@@ -31,3 +31,11 @@ class DataError(SentryFuseError, ValueError):
 
 class BagError(SentryFuseError):
     """A rosbag is missing, corrupt, or lacks what was asked of it."""
+
+
+class RuntimeChoiceError(SentryFuseError, ValueError):
+    """A device / precision / backend this machine cannot run (e.g. device='cuda' without CUDA)."""
+
+
+class ExportError(SentryFuseError):
+    """An ONNX export or its manifest is missing, corrupt, or does not match torch."""

@@ -13,7 +13,6 @@ Shapes:
     audio   ring buffer (A,) float32 at the model rate -> (1, A)
 """
 import dataclasses
-import itertools
 import time
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -23,7 +22,7 @@ import torch
 from sentryfuse_ros.core.data import preprocess as pp
 from sentryfuse_ros.core.config import check
 from sentryfuse_ros.core.errors import ModelError
-from sentryfuse_ros.core.pruning.prune import SubnetworkCache
+from sentryfuse_ros.core.runtime.backends import TorchRunners
 from sentryfuse_ros.core.runtime.inputs import AudioRing, Converter, SensorInputs  # noqa: F401  (re-exported)
 
 
@@ -70,21 +69,30 @@ class PerceptionEngine:
         model: the trained SentryFuseModel (dense); never trained here.
         score_fn: live tuple -> UnitScores (SentryGate.scores); used only to build sub-networks.
         config: EngineConfig.
-        device: torch device for inference ('cpu' or 'cuda'); fp16 is used on CUDA.
+        device: torch device for inference ('cpu' or 'cuda'), checked by the caller
+            (core.runtime.choice.check_choice).
+        precision: 'fp32', 'bf16' or 'fp16'; None = the device's default (fp16 on CUDA, fp32 on CPU).
+        runners: the runner set (core.runtime.backends); None = eager torch sub-networks of ``model``
+            (TorchRunners: the one weight copy, cast once). With OnnxRunners, ``model`` and
+            ``score_fn`` may be None.
     """
 
-    def __init__(self, model: torch.nn.Module, score_fn: Callable, config: EngineConfig = EngineConfig(),
-                 device: str = 'cpu'):
+    def __init__(self, model: Optional[torch.nn.Module], score_fn: Optional[Callable],
+                 config: EngineConfig = EngineConfig(), device: str = 'cpu', precision: Optional[str] = None,
+                 runners=None):
         self.config = config
-        self.model_config = model.config
-        self.pre = model.config.preprocess
-        self.class_names = tuple(model.config.class_names)
-        self.modalities = tuple(m for m in pp.MODALITIES if m in model.config.model.modalities)
-        self.device = torch.device(device)
-        self.dtype = torch.float16 if self.device.type == 'cuda' else torch.float32
-        model = model.to(self.device, self.dtype).eval()  # the one copy of the weights; sub-networks share it
-        self.cache = SubnetworkCache(model, score_fn, budget_levels=config.budget_levels, device=str(self.device),
-                                     max_cache_mb=config.max_cache_mb)
+        if runners is None:
+            precision = precision or ('fp16' if torch.device(device).type == 'cuda' else 'fp32')
+            runners = TorchRunners(model, score_fn, config.budget_levels, device=device, precision=precision,
+                                   max_cache_mb=config.max_cache_mb)
+        self.runners = runners
+        self.cache = getattr(runners, 'cache', None)  # the SubnetworkCache of torch runners
+        self.model_config = getattr(model, 'config', None)
+        self.pre = runners.preprocess
+        self.class_names = tuple(runners.class_names)
+        self.modalities = tuple(runners.modalities)
+        self.device = runners.device
+        self.dtype = runners.input_dtype
         self.inputs = SensorInputs(self.pre, self.modalities, config.max_age_s, config.min_audio_fill)
         self._current_key: Optional[str] = None
         self.switches = 0
@@ -102,17 +110,7 @@ class PerceptionEngine:
         the others are rebuilt on demand by a gather from the one dense copy (a few ms at the robot
         preset). Zero-shot: selection and slicing only, no gradients.
         """
-        t0 = time.perf_counter()
-        for r in range(1, len(self.modalities) + 1):
-            for live in itertools.combinations(self.modalities, r):
-                for budget in self.config.budget_levels:
-                    sub = self.cache.get(live, budget)
-                    # one warm-up forward: torch's first call of each shape costs far more than the rest
-                    example = {m: x.to(self.dtype) for m, x in
-                               sub.model.example_inputs(live, device=self.device).items()}
-                    with torch.inference_mode():
-                        sub.model(example)
-        return (time.perf_counter() - t0) * 1e3
+        return self.runners.prebuild()
 
     # --- inference --------------------------------------------------------------------------
     def infer(self, now_s: float, live: Optional[Sequence[str]], budget: float) -> Optional[Inference]:
@@ -153,7 +151,7 @@ class PerceptionEngine:
                    for m, x in prepared.arrays.items()}
 
         t0 = time.perf_counter()
-        sub = self.cache.get(used, budget)
+        sub = self.runners.get(used, budget)  # a torch sub-network or an onnxruntime session
         if sub.key != self._current_key:
             if self._current_key is not None:
                 self.switches += 1
@@ -162,7 +160,7 @@ class PerceptionEngine:
 
         t0 = time.perf_counter()
         with torch.inference_mode():
-            logits = sub.model(tensors)                                      # (1, K)
+            logits = sub(tensors)                                            # (1, K)
             probs = torch.softmax(logits.float(), dim=-1)[0].cpu().numpy()   # (K,)
         inference_ms = (time.perf_counter() - t0) * 1e3
         class_id = int(np.argmax(probs))

@@ -1,0 +1,284 @@
+"""ONNX export of the zero-shot sub-networks, one file per (live subset, budget level), plus a manifest.
+
+The segment layout of SentryAttend (which tokens attend to which) and the sliced widths are baked
+into each traced graph, so every (subset, budget) sub-network is its own ONNX file. Export uses
+``torch.onnx.export(..., dynamo=True)`` (the legacy TorchScript exporter fails on the complex STFT of
+the log-mel front end). Every graph is run in onnxruntime on sample inputs and compared with torch
+before it is written; a difference above ``atol`` is an ExportError and nothing is written for it.
+
+Folder layout (``out``):
+    manifest.json                      what the runtime needs, see MANIFEST_FORMAT below
+    camera+lidar+audio@1.00.onnx       one fp32 graph per sub-network, batch 1, inputs named after
+    ...                                the modalities (canonical order), output 'logits' (1, K)
+
+Shapes (inputs of a graph, batch 1):
+    camera (1, 3, S, S) float32, lidar (1, 3, G, G) float32, audio (1, A) float32 -> logits (1, K)
+"""
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import pathlib
+import time
+import warnings
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sentryfuse_ros.core.config import from_dict, to_dict
+from sentryfuse_ros.core.data.preprocess import MODALITIES, PreprocessConfig
+from sentryfuse_ros.core.errors import ExportError
+from sentryfuse_ros.core.pruning.gate import modality_subsets
+from sentryfuse_ros.core.pruning.prune import SubnetworkCache, Subnetwork
+from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+
+MANIFEST = 'manifest.json'
+MANIFEST_FORMAT = 'sentryfuse-onnx'
+MANIFEST_VERSION = 1
+DEFAULT_BUDGETS = (1.0, 0.85, 0.7, 0.5, 0.4)  # the perception node's default budget_levels
+OUTPUT = 'logits'
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportedSubnetwork:
+    """One ONNX graph of the manifest."""
+    key: str                                   # e.g. 'camera+lidar@0.50' (as Subnetwork.key)
+    subset: Tuple[str, ...]                    # live modalities, canonical order = graph input order
+    budget: float                              # budget level it was sliced for
+    file: str                                  # file name inside the export folder
+    gflops: float                              # forward GFLOPs at batch 1 (as Subnetwork.gflops)
+    params: int                                # parameter elements of the sliced model
+    inputs: Tuple[Tuple[str, Tuple[int, ...]], ...]  # (name, shape) per graph input, float32
+    max_abs_diff: float                        # worst |onnxruntime - torch| over the check samples
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """An export folder, read back and checked (see :func:`load_manifest`)."""
+    folder: pathlib.Path
+    checkpoint: str                            # path it was exported from
+    checkpoint_sha256: str
+    class_names: Tuple[str, ...]
+    modalities: Tuple[str, ...]
+    preprocess: PreprocessConfig               # what the inputs must be preprocessed with
+    subnetworks: Tuple[ExportedSubnetwork, ...]
+
+    def budgets(self, subset: Sequence[str]) -> Tuple[float, ...]:
+        """Budget levels exported for ``subset``, highest first."""
+        subset = tuple(subset)
+        return tuple(sorted({s.budget for s in self.subnetworks if s.subset == subset}, reverse=True))
+
+
+class PositionalSubnetwork(nn.Module):
+    """``model({m: x_m})`` as ``forward(*x)`` in the order of ``live`` (ONNX graphs take positional inputs).
+
+    Args:
+        model: a (sliced) SentryFuseModel.
+        live: the modalities, canonical order.
+    """
+
+    def __init__(self, model: nn.Module, live: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self.live = tuple(live)
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.model(dict(zip(self.live, inputs)))  # (1, K)
+
+
+def file_sha256(path: Union[str, pathlib.Path]) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sample_inputs(sub: Subnetwork, samples: int) -> list:
+    """``samples`` seeded random input dicts (batch 1) for the equivalence check."""
+    out = []
+    for i in range(samples):
+        gen = torch.Generator().manual_seed(1000 + i)
+        out.append(sub.model.example_inputs(sub.live, generator=gen))
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The dynamo exporter warns about absent torchvision ops and prints its progress: not ours to show."""
+    logger = logging.getLogger('torch.onnx')
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(None):
+            warnings.simplefilter('ignore')
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def ort_session(path: Union[str, pathlib.Path], providers: Sequence = ('CPUExecutionProvider',), threads: int = 1):
+    """An onnxruntime session with ``threads`` intra-op threads and only errors logged."""
+    import onnxruntime as ort  # noqa: PLC0415
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    except Exception as exc:  # onnxruntime's pybind errors (InvalidProtobuf, NoSuchFile, Fail, ...)
+        raise ExportError(f'onnxruntime cannot load {str(path)!r}: {type(exc).__name__}: '
+                          f'{str(exc).splitlines()[0] if str(exc) else ""}') from exc
+
+
+def export_subnetwork(sub: Subnetwork, path: pathlib.Path, *, samples: int = 3, atol: float = 1e-4,
+                      optimize: bool = True) -> ExportedSubnetwork:
+    """Export one sub-network to ``path`` (written only after it matches torch within ``atol``).
+
+    Args:
+        sub: a sub-network from SubnetworkCache (fp32, CPU).
+        path: the .onnx file to write.
+        samples: random sample inputs compared between torch and onnxruntime.
+        atol: largest allowed max |logits difference|.
+        optimize: run the exporter's graph optimizer (constant folding, fusions).
+    """
+    model = PositionalSubnetwork(sub.model.float().cpu().eval(), sub.live).eval()
+    examples = sample_inputs(sub, samples)
+    tmp = path.with_name(path.name + '.partial')
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(model, tuple(examples[0][m] for m in sub.live), dynamo=True,
+                                        input_names=list(sub.live), output_names=[OUTPUT], optimize=optimize,
+                                        verbose=False)
+            program.save(str(tmp), external_data=False)
+    except Exception as exc:  # the exporter raises many types (torch._dynamo, onnxscript, ...)
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f'{sub.key}: torch.onnx.export failed: {type(exc).__name__}: '
+                          f'{str(exc).splitlines()[0] if str(exc) else ""}') from exc
+    session = ort_session(tmp)
+    worst = 0.0
+    with torch.inference_mode():
+        for x in examples:
+            ref = model(*(x[m] for m in sub.live)).numpy()                             # (1, K)
+            got = session.run([OUTPUT], {m: x[m].numpy() for m in sub.live})[0]     # (1, K)
+            if got.shape != ref.shape:
+                tmp.unlink(missing_ok=True)
+                raise ExportError(f'{sub.key}: onnxruntime logits shape {got.shape}: expected {ref.shape} like torch')
+            worst = max(worst, float(np.abs(got - ref).max()))
+    if not worst <= atol:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f'{sub.key}: onnxruntime differs from torch by max |diff| = {worst:.3g}: '
+                          f'expected <= {atol:g}; not written')
+    tmp.replace(path)
+    inputs = tuple((m, tuple(int(d) for d in examples[0][m].shape)) for m in sub.live)
+    return ExportedSubnetwork(key=sub.key, subset=tuple(sub.live), budget=float(sub.budget), file=path.name,
+                              gflops=float(sub.gflops), params=int(sub.params), inputs=inputs,
+                              max_abs_diff=worst)
+
+
+def parse_subsets(names: Optional[Sequence[str]], modalities: Sequence[str]) -> Tuple[Tuple[str, ...], ...]:
+    """'camera+lidar' style names -> canonical subsets; None -> every non-empty subset of ``modalities``."""
+    if not names:
+        return modality_subsets(modalities)
+    out = []
+    for name in names:
+        parts = tuple(p for p in str(name).split('+') if p)
+        unknown = [p for p in parts if p not in modalities]
+        if not parts or unknown or len(set(parts)) != len(parts):
+            raise ExportError(f'subset {name!r}: expected distinct modalities of {list(modalities)} joined by '
+                              "'+', e.g. 'camera+lidar'")
+        out.append(tuple(m for m in MODALITIES if m in parts))
+    return tuple(dict.fromkeys(out))
+
+
+def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, pathlib.Path], *,
+                      budgets: Sequence[float] = DEFAULT_BUDGETS, subsets: Optional[Sequence[str]] = None,
+                      samples: int = 3, atol: float = 1e-4,
+                      log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Export every (subset, budget) sub-network of a trained checkpoint; returns the manifest dict.
+
+    The manifest is written last, so a folder with manifest.json is complete.
+
+    Args:
+        checkpoint: written by ``sentryfuse train``.
+        out: output folder (created; existing .onnx files of the same names are replaced).
+        budgets: budget levels (fractions of prunable MACs in (0, 1]).
+        subsets: 'camera+lidar' style names; None = every non-empty subset of the model's modalities.
+        samples: sample inputs per graph for the torch check.
+        atol: allowed max |logits difference| between onnxruntime and torch.
+        log: progress lines.
+    """
+    log = log or (lambda s: None)
+    checkpoint = pathlib.Path(checkpoint)
+    model, gate, _meta = load_sentryfuse(checkpoint, device='cpu')
+    chosen = parse_subsets(subsets, model.modalities)
+    cache = SubnetworkCache(model, gate.scores, budget_levels=budgets, device='cpu')
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # an interrupted re-export leaves no stale manifest
+    entries = []
+    for live in chosen:
+        for level in cache.levels:
+            t0 = time.perf_counter()
+            sub = cache.get(live, level)
+            entry = export_subnetwork(sub, out / f'{sub.key}.onnx', samples=samples, atol=atol)
+            entries.append(entry)
+            log(f'{sub.key}: {entry.gflops:.4f} GFLOPs, max |ort - torch| {entry.max_abs_diff:.2e}, '
+                f'{time.perf_counter() - t0:.1f} s')
+    import onnxruntime  # noqa: PLC0415
+    manifest = {
+        'format': MANIFEST_FORMAT, 'version': MANIFEST_VERSION,
+        'checkpoint': str(checkpoint), 'checkpoint_sha256': file_sha256(checkpoint),
+        'class_names': list(model.config.class_names), 'modalities': list(model.modalities),
+        'preprocess': to_dict(model.config.preprocess), 'model': to_dict(model.config.model),
+        'output': OUTPUT, 'dtype': 'float32', 'batch': 1, 'atol': atol, 'check_samples': samples,
+        'exported_with': {'torch': str(torch.__version__), 'onnxruntime': onnxruntime.__version__},
+        'subnetworks': [dict(dataclasses.asdict(e), subset=list(e.subset),
+                             inputs=[{'name': n, 'shape': list(s), 'dtype': 'float32'} for n, s in e.inputs])
+                        for e in entries],
+    }
+    tmp = out / (MANIFEST + '.partial')
+    tmp.write_text(json.dumps(manifest, indent=1) + '\n', encoding='utf-8')
+    tmp.replace(out / MANIFEST)
+    return manifest
+
+
+def load_manifest(folder: Union[str, pathlib.Path]) -> Manifest:
+    """Read and check ``folder/manifest.json``; ExportError naming the folder and the problem."""
+    folder = pathlib.Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ExportError(f'export folder {str(folder)!r} has no {MANIFEST}; expected the output of `sentryfuse export`')
+    try:
+        data = json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as exc:
+        raise ExportError(f'{str(path)!r} is not readable JSON: {exc}') from exc
+    if not isinstance(data, dict) or data.get('format') != MANIFEST_FORMAT:
+        found = data.get('format') if isinstance(data, dict) else type(data).__name__
+        raise ExportError(f'{str(path)!r} has format {found!r}: expected {MANIFEST_FORMAT!r}')
+    if data.get('version') != MANIFEST_VERSION:
+        raise ExportError(f'{str(path)!r} has version {data.get("version")!r}: expected {MANIFEST_VERSION}')
+    try:
+        subs = []
+        for s in data['subnetworks']:
+            subs.append(ExportedSubnetwork(
+                key=str(s['key']), subset=tuple(s['subset']), budget=float(s['budget']), file=str(s['file']),
+                gflops=float(s['gflops']), params=int(s['params']),
+                inputs=tuple((str(i['name']), tuple(int(d) for d in i['shape'])) for i in s['inputs']),
+                max_abs_diff=float(s['max_abs_diff'])))
+        manifest = Manifest(folder=folder, checkpoint=str(data['checkpoint']),
+                            checkpoint_sha256=str(data['checkpoint_sha256']),
+                            class_names=tuple(data['class_names']), modalities=tuple(data['modalities']),
+                            preprocess=from_dict(PreprocessConfig, data['preprocess'], where='preprocess'),
+                            subnetworks=tuple(subs))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ExportError(f'{str(path)!r} lacks or mangles a field: {type(exc).__name__}: {exc}') from exc
+    if not manifest.subnetworks:
+        raise ExportError(f'{str(path)!r} lists no sub-networks; expected at least one')
+    missing = [s.file for s in manifest.subnetworks if not (folder / s.file).is_file()]
+    if missing:
+        raise ExportError(f'export folder {str(folder)!r} lacks {missing} named in its manifest')
+    return manifest
