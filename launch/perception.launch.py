@@ -2,6 +2,7 @@
 
     ros2 launch sentryfuse_ros perception.launch.py use_sim:=true
     ros2 launch sentryfuse_ros perception.launch.py camera_topic:=/front/image_raw device:=cuda
+    ros2 launch sentryfuse_ros perception.launch.py device:=cuda backend:=onnxruntime onnx_dir:=/path/export
 
 Each node reads its own section (by node name) of `params_file`. Topic arguments remap the
 default topic names of every node. Plain launch_ros, works on Humble and newer. Where
@@ -42,6 +43,10 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('model_path', default_value='',
                               description="perception checkpoint ('' = the shipped model)"),
         DeclareLaunchArgument('device', default_value='cpu', description='cpu or cuda'),
+        DeclareLaunchArgument('precision', default_value='fp32', description='fp32, bf16 or fp16 (CUDA)'),
+        DeclareLaunchArgument('backend', default_value='torch', description='torch or onnxruntime'),
+        DeclareLaunchArgument('onnx_dir', default_value='',
+                              description='folder of `sentryfuse export` (backend:=onnxruntime)'),
         DeclareLaunchArgument('compute_budget_override', default_value='0.0',
                               description='0 = budget from the battery; else a budget in (0, 1]'),
     ]
@@ -58,6 +63,9 @@ def generate_launch_description() -> LaunchDescription:
              parameters=[arg('params_file'), use_sim_time, {
                  'model_path': ParameterValue(arg('model_path'), value_type=str),
                  'device': ParameterValue(arg('device'), value_type=str),
+                 'precision': ParameterValue(arg('precision'), value_type=str),
+                 'backend': ParameterValue(arg('backend'), value_type=str),
+                 'onnx_dir': ParameterValue(arg('onnx_dir'), value_type=str),
              }]),
         Node(package=PACKAGE, executable='sensor_sim', name='sensor_sim',
              output='screen', remappings=remappings,

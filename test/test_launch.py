@@ -15,7 +15,7 @@ from sentryfuse_ros import graph
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch' / 'perception.launch.py'
 ARGUMENTS = {'use_sim', 'params_file', 'camera_topic', 'lidar_topic', 'audio_topic', 'model_path',
-             'device', 'compute_budget_override'}
+             'device', 'precision', 'backend', 'onnx_dir', 'compute_budget_override'}
 
 
 def tree():

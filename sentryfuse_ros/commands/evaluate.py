@@ -21,6 +21,12 @@ def register(subparsers) -> None:
     parser.add_argument('--threads', type=int, default=1,
                         help='torch CPU threads for the measurements (default 1: steadier batch-1 latency)')
     parser.add_argument('--device', default='cpu', help='torch device (default cpu)')
+    parser.add_argument('--backend', default='torch', choices=['torch', 'onnxruntime'],
+                        help='runtime of the sub-networks (default torch); with onnxruntime or --precision other '
+                             'than fp32, reports accuracy per subset x budget against eager torch fp32')
+    parser.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'],
+                        help='fp32 (default), bf16 (CPU with native bf16, or CUDA), fp16 (CUDA)')
+    parser.add_argument('--onnx-dir', default=None, help='export folder of `sentryfuse export` (--backend onnxruntime)')
     parser.set_defaults(func=run)
 
 
@@ -39,6 +45,8 @@ def run(args) -> int:
     if args.repeats < 1:
         raise ConfigError(f'--repeats={args.repeats}: expected a positive int')
     torch.set_num_threads(args.threads)
+    if args.backend != 'torch' or args.precision != 'fp32':
+        return _run_runtime(args)
     result = evaluate(args.checkpoint, seed=args.seed, n=args.n, budgets=tuple(args.budgets),
                       dense_checkpoint=args.dense_checkpoint, latency_repeats=args.repeats, device=args.device,
                       log=lambda s: print(s, file=sys.stderr, flush=True))
@@ -46,5 +54,26 @@ def run(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + '\n', encoding='utf-8')
     print(format_table(result))
+    print(f'\nwrote {out}')
+    return 0
+
+
+def _run_runtime(args) -> int:
+    """Accuracy under a deployment runtime (core.runtime.accuracy), written like the default report."""
+    import json
+    import pathlib
+    import sys
+
+    from sentryfuse_ros.core.runtime.accuracy import format_runtime_table, runtime_accuracy
+    from sentryfuse_ros.core.runtime.choice import RuntimeChoice
+
+    choice = RuntimeChoice(device=args.device, precision=args.precision, backend=args.backend)
+    result = runtime_accuracy(args.checkpoint, seed=args.seed, choice=choice, n=args.n, budgets=tuple(args.budgets),
+                              onnx_dir=args.onnx_dir, threads=args.threads,
+                              log=lambda s: print(s, file=sys.stderr, flush=True))
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + '\n', encoding='utf-8')
+    print(format_runtime_table(result))
     print(f'\nwrote {out}')
     return 0

@@ -20,6 +20,7 @@ from sentryfuse_ros import msg_arrays
 from sentryfuse_ros.modality_inputs import audio_converter, lidar_converter
 from sentryfuse_ros.core.runtime.engine import EngineConfig, PerceptionEngine
 from sentryfuse_ros.core.errors import ConfigError, SentryFuseError
+from sentryfuse_ros.core.runtime.choice import BACKENDS, PRECISIONS, Capabilities, RuntimeChoice, resolve_choice
 from sentryfuse_ros.core.runtime.latency import LatencyStats
 from sentryfuse_ros.core.data.preprocess import MODALITIES
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
@@ -29,7 +30,12 @@ STAGES = ('convert_ms', 'preprocess_ms', 'reconfigure_ms', 'inference_ms', 'tota
 
 DEFAULTS = {
     'model_path': '',                 # checkpoint; '' = the shipped models/sentryfuse_sim.pt
-    'device': 'cpu',                  # 'cpu' or 'cuda' (fp16 on CUDA)
+    'device': 'cpu',                  # 'cpu' or 'cuda'
+    'precision': 'fp32',              # 'fp32', 'bf16' (CPU with native bf16, or CUDA), 'fp16' (CUDA)
+    'backend': 'torch',               # 'torch' (eager sub-networks) or 'onnxruntime' (sessions of onnx_dir)
+    'onnx_dir': '',                   # export folder of `sentryfuse export` (backend 'onnxruntime')
+    'runtime_fallback': True,         # a device/precision/backend this machine cannot run: true = run
+                                      # on CPU fp32 with a WARN status; false = no inference, ERROR status
     'rate': 10.0,                     # [Hz] inference rate when trigger = 'timer'
     'trigger': 'timer',               # 'timer' or 'camera' (one inference per camera frame)
     'qos': 'sensor_data',             # QoS of the sensor subscriptions
@@ -77,6 +83,12 @@ def build_engine_config(values: Mapping[str, Any]) -> EngineConfig:
 def check_values(values: Mapping[str, Any]) -> None:
     if values['device'] not in ('cpu', 'cuda'):
         raise ConfigError(f"device={values['device']!r}: expected 'cpu' or 'cuda'")
+    if values['precision'] not in PRECISIONS:
+        raise ConfigError(f"precision={values['precision']!r}: expected one of {list(PRECISIONS)}")
+    if values['backend'] not in BACKENDS:
+        raise ConfigError(f"backend={values['backend']!r}: expected one of {list(BACKENDS)}")
+    if not isinstance(values['runtime_fallback'], bool):
+        raise ConfigError(f"runtime_fallback={values['runtime_fallback']!r}: expected true or false")
     if values['trigger'] not in ('timer', 'camera'):
         raise ConfigError(f"trigger={values['trigger']!r}: expected 'timer' or 'camera'")
     common.check_qos_name(values['qos'])
@@ -93,10 +105,15 @@ def check_values(values: Mapping[str, Any]) -> None:
 
 
 class Perception(Node):
-    """Args: **kwargs: passed to rclpy Node (context, parameter_overrides, ...)."""
+    """Args:
+        capabilities: what this machine can run (default: detected; tests pass their own).
+        **kwargs: passed to rclpy Node (context, parameter_overrides, ...).
+    """
 
-    def __init__(self, **kwargs):
+    def __init__(self, capabilities: Optional[Capabilities] = None, **kwargs):
         super().__init__('perception', **kwargs)
+        self._capabilities = capabilities
+        self._runtime = ('', '', '')  # (requested, running, refusal) runtime descriptions
         values = common.declare_parameters(self, DEFAULTS)
         self._param_errors = common.fall_back_to_defaults(self, values, DEFAULTS, [
             (tuple(k for k in DEFAULTS if k != 'model_path'), check_values)])
@@ -153,21 +170,30 @@ class Perception(Node):
             torch.set_num_threads(int(values['torch_threads']))
         path = values['model_path'] or default_model_path()
         try:
-            model, gate, _meta = load_sentryfuse(path, device=values['device'])
+            choice = self._choose_runtime(values)
+            if choice is None:
+                return
             # the engine is assigned only once it is ready: a prebuild that fails leaves no engine
             # that would report OK "no inference yet" forever, but the model status ERROR with its cause
-            engine = PerceptionEngine(model, gate.scores, build_engine_config(values), device=values['device'])
+            if choice.backend == 'onnxruntime':
+                path = values['onnx_dir']
+                engine = PerceptionEngine(None, None, build_engine_config(values),
+                                          runners=_onnx_runners(values, choice, self._capabilities))
+            else:
+                model, gate, _meta = load_sentryfuse(path, device=choice.device)
+                engine = PerceptionEngine(model, gate.scores, build_engine_config(values),
+                                          device=choice.device, precision=choice.precision)
             self._converters = {
                 'camera': msg_arrays.image_to_rgb,
                 'lidar': lidar_converter(values['lidar.type']),
                 'audio': audio_converter(engine.pre.audio_rate),
             }
             self.get_logger().info(f'model {path}: classes {list(engine.class_names)}, '
-                                   f'modalities {list(engine.modalities)}, device {values["device"]}')
+                                   f'modalities {list(engine.modalities)}, runtime {choice}')
             if values['prebuild']:
                 ms = engine.prebuild()
                 self._prebuild_ms = ms
-                self.get_logger().info(f'prebuilt {engine.cache.stats.get("builds", 0)} sub-networks '
+                self.get_logger().info(f'prebuilt {engine.runners.stats.get("builds", 0)} sub-networks '
                                        f'in {ms:.0f} ms (zero-shot: select + slice, no gradients)')
             self.engine = engine
         except Exception as exc:  # noqa: BLE001 - any failure of the model file leaves the node up, ERROR
@@ -176,6 +202,38 @@ class Perception(Node):
             self.engine = None
             self._model_error = f'cannot load model {path!r}: {exc}'
             self.get_logger().error(self._model_error)
+
+    def _choose_runtime(self, values: Mapping[str, Any]) -> Optional[RuntimeChoice]:
+        """The runtime to run (the requested one, or CPU fp32 after a refusal with runtime_fallback),
+        None when it is refused without fallback. Refusals are logged and kept for /diagnostics."""
+        from sentryfuse_ros.core.errors import RuntimeChoiceError  # noqa: PLC0415
+        requested = RuntimeChoice(device=values['device'], precision=values['precision'], backend=values['backend'])
+        if self._capabilities is None:
+            self._capabilities = Capabilities.detect()
+        try:
+            choice, warning = resolve_choice(requested, self._capabilities, fallback=values['runtime_fallback'])
+        except RuntimeChoiceError as exc:
+            self._runtime = (str(requested), '', str(exc))
+            self._model_error = f'runtime {requested} refused (runtime_fallback false): {exc}'
+            self.get_logger().error(self._model_error)
+            return None
+        self._runtime = (str(requested), str(choice), warning)
+        if warning:
+            self.get_logger().warning(f'runtime {requested} refused: {warning}')
+        return choice
+
+    def _runtime_status(self):
+        requested, running, refusal = self._runtime
+        if not requested:  # invalid parameters never reached the runtime choice
+            level, message = common.LEVEL_ERROR, self._model_error or 'no runtime chosen'
+        elif not running:
+            level, message = common.LEVEL_ERROR, f'refused, no inference: {refusal}'
+        elif refusal:
+            level, message = common.LEVEL_WARN, refusal
+        else:
+            level, message = common.LEVEL_OK, f'running {running}'
+        return common.diagnostic_status('sentryfuse: perception runtime', level, message,
+                                        values={'requested': requested, 'running': running or 'none'})
 
     def _build_runtime(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
         check_values(values)
@@ -300,7 +358,7 @@ class Perception(Node):
                 'subnetwork': last.subnetwork if last else '', 'gflops': last.gflops if last else 0.0,
                 'modalities_used': '+'.join(last.modalities_used) if last else '',
                 'subnetwork_switches': self.engine.switches,
-                'subnetworks_built': self.engine.cache.stats.get('builds', 0),
+                'subnetworks_built': self.engine.runners.stats.get('builds', 0),
                 'prebuild_ms': self._prebuild_ms,
             }
             for stage, row in self._stats.percentiles((50, 95)).items():
@@ -323,11 +381,22 @@ class Perception(Node):
                 'sentryfuse: perception inputs', common.LEVEL_WARN if inputs else common.LEVEL_OK,
                 '; '.join(f'{m}: {recent[m]}' for m in inputs) or 'OK',
                 values={f'{m}_errors': errors.get(m, 0) for m in MODALITIES}))
+        statuses.append(self._runtime_status())
         statuses.append(common.diagnostic_status(
             'sentryfuse: perception parameters',
             common.LEVEL_ERROR if self._param_errors else common.LEVEL_OK,
             '; '.join(self._param_errors) or 'OK', values={'invalid_at_startup': len(self._param_errors)}))
         self._diag_pub.publish(common.diagnostic_array(self.get_clock().now().to_msg(), statuses))
+
+
+def _onnx_runners(values: Mapping[str, Any], choice, capabilities):
+    """The onnxruntime sessions of ``onnx_dir`` (ExportError when it is unset, missing or corrupt)."""
+    from sentryfuse_ros.core.errors import ExportError  # noqa: PLC0415
+    from sentryfuse_ros.core.runtime.backends import OnnxRunners  # noqa: PLC0415
+    if not values['onnx_dir']:
+        raise ExportError("backend='onnxruntime' needs onnx_dir (the folder of `sentryfuse export`)")
+    threads = int(values['torch_threads']) or 1
+    return OnnxRunners(values['onnx_dir'], choice, capabilities, threads=threads)
 
 
 def _stamp_msg(t: float):
