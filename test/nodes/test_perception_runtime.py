@@ -1,0 +1,136 @@
+"""perception's runtime parameters over real DDS: device=cuda without CUDA and bf16 on a CPU without
+native bf16 leave the node up (CPU fp32 with a WARN status, or no inference with an ERROR status),
+and backend=onnxruntime predicts from the sessions of an export."""
+import numpy as np
+import pytest
+import torch
+
+rclpy = pytest.importorskip('rclpy')
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from sentryfuse_ros import msg_arrays  # noqa: E402
+from sentryfuse_ros.core.runtime.choice import Capabilities  # noqa: E402
+from sentryfuse_ros.msg import Prediction  # noqa: E402
+from sentryfuse_ros.nodes.perception import Perception  # noqa: E402
+from ros_helpers import spin_until  # noqa: E402
+
+RUNTIME = 'sentryfuse: perception runtime'
+
+
+class Harness:
+    """A perception node and a test node sending camera frames at 10 Hz and recording outputs."""
+
+    def __init__(self, ctx, capabilities=None, **params):
+        values = {'rate': 10.0, 'diagnostics_period': 0.2, 'camera.max_age': 1.5, 'torch_threads': 1}
+        values.update(params)
+        self.perception = Perception(context=ctx, capabilities=capabilities,
+                                     parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+        self.node = Node('runtime_test', context=ctx)
+        self.predictions, self.diagnostics = [], []
+        self.node.create_subscription(Prediction, '/sentryfuse/prediction', self.predictions.append, 50)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, 50)
+        pub = self.node.create_publisher(Image, '/camera/image_raw', 10)
+        image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)   # (H, W, 3)
+        self.node.create_timer(0.1, lambda: pub.publish(msg_arrays.array_to_image(image, encoding='rgb8')))
+        self.executor = SingleThreadedExecutor(context=ctx)
+        self.executor.add_node(self.perception)
+        self.executor.add_node(self.node)
+
+    def status(self, name):
+        for diag in reversed(self.diagnostics):
+            found = next((s for s in diag.status if s.name == name), None)
+            if found is not None:
+                return found
+        return None
+
+    def spin_until(self, predicate, timeout_s, what):
+        spin_until(self.executor, predicate, timeout_s, what)
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=0)
+        self.perception.destroy_node()
+        self.node.destroy_node()
+
+
+@pytest.fixture
+def make(ros_context):
+    made = []
+
+    def factory(**kwargs):
+        made.append(Harness(ros_context, **kwargs))
+        return made[-1]
+
+    yield factory
+    for h in made:
+        h.close()
+
+
+def values(status):
+    return {v.key: v.value for v in status.values}
+
+
+@pytest.fixture
+def no_cuda():
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA: the test is about one without it')
+
+
+def test_device_cuda_without_cuda_falls_back_to_cpu_fp32_with_warn(make, checkpoint, no_cuda):
+    h = make(model_path=str(checkpoint), device='cuda')          # the real machine's capabilities
+    h.spin_until(lambda: len(h.predictions) >= 2 and h.status(RUNTIME) is not None, 15.0, 'predictions on CPU')
+    status = h.status(RUNTIME)
+    assert status.level == bytes([1])
+    assert "device='cuda': torch here is built without CUDA" in status.message
+    assert status.message.endswith('falling back to torch cpu fp32')
+    assert values(status) == {'requested': 'torch cuda fp32', 'running': 'torch cpu fp32'}
+    assert h.status('sentryfuse: perception parameters').level == bytes([0])
+
+
+def test_device_cuda_without_cuda_and_without_fallback_is_an_error_with_the_node_up(make, checkpoint, no_cuda):
+    h = make(model_path=str(checkpoint), device='cuda', precision='fp16', runtime_fallback=False)
+    h.spin_until(lambda: h.status('sentryfuse: perception model') is not None, 10.0, 'model status')
+    assert h.status(RUNTIME).level == bytes([2])
+    assert h.status(RUNTIME).message.startswith("refused, no inference: device='cuda'")
+    assert 'runtime_fallback false' in h.status('sentryfuse: perception model').message
+    assert h.perception.engine is None and h.predictions == []
+    h.spin_until(lambda: len(h.diagnostics) >= 3, 5.0, 'the node keeps publishing diagnostics')
+
+
+def test_bf16_on_a_cpu_without_bf16_is_refused_by_name(make, checkpoint):
+    h = make(model_path=str(checkpoint), precision='bf16', runtime_fallback=False,
+             capabilities=Capabilities(cpu_bf16=False, ort_providers=('CPUExecutionProvider',)))
+    h.spin_until(lambda: h.status(RUNTIME) is not None, 10.0, 'runtime status')
+    assert h.status(RUNTIME).level == bytes([2])
+    assert "precision='bf16': this CPU has no native bf16" in h.status(RUNTIME).message
+    assert h.perception.engine is None
+
+
+def test_bf16_on_a_cpu_with_bf16_runs_bf16(make, checkpoint):
+    h = make(model_path=str(checkpoint), precision='bf16',
+             capabilities=Capabilities(cpu_bf16=True, ort_providers=('CPUExecutionProvider',)))
+    h.spin_until(lambda: len(h.predictions) >= 2 and h.status(RUNTIME) is not None, 15.0, 'bf16 predictions')
+    assert h.status(RUNTIME).level == bytes([0]) and h.status(RUNTIME).message == 'running torch cpu bf16'
+    assert h.perception.engine.dtype == torch.bfloat16
+
+
+def test_backend_onnxruntime_predicts_from_the_export(make, checkpoint, tmp_path_factory):
+    pytest.importorskip('onnxruntime')
+    from onnx_export import export_dir
+    folder = export_dir(tmp_path_factory, checkpoint)
+    h = make(backend='onnxruntime', onnx_dir=str(folder), budget_levels=[1.0, 0.5])
+    h.spin_until(lambda: len(h.predictions) >= 2 and h.status(RUNTIME) is not None, 15.0, 'onnxruntime predictions')
+    assert h.status(RUNTIME).message == 'running onnxruntime cpu fp32'
+    pred = h.predictions[-1]
+    assert list(pred.modalities_used) == ['camera'] and pred.subnetwork == 'camera@1.00'
+    assert h.perception.engine.runners.stats['builds'] == 14   # every session prebuilt
+
+
+def test_backend_onnxruntime_without_onnx_dir_is_an_error(make):
+    h = make(backend='onnxruntime')
+    h.spin_until(lambda: h.status('sentryfuse: perception model') is not None, 10.0, 'model status')
+    assert "needs onnx_dir" in h.status('sentryfuse: perception model').message
+    assert h.status('sentryfuse: perception model').level == bytes([2])
