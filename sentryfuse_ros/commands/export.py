@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument('--atol', type=float, default=1e-4,
                         help='largest allowed max |onnxruntime - torch| logit difference (default 1e-4)')
     parser.add_argument('--samples', type=int, default=3, help='sample inputs per graph for the check (default 3)')
+    parser.add_argument('--opset', type=int, default=None,
+                        help="ONNX opset (default: the exporter's, 20 with torch 2.13; 18 is the lowest it writes)")
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (default 1)')
     parser.set_defaults(func=run)
 
@@ -42,7 +44,7 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     manifest = export_checkpoint(args.checkpoint, args.out, budgets=tuple(args.budgets or DEFAULT_BUDGETS),
-                                 subsets=args.subsets, samples=args.samples, atol=args.atol,
+                                 subsets=args.subsets, samples=args.samples, atol=args.atol, opset=args.opset,
                                  log=lambda s: print(s, file=sys.stderr, flush=True))
     subs = manifest['subnetworks']
     print(f'exported {len(subs)} sub-networks to {args.out} in {time.perf_counter() - t0:.1f} s; '

@@ -134,8 +134,14 @@ def ort_session(path: Union[str, pathlib.Path], providers: Sequence = ('CPUExecu
                           f'{str(exc).splitlines()[0] if str(exc) else ""}') from exc
 
 
+def _opset_of(path: pathlib.Path) -> int:
+    import onnx  # noqa: PLC0415
+    model = onnx.load(str(path), load_external_data=False)
+    return int(next(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')))
+
+
 def export_subnetwork(sub: Subnetwork, path: pathlib.Path, *, samples: int = 3, atol: float = 1e-4,
-                      optimize: bool = True) -> ExportedSubnetwork:
+                      optimize: bool = True, opset: Optional[int] = None) -> ExportedSubnetwork:
     """Export one sub-network to ``path`` (written only after it matches torch within ``atol``).
 
     Args:
@@ -144,6 +150,7 @@ def export_subnetwork(sub: Subnetwork, path: pathlib.Path, *, samples: int = 3, 
         samples: random sample inputs compared between torch and onnxruntime.
         atol: largest allowed max |logits difference|.
         optimize: run the exporter's graph optimizer (constant folding, fusions).
+        opset: ONNX opset (None: the exporter's default, 20 with torch 2.13; 18 for older TensorRT parsers).
     """
     model = PositionalSubnetwork(sub.model.float().cpu().eval(), sub.live).eval()
     examples = sample_inputs(sub, samples)
@@ -152,12 +159,17 @@ def export_subnetwork(sub: Subnetwork, path: pathlib.Path, *, samples: int = 3, 
         with _quiet_exporter():
             program = torch.onnx.export(model, tuple(examples[0][m] for m in sub.live), dynamo=True,
                                         input_names=list(sub.live), output_names=[OUTPUT], optimize=optimize,
-                                        verbose=False)
+                                        opset_version=opset, verbose=False)
             program.save(str(tmp), external_data=False)
     except Exception as exc:  # the exporter raises many types (torch._dynamo, onnxscript, ...)
         tmp.unlink(missing_ok=True)
         raise ExportError(f'{sub.key}: torch.onnx.export failed: {type(exc).__name__}: '
                           f'{str(exc).splitlines()[0] if str(exc) else ""}') from exc
+    if opset is not None and _opset_of(tmp) != opset:
+        found = _opset_of(tmp)
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f'{sub.key}: torch.onnx.export wrote opset {found}, not the requested {opset} '
+                          '(the dynamo exporter cannot convert every op down; expected an opset >= 18)')
     session = ort_session(tmp)
     worst = 0.0
     with torch.inference_mode():
@@ -196,7 +208,7 @@ def parse_subsets(names: Optional[Sequence[str]], modalities: Sequence[str]) -> 
 
 def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, pathlib.Path], *,
                       budgets: Sequence[float] = DEFAULT_BUDGETS, subsets: Optional[Sequence[str]] = None,
-                      samples: int = 3, atol: float = 1e-4,
+                      samples: int = 3, atol: float = 1e-4, opset: Optional[int] = None,
                       log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Export every (subset, budget) sub-network of a trained checkpoint; returns the manifest dict.
 
@@ -209,6 +221,7 @@ def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, path
         subsets: 'camera+lidar' style names; None = every non-empty subset of the model's modalities.
         samples: sample inputs per graph for the torch check.
         atol: allowed max |logits difference| between onnxruntime and torch.
+        opset: ONNX opset (None: the exporter's default).
         log: progress lines.
     """
     log = log or (lambda s: None)
@@ -224,7 +237,7 @@ def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, path
         for level in cache.levels:
             t0 = time.perf_counter()
             sub = cache.get(live, level)
-            entry = export_subnetwork(sub, out / f'{sub.key}.onnx', samples=samples, atol=atol)
+            entry = export_subnetwork(sub, out / f'{sub.key}.onnx', samples=samples, atol=atol, opset=opset)
             entries.append(entry)
             log(f'{sub.key}: {entry.gflops:.4f} GFLOPs, max |ort - torch| {entry.max_abs_diff:.2e}, '
                 f'{time.perf_counter() - t0:.1f} s')
@@ -235,6 +248,7 @@ def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, path
         'class_names': list(model.config.class_names), 'modalities': list(model.modalities),
         'preprocess': to_dict(model.config.preprocess), 'model': to_dict(model.config.model),
         'output': OUTPUT, 'dtype': 'float32', 'batch': 1, 'atol': atol, 'check_samples': samples,
+        'opset': _opset_of(out / entries[0].file),
         'exported_with': {'torch': str(torch.__version__), 'onnxruntime': onnxruntime.__version__},
         'subnetworks': [dict(dataclasses.asdict(e), subset=list(e.subset),
                              inputs=[{'name': n, 'shape': list(s), 'dtype': 'float32'} for n, s in e.inputs])

@@ -71,12 +71,19 @@ def test_a_graph_that_differs_from_torch_is_not_written(tmp_path, checkpoint):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_exports_one_subset(tmp_path, checkpoint, capsys):
+def test_cli_exports_one_subset_at_opset_18(tmp_path, checkpoint, capsys):
     assert cli.main(['export', '--checkpoint', str(checkpoint), '--out', str(tmp_path / 'e'), '--budgets', '0.7',
-                     '--subsets', 'audio', '--samples', '1']) == 0
+                     '--subsets', 'audio', '--samples', '1', '--opset', '18']) == 0   # STFT: opset >= 17
     assert 'exported 1 sub-networks' in capsys.readouterr().out
     manifest = export.load_manifest(tmp_path / 'e')
     assert [s.key for s in manifest.subnetworks] == ['audio@0.70']
+    assert json.loads((tmp_path / 'e' / 'manifest.json').read_text())['opset'] == 18
+
+
+def test_an_opset_the_exporter_does_not_write_is_refused(tmp_path, checkpoint):
+    with pytest.raises(ExportError, match='audio@1.00: torch.onnx.export wrote opset 18, not the requested 17'):
+        export.export_checkpoint(checkpoint, tmp_path, budgets=(1.0,), subsets=['audio'], samples=1, opset=17)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize('names,match', [(['radar'], "subset 'radar'"), (['camera+camera'], "subset 'camera\\+camera'"),
