@@ -179,6 +179,10 @@ class Perception(Node):
                 path = values['onnx_dir']
                 engine = PerceptionEngine(None, None, build_engine_config(values),
                                           runners=_onnx_runners(values, choice, self._capabilities))
+                if set(engine.runners.levels) != set(engine.config.budget_levels):
+                    self.get_logger().warning(
+                        f'budget_levels {list(engine.config.budget_levels)} differ from the export\'s levels '
+                        f'{list(engine.runners.levels)}: the export\'s levels are used (re-export with --budgets)')
             else:
                 model, gate, _meta = load_sentryfuse(path, device=choice.device)
                 engine = PerceptionEngine(model, gate.scores, build_engine_config(values),
