@@ -1,6 +1,14 @@
 """perception's runtime parameters over real DDS: device=cuda without CUDA and bf16 on a CPU without
 native bf16 leave the node up (CPU fp32 with a WARN status, or no inference with an ERROR status),
-and backend=onnxruntime predicts from the sessions of an export."""
+the perception executable started with device:=cuda stays up (it used to die), and
+backend=onnxruntime predicts from the sessions of an export."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -134,3 +142,32 @@ def test_backend_onnxruntime_without_onnx_dir_is_an_error(make):
     h.spin_until(lambda: h.status('sentryfuse: perception model') is not None, 10.0, 'model status')
     assert "needs onnx_dir" in h.status('sentryfuse: perception model').message
     assert h.status('sentryfuse: perception model').level == bytes([2])
+
+
+def test_the_perception_process_started_with_device_cuda_stays_up(checkpoint, no_cuda):
+    from conftest import domain_for
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_for(9)))
+    proc = subprocess.Popen([sys.executable, '-m', 'sentryfuse_ros.nodes.perception', '--ros-args',
+                             '-p', 'device:=cuda', '-p', f'model_path:={checkpoint}'],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any('prebuilt' in line for line in lines):
+            assert proc.poll() is None, ''.join(lines)   # the process died (the old AssertionError)
+            time.sleep(0.1)
+        assert any("device='cuda': torch here is built without CUDA" in line and
+                   'falling back to torch cpu fp32' in line for line in lines), ''.join(lines)
+        assert any('prebuilt' in line for line in lines), ''.join(lines)
+        time.sleep(1.0)
+        assert proc.poll() is None, ''.join(lines)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert rc == 0, ''.join(lines)
