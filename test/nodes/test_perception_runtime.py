@@ -108,6 +108,17 @@ def test_device_cuda_without_cuda_and_without_fallback_is_an_error_with_the_node
     h.spin_until(lambda: len(h.diagnostics) >= 3, 5.0, 'the node keeps publishing diagnostics')
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (scripts/device_check_runtimes.sh)')
+@pytest.mark.parametrize('precision', ['fp16', 'fp32'])
+def test_device_cuda_runs_on_the_gpu(make, checkpoint, precision):
+    h = make(model_path=str(checkpoint), device='cuda', precision=precision)
+    h.spin_until(lambda: len(h.predictions) >= 3 and h.status(RUNTIME) is not None, 30.0, 'CUDA predictions')
+    assert h.status(RUNTIME).message == f'running torch cuda {precision}'
+    engine = h.perception.engine
+    assert engine.device.type == 'cuda' and engine.dtype == {'fp16': torch.float16, 'fp32': torch.float32}[precision]
+    assert all(np.isfinite(p.scores).all() for p in h.predictions)
+
+
 def test_bf16_on_a_cpu_without_bf16_is_refused_by_name(make, checkpoint):
     h = make(model_path=str(checkpoint), precision='bf16', runtime_fallback=False,
              capabilities=Capabilities(cpu_bf16=False, ort_providers=('CPUExecutionProvider',)))
