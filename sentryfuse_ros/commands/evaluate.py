@@ -45,6 +45,9 @@ def run(args) -> int:
     if args.repeats < 1:
         raise ConfigError(f'--repeats={args.repeats}: expected a positive int')
     torch.set_num_threads(args.threads)
+    from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, check_choice
+    check_choice(RuntimeChoice(device=args.device.split(':')[0], precision=args.precision, backend=args.backend),
+                 Capabilities.detect())   # e.g. --device cuda without CUDA: a named error, not a traceback
     if args.backend != 'torch' or args.precision != 'fp32':
         return _run_runtime(args)
     result = evaluate(args.checkpoint, seed=args.seed, n=args.n, budgets=tuple(args.budgets),

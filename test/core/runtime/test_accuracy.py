@@ -52,3 +52,12 @@ def test_refused_runtimes_and_foreign_exports(exported, checkpoint, tmp_path):
                          onnx_dir=exported)
     assert cli.main(['evaluate', '--checkpoint', str(checkpoint), '--seed', '1000', '--out', str(tmp_path / 'x'),
                      '--precision', 'fp16']) == 2
+
+
+def test_evaluate_on_cuda_without_cuda_is_a_named_error(checkpoint, tmp_path, capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA')
+    assert cli.main(['evaluate', '--checkpoint', str(checkpoint), '--seed', '1000', '--out', str(tmp_path / 'x'),
+                     '--device', 'cuda']) == 2
+    assert "device='cuda': torch here is built without CUDA" in capsys.readouterr().err
