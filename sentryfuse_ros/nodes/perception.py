@@ -19,7 +19,7 @@ from rclpy.node import Node
 from sentryfuse_ros import msg_arrays
 from sentryfuse_ros.modality_inputs import audio_converter, lidar_converter
 from sentryfuse_ros.core.runtime.engine import EngineConfig, PerceptionEngine
-from sentryfuse_ros.core.errors import ConfigError, SentryFuseError
+from sentryfuse_ros.core.errors import ConfigError, ExportError, RuntimeChoiceError, SentryFuseError
 from sentryfuse_ros.core.runtime.choice import BACKENDS, PRECISIONS, Capabilities, RuntimeChoice, resolve_choice
 from sentryfuse_ros.core.runtime.latency import LatencyStats
 from sentryfuse_ros.core.data.preprocess import MODALITIES
@@ -210,7 +210,6 @@ class Perception(Node):
     def _choose_runtime(self, values: Mapping[str, Any]) -> Optional[RuntimeChoice]:
         """The runtime to run (the requested one, or CPU fp32 after a refusal with runtime_fallback),
         None when it is refused without fallback. Refusals are logged and kept for /diagnostics."""
-        from sentryfuse_ros.core.errors import RuntimeChoiceError  # noqa: PLC0415
         requested = RuntimeChoice(device=values['device'], precision=values['precision'], backend=values['backend'])
         if self._capabilities is None:
             self._capabilities = Capabilities.detect()
@@ -395,7 +394,6 @@ class Perception(Node):
 
 def _onnx_runners(values: Mapping[str, Any], choice, capabilities):
     """The onnxruntime sessions of ``onnx_dir`` (ExportError when it is unset, missing or corrupt)."""
-    from sentryfuse_ros.core.errors import ExportError  # noqa: PLC0415
     from sentryfuse_ros.core.runtime.backends import OnnxRunners  # noqa: PLC0415
     if not values['onnx_dir']:
         raise ExportError("backend='onnxruntime' needs onnx_dir (the folder of `sentryfuse export`)")
