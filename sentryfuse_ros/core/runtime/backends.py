@@ -25,7 +25,7 @@ from torch import Tensor
 from sentryfuse_ros.core.data import preprocess as pp
 from sentryfuse_ros.core.errors import ExportError, RuntimeChoiceError
 from sentryfuse_ros.core.pruning.prune import BUDGET_TOLERANCE, SubnetworkCache
-from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, ort_providers_for
+from sentryfuse_ros.core.runtime.choice import TENSORRT_EP, Capabilities, RuntimeChoice, ort_providers_for
 from sentryfuse_ros.core.runtime.export import OUTPUT, ExportedSubnetwork, Manifest, load_manifest, ort_session
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -141,7 +141,7 @@ class OnnxRunners:
         self.preprocess = self.manifest.preprocess
         self.class_names = self.manifest.class_names
         self.modalities = tuple(m for m in pp.MODALITIES if m in self.manifest.modalities)
-        self.providers = ort_providers_for(choice, caps, cache_dir=str(self.manifest.folder / 'trt_cache'))
+        self.providers = ort_providers_for(choice, caps, cache_dir=_trt_cache_dir(self.manifest, choice, caps))
         self.threads = int(threads)
         self._by_subset: Dict[Tuple[str, ...], Dict[float, ExportedSubnetwork]] = {}
         for entry in self.manifest.subnetworks:
@@ -190,3 +190,14 @@ class OnnxRunners:
     def stats(self) -> dict:
         return {'builds': self._builds, 'hits': self._hits, 'cached': len(self._runners)}
 
+
+def _trt_cache_dir(manifest: Manifest, choice: RuntimeChoice, caps: Capabilities):
+    """``<export>/trt_cache`` for TensorRT's engine cache (None: no TensorRT, or the folder is read-only)."""
+    if choice.device != 'cuda' or TENSORRT_EP not in caps.ort_providers:
+        return None
+    folder = manifest.folder / 'trt_cache'
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError:   # e.g. an export installed read-only: TensorRT then rebuilds its engines at each start
+        return None
+    return str(folder)

@@ -95,3 +95,18 @@ def test_bf16_runners_stay_close_to_fp32(checkpoint):
     ref, got = a(x), b({m: v.to(torch.bfloat16) for m, v in x.items()}).float()
     assert got.shape == ref.shape and torch.isfinite(got).all()
     assert (got - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+def test_cuda_sessions_ask_for_tensorrt_with_an_engine_cache_in_the_export(exported):
+    import shutil
+    jetson = Capabilities(cuda=True, ort_providers=('TensorrtExecutionProvider', 'CUDAExecutionProvider',
+                                                    'CPUExecutionProvider'))
+    try:   # sessions are created lazily: building the runner set needs no GPU
+        fp16 = OnnxRunners(exported, RuntimeChoice(device='cuda', precision='fp16', backend='onnxruntime'), jetson)
+        assert fp16.providers == [('TensorrtExecutionProvider', {
+            'trt_fp16_enable': True, 'trt_engine_cache_enable': True,
+            'trt_engine_cache_path': str(exported / 'trt_cache')}), 'CPUExecutionProvider']
+        assert (exported / 'trt_cache').is_dir()
+    finally:
+        shutil.rmtree(exported / 'trt_cache', ignore_errors=True)
+    assert OnnxRunners(exported, ORT_CPU, jetson).providers == ['CPUExecutionProvider']
