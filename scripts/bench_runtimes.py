@@ -52,6 +52,8 @@ def main() -> int:
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--budgets', type=float, nargs='+', default=[1.0, 0.5])
+    parser.add_argument('--checkpoint', default=None,
+                        help='a trained checkpoint (e.g. models/sentryfuse_robot.pt); default: the random robot-like model')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -63,8 +65,14 @@ def main() -> int:
     caps = Capabilities.detect()
     live = ('camera', 'lidar', 'audio')
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = pathlib.Path(tmp) / 'robot_like.pt'
-        dense_gflops = build_checkpoint(ckpt)
+        if args.checkpoint:
+            from sentryfuse_ros.core.model.flops import count_flops
+            ckpt = pathlib.Path(args.checkpoint)
+            model, _, _ = load_sentryfuse(ckpt)
+            dense_gflops = count_flops(model, model.example_inputs(model.modalities)) / 1e9
+        else:
+            ckpt = pathlib.Path(tmp) / 'robot_like.pt'
+            dense_gflops = build_checkpoint(ckpt)
         t0 = time.perf_counter()
         manifest = export_checkpoint(ckpt, pathlib.Path(tmp) / 'onnx', budgets=args.budgets, subsets=['+'.join(live)],
                                      log=lambda s: print(s, file=sys.stderr, flush=True))
@@ -111,7 +119,7 @@ def main() -> int:
                 runners.get(*keys[i % len(keys)])
                 dt.append((time.perf_counter() - start) * 1e3)
             switch[name] = {'median_ms': round(statistics.median(dt), 5), 'max_ms': round(max(dt), 4)}
-    result = {'model': 'random-weight robot-like (dim 384, depth 6, ~290 tokens)', 'dense_gflops': round(dense_gflops, 3),
+    result = {'model': args.checkpoint or 'random-weight robot-like (dim 384, depth 6, ~290 tokens)', 'dense_gflops': round(dense_gflops, 3),
               'threads': args.threads, 'repeats': args.repeats, 'export_s': round(export_s, 1),
               'cpu_bf16': caps.cpu_bf16, 'torch': torch.__version__, 'rows': rows, 'switch': switch,
               'export_max_abs_diff': max(s['max_abs_diff'] for s in manifest['subnetworks'])}
