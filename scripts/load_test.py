@@ -18,13 +18,12 @@ The observer (this process) runs at nice -10 when allowed (root), so its own sta
 count as a prediction gap.
 """
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from node_processes import (NodeProcess, Observer, gaps, not_live_transitions, params_file,  # noqa: E402
+from node_processes import (report, NodeProcess, Observer, gaps, not_live_transitions, params_file,  # noqa: E402
                             raise_own_priority, start_hogs, stop_hogs, workdir)
 
 INFER_PERIOD = 0.1     # [s] perception.rate 10 Hz
@@ -129,11 +128,7 @@ def main(argv=None) -> int:
         obs.close()
         camera.kill()
         results['exit_codes'] = {p.name: p.stop() for p in procs}
-    print(json.dumps(results, indent=1))
-    if args.json:
-        with open(args.json, 'w') as out:
-            json.dump(results, out, indent=1)
-    return 0
+    return report(results, args.json)
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@ publish, RSS from /proc, and CPU hogs.
 Run after `make setup` in a shell with `. .venv/bin/activate && . install/local_setup.bash`;
 the nodes use ROS_DOMAIN_ID from the environment, like every ROS 2 process.
 """
+import json
 import os
 import pathlib
 import signal
@@ -207,3 +208,12 @@ def raise_own_priority() -> bool:
 
 def workdir() -> pathlib.Path:
     return pathlib.Path(tempfile.mkdtemp(prefix='sentryfuse_'))
+
+
+def report(results: Dict[str, object], json_path: Optional[str]) -> int:
+    """Print the results as JSON and, when asked, write them to ``json_path``; the scripts' exit code."""
+    print(json.dumps(results, indent=1))
+    if json_path:
+        with open(json_path, 'w') as out:
+            json.dump(results, out, indent=1)
+    return 0

@@ -8,7 +8,6 @@ predictions, InferenceLatency.total_ms p50/p95/p99 and the nodes' exit codes aft
     ROS_DOMAIN_ID=14 python scripts/soak.py --minutes 10 [--json soak.json]
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -16,7 +15,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from node_processes import NodeProcess, Observer, gaps, params_file, raise_own_priority, workdir  # noqa: E402
+from node_processes import report, NodeProcess, Observer, gaps, params_file, raise_own_priority, workdir  # noqa: E402
 
 INFER_PERIOD = 0.1       # [s] perception.rate 10 Hz
 SAMPLE_PERIOD = 10.0     # [s] between RSS samples
@@ -72,11 +71,7 @@ def main(argv=None) -> int:
         'exit_codes': exit_codes,
         'loadavg_1min_at_end': os.getloadavg()[0],
     }
-    print(json.dumps(results, indent=1))
-    if args.json:
-        with open(args.json, 'w') as out:
-            json.dump(results, out, indent=1)
-    return 0
+    return report(results, args.json)
 
 
 if __name__ == '__main__':

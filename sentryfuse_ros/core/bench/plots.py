@@ -17,6 +17,7 @@ import statistics
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from sentryfuse_ros.core.bench import stats
+from sentryfuse_ros.core.bench.stats import full_condition
 from sentryfuse_ros.core.bench.spec import BASELINES, DENSE_METHODS, METHODS
 from sentryfuse_ros.core.errors import DataError
 
@@ -27,16 +28,6 @@ Cell = Tuple[str, str, str, float]  # (backbone, dataset, condition, ratio)
 def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
     vals = [float(v) for v in values]
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
-def full_condition(records: Iterable[Dict[str, Any]]) -> Dict[str, str]:
-    """{dataset: condition name with every modality} (the longest condition seen per dataset)."""
-    best: Dict[str, str] = {}
-    for r in records:
-        cur = best.get(r['dataset'])
-        if cur is None or r['condition'].count('+') > cur.count('+'):
-            best[r['dataset']] = r['condition']
-    return best
 
 
 def cell_means(records: Sequence[Dict[str, Any]]) -> Dict[Cell, Dict[str, Tuple[float, float, int]]]:

@@ -38,7 +38,8 @@ def _cell(r: Dict[str, Any]) -> Cell:
     return (r['backbone'], r['dataset'], r['condition'], round(float(r['ratio']), 4))
 
 
-def _full_conditions(records: Iterable[Dict[str, Any]]) -> Dict[str, str]:
+def full_condition(records: Iterable[Dict[str, Any]]) -> Dict[str, str]:
+    """{dataset: condition name with every modality} (the longest condition seen per dataset)."""
     best: Dict[str, str] = {}
     for r in records:
         cur = best.get(r['dataset'])
@@ -91,7 +92,7 @@ def protocol_rows(records: Sequence[Dict[str, Any]], protocol: str, *, method: s
                   baselines: Sequence[str] = BASELINES, ours_model: str = 'sentryfuse') -> List[Dict[str, Any]]:
     """Per cell: ours vs the held-out best candidate of ``protocol`` (module docstring), per seed and mean."""
     models = PROTOCOLS[protocol][1]
-    full = _full_conditions(records)
+    full = full_condition(records)
     classes = {}
     for r in records:
         classes.setdefault(r['dataset'], int(r.get('n_classes') or CLASSES_OF_DATASET.get(r['dataset'], 0)) or None)
