@@ -18,6 +18,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
                        qos_profile_sensor_data)
 
 from sentryfuse_ros.core.errors import ConfigError
+from sentryfuse_ros.nodes.executable import interrupt_recorder
 
 QOS_NAMES = ('sensor_data', 'reliable')
 
@@ -212,23 +213,30 @@ def diagnostic_array(stamp, statuses: Sequence[DiagnosticStatus]) -> DiagnosticA
 def run_node(factory: Callable[[], Node], args=None) -> int:
     """The body of every node's ``main``: init, spin until Ctrl-C or shutdown, clean up.
 
-    The try/spin/except (KeyboardInterrupt, ExternalShutdownException)/finally shape works from
-    Humble to Kilted. rclpy's SIGINT handler shuts the context down from its own thread, so a
-    callback caught mid-publish raises from a handle that was just invalidated: once the context
-    is down, such an error is part of stopping (exit 0), not a failure. A second Ctrl-C during
-    clean-up does not interrupt it.
+    SIGINT is recorded, never raised (see nodes/executable.py: a KeyboardInterrupt inside C++ that
+    calls back into Python can abort the process): a Ctrl-C before the spin is seen at the next
+    safe point (after rclpy.init, after the node's construction) and ends the node with exit 0.
+    While spinning, rclpy's SIGINT handler shuts the context down from its own thread
+    (ExternalShutdownException), so a callback caught mid-publish raises from a handle that was
+    just invalidated: once the context is down, such an error is part of stopping (exit 0), not a
+    failure. A second Ctrl-C during clean-up does not interrupt it. Works from Humble to Kilted.
     """
+    stop = interrupt_recorder()
     import rclpy  # noqa: PLC0415
     from rclpy.executors import ExternalShutdownException  # noqa: PLC0415
+    if stop.requested:
+        return 0
     rclpy.init(args=args)
     node = None
     try:
-        node = factory()
-        rclpy.spin(node)
+        if not stop.requested:
+            node = factory()
+        if node is not None and not stop.requested:
+            rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception:  # noqa: BLE001 - re-raised unless the context was shut down under it
-        if rclpy.ok():
+    except Exception:  # noqa: BLE001 - re-raised unless stopping (context shut down, Ctrl-C seen)
+        if rclpy.ok() and not stop.requested:
             raise
     finally:
         _quietly(node.destroy_node if node is not None else None)
