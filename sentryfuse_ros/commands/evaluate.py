@@ -31,8 +31,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import json
-    import pathlib
     import sys
 
     import torch
@@ -53,18 +51,11 @@ def run(args) -> int:
     result = evaluate(args.checkpoint, seed=args.seed, n=args.n, budgets=tuple(args.budgets),
                       dense_checkpoint=args.dense_checkpoint, latency_repeats=args.repeats, device=args.device,
                       log=lambda s: print(s, file=sys.stderr, flush=True))
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + '\n', encoding='utf-8')
-    print(format_table(result))
-    print(f'\nwrote {out}')
-    return 0
+    return _write_report(args.out, result, format_table(result))
 
 
 def _run_runtime(args) -> int:
     """Accuracy under a deployment runtime (core.runtime.accuracy), written like the default report."""
-    import json
-    import pathlib
     import sys
 
     from sentryfuse_ros.core.runtime.accuracy import format_runtime_table, runtime_accuracy
@@ -74,9 +65,17 @@ def _run_runtime(args) -> int:
     result = runtime_accuracy(args.checkpoint, seed=args.seed, choice=choice, n=args.n, budgets=tuple(args.budgets),
                               onnx_dir=args.onnx_dir, threads=args.threads,
                               log=lambda s: print(s, file=sys.stderr, flush=True))
-    out = pathlib.Path(args.out)
+    return _write_report(args.out, result, format_runtime_table(result))
+
+
+def _write_report(out, result, table: str) -> int:
+    """Write ``result`` as JSON to ``out`` (folders made), print the table and where it went."""
+    import json
+    import pathlib
+
+    out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + '\n', encoding='utf-8')
-    print(format_runtime_table(result))
+    print(table)
     print(f'\nwrote {out}')
     return 0

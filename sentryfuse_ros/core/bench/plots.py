@@ -14,7 +14,7 @@ import collections
 import math
 import pathlib
 import statistics
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from sentryfuse_ros.core.bench import stats
 from sentryfuse_ros.core.bench.stats import full_condition
@@ -293,12 +293,11 @@ def protocol_sections(records: Sequence[Dict[str, Any]], before: Optional[Sequen
                   '| recipe | P1 cells | P1 mean relative gain | 95% interval | points | under dropout | '
                   'dense vs conventional (mean points) |', '|---|---|---|---|---|---|---|']
         for model in ('sentryfuse', 'sentryfuse_sandwich'):
-            records_m = same
-            rows = stats.protocol_rows(records_m, 'P1', ours_model=model)
+            rows = stats.protocol_rows(same, 'P1', ours_model=model)
             if not rows:
                 continue
             h, d = stats.summarize(rows), stats.summarize([r for r in rows if r['dropout']])
-            gap = stats.dense_gap(records_m, ours_model=model)
+            gap = stats.dense_gap(same, ours_model=model)
             mean_gap = statistics.fmean(g['pts'] for g in gap) if gap else math.nan
             lines.append(f'| {model} | {h["cells"]} | {_pct(h["gain"])} | {_ci(*h["gain_ci"])} | {h["pts"]:+.2f} | '
                          f'{_pct(d["gain"])} | {_fmt(mean_gap, "+.2f")} |')
