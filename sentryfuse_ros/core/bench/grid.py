@@ -62,8 +62,9 @@ from sentryfuse_ros.core.bench.results import (  # noqa: F401
 
 
 # bumped when training code changes what a config trains, so cached checkpoints are not reused across it
-# (2: issue 10, skipped-block scores fixed, per-sample saliency probe, cache-independent data)
-TRAIN_RECIPE = 2
+# (2: issue 10, skipped-block scores fixed, per-sample saliency probe, cache-independent data;
+#  3: the curriculum's unimodal warm-up)
+TRAIN_RECIPE = 3
 VARIANT_FOR_MODEL = {'sentryfuse': 'main', 'conventional': 'conventional',
                      'conventional_nocurr': 'conventional_nocurr', 'sentryfuse_sandwich': 'sandwich'}
 

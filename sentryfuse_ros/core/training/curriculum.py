@@ -1,9 +1,15 @@
 """Modality-dropout curriculum: which modalities are live at each training step.
 
-Three phases, as fractions of the run's total steps:
+An optional warm-up, then three phases, as fractions of the run's total steps:
 
-1. ``[0, phase1_frac)``: every modality is live (the model first learns to fuse).
-2. ``[phase1_frac, phase1_frac + phase2_frac)``: each modality is dropped independently with a
+0. ``[0, unimodal_frac)``: one modality at a time, in turn (step % M): every branch learns on its
+   own before it has to compete. Without it a slow modality can stay unlearned for good: on the
+   bench's sim6 scenes the lidar branch of the mid backbone sat at chance (0.167) on seed 1 with
+   and without the gate, because camera and audio fit the task first and its gradient died out
+   (lidar-alone steps later in the run came too few to get it off that plateau); half the run
+   in turn brings lidar alone to 0.39-0.46 and all three to 0.96-0.97 on seeds 0-2 (0.90-0.95 without).
+1. ``[u, u + phase1_frac)``: every modality is live (the model first learns to fuse).
+2. ``[u + phase1_frac, u + phase1_frac + phase2_frac)``: each modality is dropped independently with a
    probability that rises linearly from 0 to ``drop_p_max``; a draw that drops everything keeps
    one modality chosen uniformly at random.
 3. the rest: a modality subset is drawn uniformly from all ``2^M - 1`` non-empty subsets,
@@ -27,12 +33,15 @@ class CurriculumConfig:
     phase2_frac: float = 0.3   # fraction of steps with independent drops of rising probability
     drop_p_max: float = 0.5    # per-modality drop probability reached at the end of phase 2
     full_p: float = 0.25       # phase 3: probability of the full set instead of a uniform subset
+    unimodal_frac: float = 0.0  # warm-up fraction of steps with one modality at a time, in turn
 
     def __post_init__(self):
+        check(0.0 <= self.unimodal_frac <= 1.0, 'unimodal_frac', self.unimodal_frac, 'a fraction in [0, 1]')
         check(0.0 <= self.phase1_frac <= 1.0, 'phase1_frac', self.phase1_frac, 'a fraction in [0, 1]')
         check(0.0 <= self.phase2_frac <= 1.0, 'phase2_frac', self.phase2_frac, 'a fraction in [0, 1]')
-        check(self.phase1_frac + self.phase2_frac <= 1.0, 'phase2_frac', self.phase2_frac,
-              f'phase1_frac + phase2_frac <= 1 (phase1_frac={self.phase1_frac})')
+        check(self.unimodal_frac + self.phase1_frac + self.phase2_frac <= 1.0 + 1e-9, 'phase2_frac', self.phase2_frac,
+              f'unimodal_frac + phase1_frac + phase2_frac <= 1 (unimodal_frac={self.unimodal_frac}, '
+              f'phase1_frac={self.phase1_frac})')
         check(0.0 <= self.drop_p_max < 1.0, 'drop_p_max', self.drop_p_max, 'a probability in [0, 1)')
         check(0.0 <= self.full_p <= 1.0, 'full_p', self.full_p, 'a probability in [0, 1]')
 
@@ -54,11 +63,14 @@ class Curriculum:
         self.config = config
         self.modalities = tuple(modalities)
         self.total_steps = total_steps
-        self.phase1_end = int(round(config.phase1_frac * total_steps))
-        self.phase2_end = int(round((config.phase1_frac + config.phase2_frac) * total_steps))
+        self.warmup_end = int(round(config.unimodal_frac * total_steps))
+        self.phase1_end = int(round((config.unimodal_frac + config.phase1_frac) * total_steps))
+        self.phase2_end = int(round((config.unimodal_frac + config.phase1_frac + config.phase2_frac) * total_steps))
 
     def phase(self, step: int) -> int:
-        """1, 2 or 3: the phase that ``step`` (0-based) falls in."""
+        """0 (one modality at a time), 1, 2 or 3: the phase that ``step`` (0-based) falls in."""
+        if step < self.warmup_end:
+            return 0
         if step < self.phase1_end:
             return 1
         if step < self.phase2_end:
@@ -66,8 +78,10 @@ class Curriculum:
         return 3
 
     def drop_probability(self, step: int) -> float:
-        """Per-modality drop probability at ``step`` (0 in phase 1, ramps in phase 2)."""
+        """Per-modality drop probability at ``step`` (0 in phase 1, ramps in phase 2; phase 0 keeps one)."""
         phase = self.phase(step)
+        if phase == 0:
+            return 1.0 - 1.0 / len(self.modalities)
         if phase == 1:
             return 0.0
         if phase == 3:
@@ -81,6 +95,8 @@ class Curriculum:
         phase = self.phase(step)
         if phase == 1 or m == 1:
             return self.modalities
+        if phase == 0:
+            return (self.modalities[step % m],)
         if phase == 2:
             keep = rng.random(m) >= self.drop_probability(step)
             if not keep.any():
