@@ -37,6 +37,8 @@ class ModelConfig:
     head_dim: int = 0               # per-head width D (0 = dim // num_heads); H * D need not equal dim
     mel_f_min: float = 0.0          # lowest mel band edge [Hz]
     mel_f_max: float = 0.0          # highest mel band edge [Hz] (0 = Nyquist of the audio rate)
+    input_norm: bool = False        # camera/lidar inputs standardised per channel by training-set statistics
+                                    # (measured at the start of training, stored in the checkpoint)
 
     def __post_init__(self):
         mods = tuple(self.modalities)
@@ -68,6 +70,7 @@ class ModelConfig:
                   f'an int in [0, depth={self.depth}) for the {self.backbone} backbone')
         check(self.n_fft >= 16 and self.hop <= self.n_fft, 'hop', self.hop, f'<= n_fft={self.n_fft} (n_fft >= 16)')
         check(0.0 <= self.dropout < 1.0, 'dropout', self.dropout, 'a probability in [0, 1)')
+        check(isinstance(self.input_norm, bool), 'input_norm', self.input_norm, 'true or false')
 
     @property
     def attn_head_dim(self) -> int:

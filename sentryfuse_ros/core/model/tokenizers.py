@@ -39,9 +39,13 @@ class PatchTokenizer(nn.Module):
         size: input rows S, or (S, SW) rows and columns.
         patch: patch side P (S % P == SW % P == 0).
         dim: token width C.
+        input_norm: standardise each input channel, (x - mean) / std, with the ``in_mean``/``in_std``
+            buffers (identity until ``set_input_norm``; stored in the state dict). A sparse input such as
+            a lidar BEV grid (9% of cells set, std 0.05-0.12 on the robot scenes, against ~0.8 for the
+            camera) otherwise enters at a tenth of the camera's scale, and its branch can stay unlearned.
     """
 
-    def __init__(self, *, name: str, in_chans: int, size, patch: int, dim: int):
+    def __init__(self, *, name: str, in_chans: int, size, patch: int, dim: int, input_norm: bool = False):
         super().__init__()
         hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
         if hw[0] % patch or hw[1] % patch:
@@ -53,6 +57,10 @@ class PatchTokenizer(nn.Module):
         self.pos = nn.Parameter(torch.zeros(self.num_tokens, dim))
         self.modality = nn.Parameter(torch.zeros(dim))
         self.register_buffer('pos_grid', torch.tensor(self.grid), persistent=True)
+        self.input_norm = bool(input_norm)
+        if self.input_norm:
+            self.register_buffer('in_mean', torch.zeros(in_chans), persistent=True)  # (in_chans,)
+            self.register_buffer('in_std', torch.ones(in_chans), persistent=True)    # (in_chans,)
         nn.init.trunc_normal_(self.pos, std=0.02)
         nn.init.trunc_normal_(self.modality, std=0.02)
         self._register_load_state_dict_pre_hook(self._interpolate_pos)
@@ -78,9 +86,25 @@ class PatchTokenizer(nn.Module):
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise ModelError(f'{self.name} input shape {tuple(x.shape)}: expected (batch, {expected[0]}, '
                              f'{expected[1]}, {expected[2]})')
+        if self.input_norm:
+            x = (x - self.in_mean.view(1, -1, 1, 1).to(x.dtype)) / self.in_std.view(1, -1, 1, 1).to(x.dtype)
         x = self.proj(x)                  # (B, C, NH, NW)
         x = x.flatten(2).transpose(1, 2)  # (B, C, N) -> (B, N, C)
         return x + self.pos + self.modality
+
+    def set_input_norm(self, mean: Tensor, std: Tensor) -> None:
+        """Per-channel input statistics (in_chans,) each; std values below 1e-6 are raised to 1e-6."""
+        if not self.input_norm:
+            raise ModelError(f'{self.name} tokenizer built without input_norm: set model.input_norm: true')
+        mean, std = torch.as_tensor(mean).float().reshape(-1), torch.as_tensor(std).float().reshape(-1)
+        if mean.numel() != self.in_chans or std.numel() != self.in_chans:
+            raise ModelError(f'{self.name} input statistics of {mean.numel()}/{std.numel()} channels: expected '
+                             f'{self.in_chans}')
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+            raise ModelError(f'{self.name} input statistics mean={mean.tolist()} std={std.tolist()}: expected '
+                             'finite values')
+        self.in_mean.copy_(mean)
+        self.in_std.copy_(std.clamp_min(1e-6))
 
     def macs(self) -> int:
         """Multiply-accumulates of the patch projection at batch 1."""
@@ -133,10 +157,10 @@ def build_tokenizer(modality: str, *, model_cfg, pre_cfg) -> nn.Module:
     """The tokenizer of one modality from the model and preprocessing configs."""
     if modality == 'camera':
         return PatchTokenizer(name='camera', in_chans=3, size=pre_cfg.image_hw, patch=model_cfg.image_patch,
-                              dim=model_cfg.dim)
+                              dim=model_cfg.dim, input_norm=model_cfg.input_norm)
     if modality == 'lidar':
         return PatchTokenizer(name='lidar', in_chans=3, size=pre_cfg.bev_hw, patch=model_cfg.bev_patch,
-                              dim=model_cfg.dim)
+                              dim=model_cfg.dim, input_norm=model_cfg.input_norm)
     if modality == 'audio':
         return AudioTokenizer(samples=pre_cfg.audio_samples, sample_rate=pre_cfg.audio_rate, n_fft=model_cfg.n_fft,
                               hop=model_cfg.hop, n_mels=model_cfg.n_mels, patch_frames=model_cfg.audio_patch_frames,

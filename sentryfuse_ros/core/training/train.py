@@ -44,6 +44,7 @@ from sentryfuse_ros.core.errors import ConfigError
 from sentryfuse_ros.core.training.config import (  # noqa: F401  (AUTOCASTS, RECIPES, load_train_config: public here too)
     AUTOCASTS, RECIPES, DataConfig, GateTrainConfig, TrainConfig, TrainFileConfig, load_train_config)
 from sentryfuse_ros.core.training.curriculum import Curriculum
+from sentryfuse_ros.core.training.inputnorm import fit_input_norm
 from sentryfuse_ros.core.data.datasets import MultimodalTensors, SyntheticDataset
 from sentryfuse_ros.core.pruning.gate import (SaliencyTeacher, SentryGate, alignment_loss, modality_subsets,
                                       ones_gates, read_saliency)
@@ -257,6 +258,13 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
     if source is None:
         train_set, val_set = _on_device(train_set, device), _on_device(val_set, device)
         log(f'data: {len(train_set)} train / {len(val_set)} val scenes in {time.perf_counter() - t0:.1f}s')
+    if cfg.model.input_norm and start_step == 0:  # a resumed run has them in its state
+        if source is None:
+            stats_batches = ({m: x[i:i + 256] for m, x in train_set.inputs.items()}
+                             for i in range(0, min(len(train_set), 2048), 256))
+        else:
+            stats_batches = (source.batch(i, model.modalities, device)[1] for i in range(8))
+        log(f'input statistics: {fit_input_norm(model, stats_batches)}')
     curriculum = Curriculum(t.curriculum, modalities=model.modalities, total_steps=t.steps)
     prune_start = int(round(t.gate.prune_start_frac * t.steps))
     layout = model.unit_layout()

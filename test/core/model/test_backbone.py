@@ -126,3 +126,22 @@ def test_model_with_two_modalities_rejects_the_third():
     assert set(model.tokenizers) == {'camera', 'audio'}
     with pytest.raises(ModelError, match=r"\['lidar'\]: expected a non-empty subset of \['camera', 'audio'\]"):
         model({'lidar': torch.zeros(1, 3, 16, 16)})
+
+
+def test_input_norm_statistics_carry_into_sliced_and_shared_sub_networks():
+    """The robot model standardises camera/lidar inputs; every sub-network the engine builds must too."""
+    from sentryfuse_ros.core.pruning.prune import select_units, slice_model, unit_costs
+    model = tiny('mid', input_norm=True)
+    for m in ('camera', 'lidar'):
+        model.tokenizers[m].set_input_norm(torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.5, 0.25, 2.0]))
+    live = ('camera', 'lidar')
+    x = model.example_inputs(live, batch=2, generator=torch.Generator().manual_seed(1))
+    plain = tiny('mid')
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith(('in_mean', 'in_std'))})
+    assert not torch.allclose(model(x), plain(x))  # the statistics are in effect
+    scores = [(torch.arange(a, dtype=torch.float32), torch.arange(f, dtype=torch.float32))
+              for a, f in model.unit_layout()]
+    masks = select_units(scores, unit_costs(model, live), 1.0)
+    for share in (False, True):
+        sliced = slice_model(model, masks, share=share).eval()
+        assert torch.allclose(sliced(x), model(x), atol=1e-5)

@@ -48,3 +48,32 @@ def test_wrong_input_shape_is_named(modality, shape, match):
 def test_unknown_modality():
     with pytest.raises(ModelError, match=r"modality 'radar'"):
         build_tokenizer('radar', model_cfg=CFG, pre_cfg=PRE)
+
+
+def test_input_norm_standardises_each_channel_and_round_trips_in_the_state_dict():
+    torch.manual_seed(0)
+    plain = PatchTokenizer(name='lidar', in_chans=3, size=(16, 24), patch=8, dim=12)
+    normed = PatchTokenizer(name='lidar', in_chans=3, size=(16, 24), patch=8, dim=12, input_norm=True)
+    normed.load_state_dict({**plain.state_dict(), 'in_mean': torch.zeros(3), 'in_std': torch.ones(3)})
+    x = torch.rand(2, 3, 16, 24) * torch.tensor([0.1, 2.0, 5.0]).view(1, 3, 1, 1)
+    assert torch.equal(normed(x), plain(x))  # identity until statistics are set
+    mean, std = torch.tensor([0.05, 1.0, 2.5]), torch.tensor([0.03, 0.6, 1.5])
+    normed.set_input_norm(mean, std)
+    expected = plain((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))
+    assert torch.allclose(normed(x), expected, atol=1e-6) and not torch.allclose(normed(x), plain(x))
+    again = PatchTokenizer(name='lidar', in_chans=3, size=(16, 24), patch=8, dim=12, input_norm=True)
+    again.load_state_dict(normed.state_dict())
+    assert torch.equal(again(x), normed(x))
+    assert 'in_mean' not in plain.state_dict()  # models without input_norm keep their old state dict
+
+
+@pytest.mark.parametrize('mean, std, match', [
+    (torch.zeros(2), torch.ones(3), r'statistics of 2/3 channels: expected 3'),
+    (torch.tensor([0.0, float('nan'), 0.0]), torch.ones(3), r'mean=\[0\.0, nan, 0\.0\].*finite'),
+])
+def test_input_norm_statistics_are_checked(mean, std, match):
+    tok = PatchTokenizer(name='camera', in_chans=3, size=16, patch=8, dim=8, input_norm=True)
+    with pytest.raises(ModelError, match=match):
+        tok.set_input_norm(mean, std)
+    with pytest.raises(ModelError, match='built without input_norm'):
+        PatchTokenizer(name='camera', in_chans=3, size=16, patch=8, dim=8).set_input_norm(torch.zeros(3), torch.ones(3))

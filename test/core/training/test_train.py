@@ -238,3 +238,22 @@ def test_sandwich_recipe_trains_and_differs_from_pruned_steps(tmp_path):
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)
     with pytest.raises(ConfigError, match="recipe="):
         dc.replace(base.train.gate, recipe='slimmable')
+
+
+def test_input_norm_is_measured_on_the_training_set_and_stored_in_the_checkpoint(tmp_path):
+    from sentryfuse_ros.core.errors import DataError
+    from sentryfuse_ros.core.training.inputnorm import fit_input_norm
+    from sentryfuse_ros.core.training.train import _datasets
+    cfg = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, input_norm=True),
+                              train=dataclasses.replace(TINY.train, steps=4))
+    train(cfg, tmp_path / 'n.pt', progress=False, log=lambda s: None)
+    model, _, _ = load_sentryfuse(tmp_path / 'n.pt')
+    train_set, _ = _datasets(cfg)
+    for m in ('camera', 'lidar'):
+        x = train_set.inputs[m].double()                       # (N, 3, H, W)
+        tok = model.tokenizers[m]
+        assert torch.allclose(tok.in_mean.double(), x.mean((0, 2, 3)), atol=1e-5)
+        assert torch.allclose(tok.in_std.double(), x.std((0, 2, 3), correction=0), atol=1e-5)
+    assert not hasattr(model.tokenizers['audio'], 'in_mean')  # the log-mel has its own scale
+    with pytest.raises(DataError, match='no lidar samples'):
+        fit_input_norm(model, [{'camera': train_set.inputs['camera'][:4]}])
