@@ -3,17 +3,23 @@
 (`<node name>: {ros__parameters: ...}`, with `/**` applying to every node), spun together by
 one executor until Ctrl-C or a duration.
 
-The executor is a SingleThreadedExecutor. With rclpy Kilted's MultiThreadedExecutor, measured
-here, the spinning thread re-polls entities whose callbacks are still queued in its pool and
-starves the pool of the GIL: in a live bag replay 27k spin_once calls in 4 s delivered ~10 of
-45 camera frames, and the health monitor saw sensors flap. The single-threaded executor
-delivered all of them; every callback here is short (an inference is a few ms), so nothing is
-lost by running them one after another.
+Executors: one SingleThreadedExecutor spins the nodes with short callbacks (simulator, health
+monitor), and a node marked ``own_thread`` (perception, whose forward pass takes ~100 ms at the
+robot preset on one CPU core) gets its own SingleThreadedExecutor on its own thread, as it gets
+its own process under `ros2 launch`. Torch releases the GIL inside its operators, so the
+simulator's timers and the health monitor's checks keep their rates while a forward pass runs;
+with one executor for all, measured here with the robot model, every camera, lidar and check
+waited behind each forward pass, the camera arrived at the inference rate (4.4 Hz, below its 5 Hz
+error rate) and the health monitor flapped sensors dead and alive. Not rclpy's
+MultiThreadedExecutor: with Kilted's, measured here, the spinning thread re-polls entities whose
+callbacks are still queued in its pool and starves the pool of the GIL (a live bag replay
+delivered ~10 of 45 camera frames in 4 s and the health monitor saw sensors flap).
 
 To add a node, append one :class:`NodeSpec` to ``GRAPH``.
 """
 import dataclasses
 import pathlib
+import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -28,6 +34,7 @@ class NodeSpec:
     name: str                     # node name; also its section in the parameters YAML
     factory: Callable[..., Any]   # factory(context=..., parameter_overrides=[...]) -> rclpy Node
     sim_only: bool = False        # started only with use_sim (like IfCondition(use_sim) in launch)
+    own_thread: bool = False      # spun by its own executor on its own thread (long callbacks)
 
 
 def _health_monitor(**kwargs):
@@ -47,7 +54,7 @@ def _perception(**kwargs):
 
 GRAPH = (
     NodeSpec('health_monitor', _health_monitor),
-    NodeSpec('perception', _perception),
+    NodeSpec('perception', _perception, own_thread=True),
     NodeSpec('sensor_sim', _sensor_sim, sim_only=True),
 )
 
@@ -176,26 +183,76 @@ def run_graph(specs: Sequence[NodeSpec] = GRAPH, *, params_file=None, use_sim: b
 
     context = rclpy.context.Context()
     rclpy.init(context=context, domain_id=domain_id)
-    executor = None
+    executors: List[Any] = []
     nodes: List[Any] = []
+    threads: List[_Spinner] = []
     try:
         nodes = build_graph(specs, params, use_sim=use_sim, context=context)
+        started = [s for s in specs if use_sim or not s.sim_only]  # build_graph's order
         executor = SingleThreadedExecutor(context=context)
-        for node in nodes:
-            executor.add_node(node)
+        executors.append(executor)
+        for spec, node in zip(started, nodes):
+            if spec.own_thread:
+                own = SingleThreadedExecutor(context=context)
+                executors.append(own)
+                own.add_node(node)
+                threads.append(_Spinner(own, context, spec.name))
+            else:
+                executor.add_node(node)
         log(f'sentryfuse run: {[n.get_name() for n in nodes]} with {path}'
             + (f' for {duration:g} s' if duration else ' (Ctrl-C to stop)'))
+        for thread in threads:
+            thread.start()
         deadline = None if duration is None else time.monotonic() + duration
         while context.ok() and (deadline is None or time.monotonic() < deadline):
             executor.spin_once(timeout_sec=0.1)
+            for thread in threads:
+                thread.raise_error()
     except (KeyboardInterrupt, ExternalShutdownException):
         log('sentryfuse run: stopping')
     finally:
-        if executor is not None:
-            for node in nodes:
+        for thread in threads:
+            thread.stop()
+        for executor in executors:
+            for node in list(executor.get_nodes()):
                 executor.remove_node(node)
             executor.shutdown(timeout_sec=1.0)
         for node in nodes:
             node.destroy_node()
         context.try_shutdown()
+    for thread in threads:
+        thread.raise_error()
     return 0
+
+
+class _Spinner(threading.Thread):
+    """Spins one executor on its own thread until stopped; keeps the exception that ended it
+    (a callback's), which :meth:`raise_error` re-raises on the main thread."""
+
+    def __init__(self, executor, context, name: str):
+        super().__init__(name=f'spin-{name}', daemon=True)
+        self.executor, self.context = executor, context
+        self._stop_event = threading.Event()
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+        try:
+            while self.context.ok() and not self._stop_event.is_set():
+                self.executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            if self.context.ok():     # an error while the context shuts down (Ctrl-C) is not one
+                self.error = exc
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop after the callback in progress (an inference) and wait for it."""
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout_s)
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
