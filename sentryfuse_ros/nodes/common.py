@@ -50,6 +50,13 @@ def qos_profile(name: str) -> QoSProfile:
     raise ConfigError(f'qos={name!r}: expected one of {list(QOS_NAMES)}')
 
 
+def latest_only(profile: QoSProfile) -> QoSProfile:
+    """``profile`` with a queue of one (keep last 1): for a subscriber that uses only the newest message,
+    so a callback that runs late (an inference in progress) finds the newest, not a queue of stale ones."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=profile.reliability,
+                      durability=profile.durability)
+
+
 def check_qos_name(name: Any, key: str = 'qos') -> None:
     if name not in QOS_NAMES:
         raise ConfigError(f'{key}={name!r}: expected one of {list(QOS_NAMES)}')

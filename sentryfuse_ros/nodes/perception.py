@@ -144,10 +144,12 @@ class Perception(Node):
                 self._param_errors.append(str(exc))
                 self.get_logger().error(str(exc))
                 continue
+            # camera, lidar and health: only the newest is used (latest-only queues); audio: every frame
             self._subs.append(self.create_subscription(
-                msg_type, values[f'{m}.topic'], lambda msg, m=m: self._on_sensor(m, msg), qos))
-        self._health_sub = self.create_subscription(
-            ModalityHealth, values['health_topic'], self._on_health, 10)
+                msg_type, values[f'{m}.topic'], lambda msg, m=m: self._on_sensor(m, msg),
+                qos if m == 'audio' else common.latest_only(qos)))
+        self._health_sub = self.create_subscription(ModalityHealth, values['health_topic'], self._on_health,
+                                                    common.latest_only(common.qos_profile('reliable')))
         self._pred_pub = self.create_publisher(Prediction, '/sentryfuse/prediction', 10)
         self._lat_pub = self.create_publisher(InferenceLatency, '/sentryfuse/latency', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
