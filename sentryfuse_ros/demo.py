@@ -8,7 +8,7 @@ import json
 import math
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from rclpy.node import Node
 from std_msgs.msg import String
@@ -41,6 +41,7 @@ class DemoView(Node):
         self._latency = {}   # header stamp -> InferenceLatency, waiting for its Prediction
         self._pending = {}   # header stamp -> (t, truth, Prediction), waiting for its latency
         self._health: Optional[ModalityHealth] = None
+        self.went_dead: Dict[str, int] = {}  # modality -> times the health monitor declared it dead after live
         self._out, self._live_view = out, live_view
         self._tty = hasattr(out, 'isatty') and out.isatty()
         self.create_subscription(String, '/sentryfuse/ground_truth', self._on_truth, 10)
@@ -60,6 +61,11 @@ class DemoView(Node):
             self._truth, self._truth_changed = msg.data, self.t()
 
     def _on_health(self, msg: ModalityHealth) -> None:
+        before = dict(zip(self._health.modalities, self._health.live)) if self._health else {}
+        for m, live in zip(msg.modalities, msg.live):
+            self.went_dead.setdefault(m, 0)
+            if before.get(m) and not live:
+                self.went_dead[m] += 1
         self._health = msg
 
     def _on_latency(self, msg: InferenceLatency) -> None:
@@ -109,11 +115,12 @@ class DemoView(Node):
 def run_demo(params_file=None, duration: Optional[float] = None, sets=(), live_view: bool = True,
              json_out: Optional[str] = None, domain_id: Optional[int] = None) -> dict:
     """Run the demo; returns the summary dict (also printed)."""
-    from sentryfuse_ros.graph import GRAPH, NodeSpec, default_params_file, load_parameters, run_graph
+    from sentryfuse_ros.graph import GRAPH, NodeSpec, default_params_file, load_parameters, parse_sets, run_graph
 
     params_file = params_file or default_params_file()
     params = load_parameters(params_file)
-    scenario_path = params.get('sensor_sim', {}).get('scenario', '')
+    scenario_path = parse_sets(sets).get('sensor_sim', {}).get(
+        'scenario', params.get('sensor_sim', {}).get('scenario', ''))
     scenario = load_scenario(resolve_path(scenario_path)) if scenario_path else Scenario()
     duration = float(duration or scenario.duration or 60.0)
     phases = scenario_phases(scenario, duration)
@@ -135,9 +142,14 @@ def run_demo(params_file=None, duration: Optional[float] = None, sets=(), live_v
     records = views[0].records if views else []
     summary = summarize(records, phases)
     summary['wall_s'] = wall
+    summary['went_dead'] = views[0].went_dead if views else {}
+    summary['scenario_drops'] = {m: sum(1 for e in scenario.events if e.action == 'drop' and e.modality == m
+                                        and e.t < duration) for m in summary['went_dead']}
     print('\n\nsummary (accuracy against the simulator\'s labels; predictions within '
           f'{TRANSITION_S} s of a scene change not scored):')
     print(format_summary(summary))
+    print('sensors declared dead by the health monitor (scenario drops): ' + (', '.join(
+        f'{m} {n} ({summary["scenario_drops"][m]})' for m, n in summary['went_dead'].items()) or 'no health messages'))
     if json_out:
         with open(json_out, 'w', encoding='utf-8') as fh:
             json.dump(summary, fh, indent=1)

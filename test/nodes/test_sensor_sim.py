@@ -108,10 +108,11 @@ def test_synthetic_scenes_are_coherent_across_streams():
 
 def test_robot_demo_settings_render_what_the_robot_model_was_trained_on():
     from sentryfuse_ros.commands.demo import DEMO_MODELS
-    from sentryfuse_ros.nodes import perception, sensor_sim
+    from sentryfuse_ros.nodes import health_monitor, perception, sensor_sim
     from sentryfuse_ros.nodes.sensor_sim import SyntheticScenes
     sets = dict(s.split('=', 1) for s in DEMO_MODELS['robot'])
-    defaults = {'perception': perception.DEFAULTS, 'sensor_sim': sensor_sim.DEFAULTS}
+    monitor = {k: v for m in ('camera', 'lidar', 'audio') for k, v in health_monitor.modality_defaults(m).items()}
+    defaults = {'perception': perception.DEFAULTS, 'sensor_sim': sensor_sim.DEFAULTS, 'health_monitor': monitor}
     for key in sets:
         node, param = key.split('.', 1)
         assert param in defaults[node], key
