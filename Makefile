@@ -1,4 +1,5 @@
-# The front door. `make demo` runs the main job; `make test` runs the tests. Both set up first.
+# The front door. `make demo` runs the main job (the robot model; DEMO_ARGS="--model tiny" for the tiny one);
+# `make test` runs the tests. Both set up first.
 SHELL := /bin/bash
 ENV := . .venv/bin/activate && . install/local_setup.bash &&
 

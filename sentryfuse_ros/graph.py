@@ -1,7 +1,7 @@
 """The node graph of launch/perception.launch.py in one process, for machines without
 `ros2 launch`: the same nodes, each reading its own section of the same parameters YAML
-(`<node name>: {ros__parameters: ...}`, with `/**` applying to every node), spun together by
-one executor until Ctrl-C or a duration.
+(`<node name>: {ros__parameters: ...}`, with `/**` applying to every node), spun until Ctrl-C or a
+duration.
 
 Executors: one SingleThreadedExecutor spins the nodes with short callbacks (simulator, health
 monitor), and a node marked ``own_thread`` (perception, whose forward pass takes ~100 ms at the
