@@ -18,8 +18,11 @@ LOAD_FACTOR = 2.5    # wall time / CPU time of a forward pass on a loaded 2-core
 SENSOR_QUEUE = 5     # depth of the sensor_data QoS (keep last 5) of perception's subscriptions
 
 
-def test_demo_default_model_is_robot_and_tiny_is_a_flag():
+def test_demo_default_model_is_robot_and_tiny_is_a_flag(capsys):
     parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(['demo', '--help'])
+    assert 'robot (default)' in capsys.readouterr().out.replace('\n', ' ').replace('  ', ' ')
     assert parser.parse_args(['demo']).model == 'robot'
     assert parser.parse_args(['demo', '--model', 'tiny']).model == 'tiny'
     assert DEMO_MODELS['tiny'] == []  # the tiny demo runs the node defaults of config/perception.yaml
