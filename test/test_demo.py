@@ -106,7 +106,7 @@ def test_robot_demo_short_run_keeps_rates_and_halves_flops_at_low_battery(tmp_pa
     """The robot demo for 12 s, for real (nodes, DDS, the shipped robot model): predictions arrive at
     about perception's rate, the health monitor declares dead exactly the sensor the scenario drops and
     no other (the simulator keeps its rates beside the forward passes), and after the battery drop the
-    half-budget sub-network runs at a lower latency than the dense one."""
+    half-budget sub-network runs (its latency is measured by `make demo`, not asserted here)."""
     from conftest import domain_for
 
     from sentryfuse_ros.demo import run_demo
@@ -125,4 +125,6 @@ def test_robot_demo_short_run_keeps_rates_and_halves_flops_at_low_battery(tmp_pa
     assert set(first['subnetworks']) == {'camera+lidar+audio@1.00'}
     half = battery['subnetworks'].get('camera+lidar+audio@0.50', 0)
     assert half > battery['n'] / 2, battery['subnetworks']
-    assert battery['total_ms_p50'] < first['total_ms_p50'], (battery['total_ms_p50'], first['total_ms_p50'])
+    # the compute the node ran fell with the budget (GFLOPs, not latency: speed belongs in benchmarks, and
+    # the first ~1 s after the drop still runs dense because the simulator sends the battery at 1 Hz)
+    assert battery['gflops_mean'] < 0.8 * first['gflops_mean'], (battery['gflops_mean'], first['gflops_mean'])
