@@ -303,13 +303,17 @@ def protocol_sections(records: Sequence[Dict[str, Any]], before: Optional[Sequen
                          f'{_pct(d["gain"])} | {_fmt(mean_gap, "+.2f")} |')
         lines.append('')
     abl = [a for a in (stats.ablation_rows(records, m) for m in ('gate_uncond', 'gate_noalign', 'taylor_recal')) if a]
+    abl += [a for a in [stats.ablation_rows(records, 'dense_nocurr', reference='dense')] if a]
     if abl:
-        lines += ['#### Ablations and the oracle vs SentryGate, same model and seeds', '',
-                  '| method | seeds | cell x seed pairs | mean relative | points | better than SentryGate |',
-                  '|---|---|---|---|---|---|']
+        lines += ['#### Ablations and the oracle, same model and seeds', '',
+                  'gate_noalign: the gate of a model trained without the saliency-alignment loss; dense_nocurr: '
+                  'the unpruned accuracy of a model trained without the modality-dropout curriculum, against the '
+                  'unpruned SentryFuse model.', '',
+                  '| method | vs | seeds | cell x seed pairs | mean relative | points | better |',
+                  '|---|---|---|---|---|---|---|']
         for a in abl:
-            lines.append(f'| {a["method"]} | {a["seeds"]} | {a["pairs"]} | {_pct(a["gain"])} | {a["pts"]:+.2f} | '
-                         f'{a["wins"]}/{a["pairs"]} |')
+            lines.append(f'| {a["method"]} | {a["reference"]} | {a["seeds"]} | {a["pairs"]} | {_pct(a["gain"])} | '
+                         f'{a["pts"]:+.2f} | {a["wins"]}/{a["pairs"]} |')
         lines.append('')
     if before:
         ba = stats.before_after(before, records)

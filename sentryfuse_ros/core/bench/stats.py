@@ -48,12 +48,13 @@ def full_condition(records: Iterable[Dict[str, Any]]) -> Dict[str, str]:
     return best
 
 
-def _index(records: Sequence[Dict[str, Any]]) -> Dict[Cell, Dict[Tuple[str, str], Dict[int, float]]]:
-    """{cell: {(model, method): {seed: accuracy}}} for pruned cells."""
+def _index(records: Sequence[Dict[str, Any]],
+           dense: bool = False) -> Dict[Cell, Dict[Tuple[str, str], Dict[int, float]]]:
+    """{cell: {(model, method): {seed: accuracy}}} for pruned cells (``dense``: for the unpruned ones only)."""
     out: Dict[Cell, Dict[Tuple[str, str], Dict[int, float]]] = collections.defaultdict(
         lambda: collections.defaultdict(dict))
     for r in records:
-        if r['method'] in DENSE_METHODS:
+        if (r['method'] in DENSE_METHODS) != dense:
             continue
         out[_cell(r)][(r.get('model', 'sentryfuse'), r['method'])][int(r['seed'])] = float(r['accuracy'])
     return out
@@ -146,14 +147,19 @@ def summarize(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def groups(rows: Sequence[Dict[str, Any]]) -> List[Tuple[str, List[Dict[str, Any]]]]:
-    """(label, rows) for the headline table: all, all present, dropout, per ratio, without weak cells."""
+    """(label, rows) for the headline table: all, all present, dropout (and severe dropout: two modalities
+    missing), without weak cells, per ratio, per backbone, per dataset (when there are several)."""
     out = [('all cells', list(rows)), ('all modalities present', [r for r in rows if not r['dropout']]),
            ('under modality dropout', [r for r in rows if r['dropout']]),
+           ('severe dropout (two modalities missing)', [r for r in rows if r.get('missing', 0) >= 2]),
            ('all cells except weak ones', [r for r in rows if not r['weak']])]
     for ratio in sorted({r['ratio'] for r in rows}):
         out.append((f'ratio {ratio:.1f}', [r for r in rows if r['ratio'] == ratio]))
     for bb in sorted({r['backbone'] for r in rows}):
         out.append((f'backbone {bb}', [r for r in rows if r['backbone'] == bb]))
+    datasets = sorted({r['dataset'] for r in rows})
+    for ds in datasets if len(datasets) > 1 else []:
+        out.append((f'dataset {ds}', [r for r in rows if r['dataset'] == ds]))
     return out
 
 
@@ -178,11 +184,12 @@ def _pct(x: float) -> str:
     return 'n/a' if x is None or math.isnan(x) else f'{100 * x:+.1f}%'
 
 
-def ablation_rows(records: Sequence[Dict[str, Any]], other: str) -> Optional[Dict[str, Any]]:
-    """``other`` vs sentrygate on the sentryfuse model, on the cells and seeds where both exist."""
+def ablation_rows(records: Sequence[Dict[str, Any]], other: str,
+                  reference: str = 'sentrygate') -> Optional[Dict[str, Any]]:
+    """``other`` vs ``reference`` on the sentryfuse model, on the cells and seeds where both exist."""
     diffs, rel = [], []
-    for cell, per in _index(records).items():
-        a, b = per.get(('sentryfuse', other)), per.get(('sentryfuse', 'sentrygate'))
+    for cell, per in _index(records, dense=reference in DENSE_METHODS).items():
+        a, b = per.get(('sentryfuse', other)), per.get(('sentryfuse', reference))
         if not a or not b:
             continue
         for s in sorted(set(a) & set(b)):
@@ -191,7 +198,8 @@ def ablation_rows(records: Sequence[Dict[str, Any]], other: str) -> Optional[Dic
     if not diffs:
         return None
     seeds = sorted({int(r['seed']) for r in records if r['method'] == other})
-    return {'method': other, 'pairs': len(diffs), 'pts': statistics.fmean(diffs), 'gain': statistics.fmean(rel),
+    return {'method': other, 'reference': reference, 'pairs': len(diffs), 'pts': statistics.fmean(diffs),
+            'gain': statistics.fmean(rel),
             'seeds': seeds, 'wins': sum(d > 0 for d in diffs)}
 
 

@@ -74,3 +74,30 @@ def test_dense_gap_and_before_after():
     v = ba[('mid', 'dropout')]
     assert v['acc_before'] == pytest.approx(0.5) and v['acc_after'] == pytest.approx(0.65)
     assert v['gain_before'] == pytest.approx(-1 / 6) and v['gain_after'] == pytest.approx(0.05 / 0.6)
+
+
+def test_groups_split_severe_dropout_and_datasets():
+    recs = []
+    for ds, cond, acc in (('sim6', 'camera+lidar+audio', 0.9), ('sim6', 'camera', 0.5), ('sim6', 'camera+lidar', 0.7),
+                          ('avmnist', 'camera+audio', 0.9), ('avmnist', 'audio', 0.6)):
+        for s in range(2):
+            recs += [rec('sentryfuse', 'taylor', s, acc, cond=cond, dataset=ds),
+                     rec('sentryfuse', 'sentrygate', s, acc + 0.01 * (ds == 'sim6'), cond=cond, dataset=ds)]
+    rows = stats.protocol_rows(recs, 'P2')
+    g = dict(stats.groups(rows))
+    assert [r['condition'] for r in g['severe dropout (two modalities missing)']] == ['camera']  # avmnist audio: 1 missing
+    assert len(g['under modality dropout']) == 3 and len(g['all modalities present']) == 2
+    assert {r['dataset'] for r in g['dataset sim6']} == {'sim6'} and len(g['dataset avmnist']) == 2
+    assert stats.summarize(g['dataset avmnist'])['gain'] == pytest.approx(0.0)
+    assert stats.summarize(g['dataset sim6'])['gain'] > 0
+    one = dict(stats.groups([r for r in rows if r['dataset'] == 'sim6']))
+    assert not any(k.startswith('dataset ') for k in one)  # one dataset: no per-dataset rows
+
+
+def test_dense_nocurr_is_compared_with_the_dense_model_on_shared_seeds():
+    recs = [rec('sentryfuse', 'dense', s, 0.9) for s in range(3)] + [rec('sentryfuse', 'dense_nocurr', 0, 0.8)]
+    a = stats.ablation_rows(recs, 'dense_nocurr', reference='dense')
+    assert a['pairs'] == 1 and a['pts'] == pytest.approx(-10.0) and a['reference'] == 'dense' and a['wins'] == 0
+    from sentryfuse_ros.core.bench.plots import protocol_sections
+    text = '\n'.join(protocol_sections(recs))
+    assert '| dense_nocurr | dense | [0] | 1 |' in text
