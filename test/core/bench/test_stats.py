@@ -101,3 +101,12 @@ def test_dense_nocurr_is_compared_with_the_dense_model_on_shared_seeds():
     from sentryfuse_ros.core.bench.plots import protocol_sections
     text = '\n'.join(protocol_sections(recs))
     assert '| dense_nocurr | dense | [0] | 1 |' in text
+
+
+def test_legacy_bullet_compares_a_one_seed_ablation_with_baselines_of_that_seed():
+    """Issue 10: gate_noalign (seed 0 only) against a three-seed baseline mean was misleading."""
+    from sentryfuse_ros.core.bench.plots import render_markdown
+    recs = [rec('sentryfuse', 'taylor', s, a) for s, a in enumerate((0.5, 0.9, 0.9))]
+    recs += [rec('sentryfuse', 'sentrygate', s, 0.7) for s in range(3)] + [rec('sentryfuse', 'gate_noalign', 0, 0.6)]
+    text = render_markdown({'meta': {}, 'records': recs}, [], 'x')
+    assert '`gate_noalign` vs the best baseline (seeds [0]): +20.0% overall' in text  # 0.6 vs seed 0's 0.5
