@@ -50,6 +50,10 @@ class Process:
 
     def __init__(self, argv: Sequence[str], env: Dict[str, str]):
         self.argv = list(argv)
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+            # an ignored SIGINT is inherited across exec: start the command as a terminal would
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         self.proc = subprocess.Popen(self.argv, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.lines: List[Tuple[float, str]] = []
@@ -100,11 +104,21 @@ class Process:
         self._reader.join(timeout=5.0)
         return rc
 
+    def signal_state(self) -> str:
+        """The process's blocked / ignored / caught signal masks (/proc), for failure messages."""
+        try:
+            status = pathlib.Path(f'/proc/{self.proc.pid}/status').read_text()
+        except OSError as exc:
+            return f'(no /proc status: {exc})'
+        return ' '.join(line.replace('\t', '') for line in status.splitlines()
+                        if line.startswith(('SigBlk', 'SigIgn', 'SigCgt', 'State')))
+
     def stop(self, timeout: float = 15.0) -> Optional[int]:
         """SIGINT (ros2 launch needs it: SIGTERM leaves it hanging), then SIGKILL to the group."""
         self.signal(signal.SIGINT)
         rc = self.wait(timeout)
         if rc is None:
+            self.stuck_state = self.signal_state()
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:

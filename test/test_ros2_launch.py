@@ -204,7 +204,8 @@ def test_launch_killed_lidar_process_prediction_continues_without_it(env, launch
 def test_launch_sigint_ends_every_node_with_exit_0_and_no_traceback(launch):
     rc = launch.stop(timeout=20)
     text = launch.text
-    assert rc == 0, text[-3000:]
+    assert rc == 0, f'{getattr(launch, "stuck_state", "")} pytest SIGINT: {signal.getsignal(signal.SIGINT)}\n{text[-3000:]}'
+
     assert 'Traceback' not in text, text[-3000:]
     for node in NODES:
         assert re.search(rf'\[{node}-\d+\]: process has finished cleanly', text), f'{node}:\n{text[-3000:]}'
