@@ -137,14 +137,17 @@ def to_parameters(values: Mapping[str, Any]) -> list:
     return out
 
 
+def started_specs(specs: Sequence[NodeSpec], use_sim: bool) -> List[NodeSpec]:
+    """The specs whose nodes run (sim-only ones only with ``use_sim``), in order."""
+    return [s for s in specs if use_sim or not s.sim_only]
+
+
 def build_graph(specs: Sequence[NodeSpec], params: Mapping[str, Mapping[str, Any]], *,
                 use_sim: bool, context) -> List[Any]:
-    """Create the nodes of ``specs`` (sim-only ones only with ``use_sim``)."""
+    """Create the nodes of :func:`started_specs` (same order)."""
     nodes = []
     try:
-        for spec in specs:
-            if spec.sim_only and not use_sim:
-                continue
+        for spec in started_specs(specs, use_sim):
             overrides = to_parameters(node_parameters(params, spec.name))
             nodes.append(spec.factory(context=context, parameter_overrides=overrides))
     except BaseException:
@@ -188,10 +191,9 @@ def run_graph(specs: Sequence[NodeSpec] = GRAPH, *, params_file=None, use_sim: b
     threads: List[_Spinner] = []
     try:
         nodes = build_graph(specs, params, use_sim=use_sim, context=context)
-        started = [s for s in specs if use_sim or not s.sim_only]  # build_graph's order
         executor = SingleThreadedExecutor(context=context)
         executors.append(executor)
-        for spec, node in zip(started, nodes):
+        for spec, node in zip(started_specs(specs, use_sim), nodes):
             if spec.own_thread:
                 own = SingleThreadedExecutor(context=context)
                 executors.append(own)
