@@ -2,9 +2,7 @@
 import itertools
 import os
 import pathlib
-import signal
 import sys
-import threading
 
 import pytest
 
@@ -19,18 +17,6 @@ _domain_ids = itertools.count(os.getpid() % 50)
 def domain_for(offset: int = 0) -> int:
     """A DDS domain id inside this run's range (offset picks a fixed one, e.g. for a CLI test)."""
     return _DOMAIN_BASE + (offset % _DOMAIN_COUNT)
-
-
-@pytest.fixture(autouse=True)
-def _sigint_handler_restored():
-    """Undo a SIGINT handler a test leaves in this process. A node run in-process ends the way its
-    executable does (a stopping process ignores further Ctrl-C: nodes/executable.py), and an ignored
-    SIGINT is inherited by every process started later: `ros2 launch` then never saw the Ctrl-C of
-    test_launch_sigint_ends_every_node_with_exit_0_and_no_traceback (its SigIgn mask had SIGINT set)."""
-    before = signal.getsignal(signal.SIGINT)
-    yield
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not before:
-        signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture

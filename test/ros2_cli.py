@@ -52,7 +52,9 @@ class Process:
         self.argv = list(argv)
         if (threading.current_thread() is threading.main_thread()
                 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
-            # an ignored SIGINT is inherited across exec: start the command as a terminal would
+            # an ignored SIGINT is inherited across exec, and `ros2 launch` then never sees the Ctrl-C
+            # (seen in the full suite: the pytest process had SIGINT ignored and launch's SigIgn had it;
+            # which earlier test leaves it so was not found). Start the command as a terminal would.
             signal.signal(signal.SIGINT, signal.default_int_handler)
         self.proc = subprocess.Popen(self.argv, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
