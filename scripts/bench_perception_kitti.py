@@ -153,8 +153,8 @@ def run_engine(args, rgb, points) -> dict:
 
     from sentryfuse_ros import msg_arrays as conv
     from sentryfuse_ros.core.runtime.engine import PerceptionEngine
-    from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
-    from sentryfuse_ros.modality_inputs import engine_converters
+    from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
+    from sentryfuse_ros.msg_arrays.modality_inputs import engine_converters
     from sentryfuse_ros.nodes.perception import DEFAULTS, build_engine_config
 
     torch.set_num_threads(args.threads)

@@ -47,7 +47,7 @@ CLASSES = ('person', 'cyclist', 'car', 'dog', 'delivery_robot', 'drone')
 def build(preset: str, checkpoint: str):
     """(model in eval mode, score_fn) from a preset with random weights, or from a checkpoint."""
     if checkpoint:
-        from sentryfuse_ros.core.training.checkpoint import load_sentryfuse  # noqa: PLC0415
+        from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse  # noqa: PLC0415
         model, gate, _ = load_sentryfuse(checkpoint)
         return model.eval(), gate.scores
     torch.manual_seed(0)

@@ -27,7 +27,7 @@ def build_checkpoint(path: pathlib.Path) -> float:
     from sentryfuse_ros.core.model.backbone import SentryFuseModel
     from sentryfuse_ros.core.model.config import ModelConfig, SentryFuseConfig
     from sentryfuse_ros.core.pruning.gate import SentryGate
-    from sentryfuse_ros.core.training.checkpoint import save_checkpoint
+    from sentryfuse_ros.core.pruning.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     cfg = SentryFuseConfig(
@@ -60,7 +60,7 @@ def main() -> int:
     from sentryfuse_ros.core.runtime.backends import OnnxRunners, TorchRunners
     from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice
     from sentryfuse_ros.core.runtime.export import export_checkpoint
-    from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+    from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
 
     caps = Capabilities.detect()
     live = ('camera', 'lidar', 'audio')

@@ -23,8 +23,8 @@ import time
 import numpy as np
 import torch
 
-from sentryfuse_ros.core.bags.replay import OfflineReplay, load_replay_config
-from sentryfuse_ros.core.bags.simulate import SimBagConfig
+from sentryfuse_ros.core.replay.replay import OfflineReplay, load_replay_config
+from sentryfuse_ros.core.sim.simulate import SimBagConfig
 from sentryfuse_ros.core.data import preprocess as pp
 from sentryfuse_ros.core.data.bagdataset import BagDataset
 from sentryfuse_ros.core.data.datasets import MultimodalTensors
@@ -32,7 +32,7 @@ from sentryfuse_ros.core.data.scenes import SCENE_PRESETS, SceneStream
 from sentryfuse_ros.core.runtime.engine import PerceptionEngine
 from sentryfuse_ros.core.training.bagsource import BagBatches
 from sentryfuse_ros.core.training.train import accuracy, load_train_config, train
-from sentryfuse_ros.modality_inputs import engine_converters
+from sentryfuse_ros.msg_arrays.modality_inputs import engine_converters
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

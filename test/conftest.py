@@ -55,7 +55,7 @@ def trained(checkpoint):
     """(model, gate) loaded from ``checkpoint``, on CPU, torch at 1 thread."""
     import torch
 
-    from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+    from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
     torch.set_num_threads(1)
     model, gate, _meta = load_sentryfuse(checkpoint)
     return model, gate

@@ -6,8 +6,8 @@ import numpy as np
 
 from sentryfuse_ros.core.bags.types import make_image, make_pointcloud2, make_typestore
 from sentryfuse_ros.core.bags.writer import BagSink
-from sentryfuse_ros.core.bags.scenario import Scenario
-from sentryfuse_ros.core.bags.simulate import SimBagConfig, simulate_bag
+from sentryfuse_ros.core.sim.scenario import Scenario
+from sentryfuse_ros.core.sim.simulate import SimBagConfig, simulate_bag
 
 SIM = SimBagConfig(scene_duration_s=2.0, lidar_points=1024, image_size=64)  # small and fast
 

@@ -10,7 +10,7 @@ import re
 import pytest
 import yaml
 
-from sentryfuse_ros import graph
+from sentryfuse_ros.apps import graph
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch' / 'perception.launch.py'

@@ -12,7 +12,7 @@ from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2, Poin
 
 from sentryfuse_ros import msg_arrays as conv  # noqa: E402
 from sentryfuse_ros.core.errors import ConversionError  # noqa: E402
-from sentryfuse_ros.modality_inputs import audio_converter  # noqa: E402
+from sentryfuse_ros.msg_arrays.modality_inputs import audio_converter  # noqa: E402
 from sentryfuse_ros.msg import AudioFrame  # noqa: E402
 
 RNG = np.random.default_rng(0)

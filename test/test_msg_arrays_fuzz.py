@@ -18,7 +18,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from sentryfuse_ros import msg_arrays  # noqa: E402
 from sentryfuse_ros.core.errors import ConversionError  # noqa: E402
-from sentryfuse_ros.modality_inputs import audio_converter, engine_converters, lidar_converter  # noqa: E402
+from sentryfuse_ros.msg_arrays.modality_inputs import audio_converter, engine_converters, lidar_converter  # noqa: E402
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

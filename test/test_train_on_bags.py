@@ -17,7 +17,7 @@ from bag_training_fixtures import tiny_config, write_config  # noqa: E402
 from sentryfuse_ros import cli  # noqa: E402
 from sentryfuse_ros.core.data.bagdataset import BagDataset  # noqa: E402
 from sentryfuse_ros.core.data.preprocess import PreprocessConfig  # noqa: E402
-from sentryfuse_ros.core.training.checkpoint import load_sentryfuse  # noqa: E402
+from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse  # noqa: E402
 
 SIM6 = 'person,cyclist,car,dog,delivery_robot,drone'
 

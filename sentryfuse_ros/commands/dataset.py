@@ -39,10 +39,10 @@ def run(args) -> int:
     import sys
 
     from sentryfuse_ros.commands.replay import build_inputs, progress_bar, resolve_file
-    from sentryfuse_ros.core.bags.dataset import build_dataset
+    from sentryfuse_ros.core.replay.dataset import build_dataset
     from sentryfuse_ros.core.errors import ConfigError
     from sentryfuse_ros.core.training.train import load_train_config
-    from sentryfuse_ros.modality_inputs import engine_converters
+    from sentryfuse_ros.msg_arrays.modality_inputs import engine_converters
 
     if args.rate is not None and not 0 < args.rate <= 1000:
         raise ConfigError(f'--rate={args.rate!r}: expected a rate in (0, 1000] Hz')

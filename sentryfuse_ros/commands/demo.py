@@ -68,7 +68,7 @@ def demo_sets(model: str) -> List[str]:
 
 def run(args) -> int:
     from sentryfuse_ros.core.errors import ConfigError
-    from sentryfuse_ros.demo import run_demo  # imports rclpy only when the command runs
+    from sentryfuse_ros.apps.demo import run_demo  # imports rclpy only when the command runs
 
     if args.duration is not None and not args.duration > 0:
         raise ConfigError(f'--duration={args.duration!r}: expected a positive number of seconds')

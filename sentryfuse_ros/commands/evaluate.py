@@ -36,7 +36,7 @@ def run(args) -> int:
     import torch
 
     from sentryfuse_ros.core.errors import ConfigError
-    from sentryfuse_ros.core.training.evaluate import evaluate, format_table
+    from sentryfuse_ros.core.eval.evaluate import evaluate, format_table
 
     if args.threads < 1:
         raise ConfigError(f'--threads={args.threads}: expected a positive int')
@@ -58,7 +58,7 @@ def _run_runtime(args) -> int:
     """Accuracy under a deployment runtime (core.runtime.accuracy), written like the default report."""
     import sys
 
-    from sentryfuse_ros.core.runtime.accuracy import format_runtime_table, runtime_accuracy
+    from sentryfuse_ros.core.eval.accuracy import format_runtime_table, runtime_accuracy
     from sentryfuse_ros.core.runtime.choice import RuntimeChoice
 
     choice = RuntimeChoice(device=args.device, precision=args.precision, backend=args.backend)

@@ -80,8 +80,8 @@ def build_inputs(args):
     import dataclasses
 
     from sentryfuse_ros.core.errors import ConfigError
-    from sentryfuse_ros.core.bags.faults import Faults, load_battery_profile, parse_drop
-    from sentryfuse_ros.core.bags.replay import load_replay_config
+    from sentryfuse_ros.core.replay.faults import Faults, load_battery_profile, parse_drop
+    from sentryfuse_ros.core.replay.replay import load_replay_config
 
     if args.config is not None:
         config = load_replay_config(resolve_file(args.config, '--config'))
@@ -129,8 +129,8 @@ def build_inputs(args):
 
 def report_phases(scenario_path, faults, duration):
     """Phases named by the recording's scenario (optional) plus the injected drops."""
-    from sentryfuse_ros.core.bags.phases import scenario_phases
-    from sentryfuse_ros.core.bags.scenario import Scenario, ScenarioEvent, load_scenario
+    from sentryfuse_ros.core.replay.phases import scenario_phases
+    from sentryfuse_ros.core.sim.scenario import Scenario, ScenarioEvent, load_scenario
 
     events = list(load_scenario(resolve_file(scenario_path, '--scenario')).events) if scenario_path else []
     for w in faults.drops:
@@ -143,8 +143,8 @@ def report_phases(scenario_path, faults, duration):
 def run(args) -> int:
     from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource
     from sentryfuse_ros.core.errors import ConfigError
-    from sentryfuse_ros.core.bags.faults import load_label_csv
-    from sentryfuse_ros.core.bags.report import write_report
+    from sentryfuse_ros.core.replay.faults import load_label_csv
+    from sentryfuse_ros.core.replay.report import write_report
 
     config, faults, label_file = build_inputs(args)
     out = pathlib.Path(args.out)
@@ -165,7 +165,7 @@ def run(args) -> int:
 
     import torch
 
-    from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+    from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
     if args.threads < 1:
         raise ConfigError(f'--threads={args.threads}: expected a positive int')
     torch.set_num_threads(args.threads)
@@ -174,9 +174,9 @@ def run(args) -> int:
     labels = (load_label_csv(label_file, class_names, duration, config.replay.label_transition_s)
               if label_file else None)
     if args.mode == 'offline':
-        from sentryfuse_ros.modality_inputs import engine_converters
+        from sentryfuse_ros.msg_arrays.modality_inputs import engine_converters
         from sentryfuse_ros.core.runtime.engine import PerceptionEngine
-        from sentryfuse_ros.core.bags.replay import OfflineReplay
+        from sentryfuse_ros.core.replay.replay import OfflineReplay
         engine = PerceptionEngine(model, gate.scores, config.engine, device=config.replay.device)
         prebuild_ms = engine.prebuild()
         with torch.inference_mode():
@@ -185,7 +185,7 @@ def run(args) -> int:
         result.prebuild_ms = prebuild_ms
     else:
         del model, gate
-        from sentryfuse_ros.replay_live import replay_live
+        from sentryfuse_ros.apps.replay_live import replay_live
         result = replay_live(args.bag, config, checkpoint=checkpoint, faults=faults, labels=labels,
                              rate=args.rate, publish_clock=args.clock, domain_id=args.domain_id,
                              progress=progress)

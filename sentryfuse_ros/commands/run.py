@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from sentryfuse_ros.core.errors import ConfigError
-    from sentryfuse_ros.graph import run_graph  # imports rclpy only when the command runs
+    from sentryfuse_ros.apps.graph import run_graph  # imports rclpy only when the command runs
 
     if args.duration is not None and not args.duration > 0:
         raise ConfigError(f'--duration={args.duration!r}: expected a positive number of seconds')

@@ -24,8 +24,8 @@ def run(args) -> int:
 
     from sentryfuse_ros.commands.replay import progress_bar, resolve_file
     from sentryfuse_ros.core.errors import ConfigError
-    from sentryfuse_ros.core.bags.scenario import Scenario, load_scenario
-    from sentryfuse_ros.core.bags.simulate import SimBagConfig, simulate_bag
+    from sentryfuse_ros.core.sim.scenario import Scenario, load_scenario
+    from sentryfuse_ros.core.sim.simulate import SimBagConfig, simulate_bag
 
     if args.duration is not None and not args.duration > 0:
         raise ConfigError(f'--duration={args.duration!r}: expected a positive number of seconds')

@@ -16,7 +16,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 
 from sentryfuse_ros import msg_arrays
-from sentryfuse_ros.modality_inputs import audio_converter, lidar_converter
+from sentryfuse_ros.msg_arrays.modality_inputs import audio_converter, lidar_converter
 from sentryfuse_ros.core.runtime.engine import PerceptionEngine
 from sentryfuse_ros.core.errors import ConfigError, ExportError, RuntimeChoiceError, SentryFuseError
 from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, resolve_choice
@@ -93,7 +93,7 @@ class Perception(Node):
     def _load_engine(self, values: Mapping[str, Any]) -> None:
         import torch  # noqa: PLC0415 (torch-heavy)
 
-        from sentryfuse_ros.core.training.checkpoint import load_sentryfuse  # noqa: PLC0415
+        from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse  # noqa: PLC0415
         if int(values['torch_threads']) > 0:
             torch.set_num_threads(int(values['torch_threads']))
         path = values['model_path'] or default_model_path()

@@ -9,11 +9,14 @@ CORE = pathlib.Path(__file__).resolve().parents[2] / 'sentryfuse_ros' / 'core'
 # subpackage -> core subpackages it may import (errors and config are open to all)
 ALLOWED = {
     'data': set(),
+    'bags': {'data'},
     'model': {'data'},
     'pruning': {'data', 'model'},
     'training': {'data', 'model', 'pruning'},
-    'runtime': {'data', 'model', 'pruning', 'training'},
-    'bags': {'data', 'model', 'pruning', 'training', 'runtime'},
+    'runtime': {'data', 'model', 'pruning'},
+    'eval': {'data', 'model', 'pruning', 'training', 'runtime'},
+    'sim': {'data', 'bags'},
+    'replay': {'data', 'bags', 'model', 'pruning', 'training', 'runtime', 'sim'},
     'bench': {'data', 'model', 'pruning', 'training'},
 }
 OPEN = {'errors', 'config'}

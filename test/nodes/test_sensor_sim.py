@@ -16,7 +16,8 @@ from std_msgs.msg import String  # noqa: E402
 from sentryfuse_ros import msg_arrays  # noqa: E402
 from sentryfuse_ros.core.errors import ConfigError  # noqa: E402
 from sentryfuse_ros.msg import AudioFrame  # noqa: E402
-from sentryfuse_ros.nodes.sensor_sim import SensorSim, SimpleScene  # noqa: E402
+from sentryfuse_ros.core.sim.sources import SimpleScene  # noqa: E402
+from sentryfuse_ros.nodes.sensor_sim import SensorSim  # noqa: E402
 
 SCENARIO = """
 events:
@@ -92,7 +93,7 @@ def test_simple_scene_frames(modality, shape):
 def test_synthetic_scenes_are_coherent_across_streams():
     """The default scene source: all streams show the scene of the label, audio is sample-exact."""
     from sentryfuse_ros.core.data.scenes import SCENE_PRESETS, SceneStream
-    from sentryfuse_ros.nodes.sensor_sim import SyntheticScenes
+    from sentryfuse_ros.core.sim.sources import SyntheticScenes
     scenes = SyntheticScenes(preset='sim6', seed=3, duration=2.0, width=64, height=48, points=512)
     stream = SceneStream(SCENE_PRESETS['sim6'], seed=3, scene_duration_s=2.0)
     assert [scenes.label(t) for t in (0.5, 2.5, 4.5)] == [stream.scene_at(t).label for t in (0.5, 2.5, 4.5)]
@@ -109,7 +110,7 @@ def test_synthetic_scenes_are_coherent_across_streams():
 def test_robot_demo_settings_render_what_the_robot_model_was_trained_on():
     from sentryfuse_ros.commands.demo import DEMO_MODELS
     from sentryfuse_ros.nodes import health_monitor, perception, sensor_sim
-    from sentryfuse_ros.nodes.sensor_sim import SyntheticScenes
+    from sentryfuse_ros.core.sim.sources import SyntheticScenes
     sets = dict(s.split('=', 1) for s in DEMO_MODELS['robot'])
     monitor = {k: v for m in ('camera', 'lidar', 'audio') for k, v in health_monitor.modality_defaults(m).items()}
     defaults = {'perception': perception.DEFAULTS, 'sensor_sim': sensor_sim.DEFAULTS, 'health_monitor': monitor}

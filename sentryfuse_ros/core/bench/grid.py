@@ -44,7 +44,7 @@ import torch
 
 from sentryfuse_ros.core.pruning import baselines as bl
 from sentryfuse_ros.core.training import train as tr
-from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
 from sentryfuse_ros.core.config import to_dict
 from sentryfuse_ros.core.training.curriculum import CurriculumConfig
 from sentryfuse_ros.core.data.datasets import MultimodalTensors, SyntheticDataset

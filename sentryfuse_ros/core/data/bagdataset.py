@@ -14,7 +14,7 @@ A dataset is a folder (written as ``DS.partial``, renamed to ``DS`` when complet
 
 Raw little-endian files with shapes in the manifest are read back with ``np.memmap``: a random
 batch reads only its rows, so a dataset larger than memory trains at disk speed. The builder
-(``core/bags/dataset.py``) fills the shards from bags; this module knows nothing of bags.
+(``core/replay/dataset.py``) fills the shards from bags; this module knows nothing of bags.
 
 Shapes: N samples; camera (3, S, SW), lidar (3, G, GW), audio (A,) per sample, as preprocess makes them.
 """

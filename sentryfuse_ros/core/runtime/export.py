@@ -33,7 +33,7 @@ from sentryfuse_ros.core.data.preprocess import MODALITIES, PreprocessConfig
 from sentryfuse_ros.core.errors import ExportError
 from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.pruning.prune import SubnetworkCache, Subnetwork
-from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
 
 MANIFEST = 'manifest.json'
 MANIFEST_FORMAT = 'sentryfuse-onnx'

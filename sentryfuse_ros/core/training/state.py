@@ -10,8 +10,8 @@ import torch
 from sentryfuse_ros.core.config import to_dict
 from sentryfuse_ros.core.errors import CheckpointError, ConfigError
 
-if TYPE_CHECKING:  # the config class lives with the loop that owns it
-    from sentryfuse_ros.core.training.train import TrainFileConfig
+if TYPE_CHECKING:
+    from sentryfuse_ros.core.training.config import TrainFileConfig
 
 
 STATE_FORMAT = 'sentryfuse-train-state'

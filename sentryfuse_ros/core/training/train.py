@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from sentryfuse_ros.core.model.backbone import SentryFuseModel
-from sentryfuse_ros.core.training.checkpoint import save_checkpoint
+from sentryfuse_ros.core.pruning.checkpoint import save_checkpoint
 from sentryfuse_ros.core.training.state import _load_state, _save_state, state_path
 from sentryfuse_ros.core.config import to_dict
 from sentryfuse_ros.core.errors import ConfigError

@@ -83,7 +83,7 @@ def test_onnx_runners_need_an_onnxruntime_choice(exported):
 
 
 def test_bf16_runners_stay_close_to_fp32(checkpoint):
-    from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+    from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
     model, gate, _ = load_sentryfuse(checkpoint)
     fp32 = TorchRunners(model, gate.scores, budget_levels=(1.0,))
     model, gate, _ = load_sentryfuse(checkpoint)

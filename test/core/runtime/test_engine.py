@@ -274,7 +274,7 @@ def test_any_exception_of_a_conversion_is_contained_to_that_message_and_counted(
 def test_f32le_audio_containing_nan_is_counted_not_predicted(trained):
     import types
 
-    from sentryfuse_ros.modality_inputs import audio_converter
+    from sentryfuse_ros.msg_arrays.modality_inputs import audio_converter
     engine = make_engine(trained)
     pcm = np.full(800, 0.1, '<f4')
     pcm[10] = np.nan

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from sentryfuse_ros.core.runtime.engine import EngineConfig, PerceptionEngine  # noqa: E402
-from sentryfuse_ros.modality_inputs import engine_converters  # noqa: E402
+from sentryfuse_ros.msg_arrays.modality_inputs import engine_converters  # noqa: E402
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from sentryfuse_ros import cli
-from sentryfuse_ros.core.training.checkpoint import save_checkpoint
+from sentryfuse_ros.core.pruning.checkpoint import save_checkpoint
 from sentryfuse_ros.core.config import to_dict
 from sentryfuse_ros.core.errors import CheckpointError, ConfigError
 from sentryfuse_ros.core.pruning.gate import modality_subsets
@@ -17,7 +17,7 @@ ROOT_CONFIG = pathlib.Path(__file__).resolve().parents[3] / "config" / "train_si
 from sentryfuse_ros.core.model.config import ModelConfig
 from sentryfuse_ros.core.data.preprocess import PreprocessConfig
 from sentryfuse_ros.core.data.scenes import SceneConfig
-from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
 from sentryfuse_ros.core.training.state import state_path
 from sentryfuse_ros.core.training.train import (DataConfig, Progress, TrainConfig, TrainFileConfig, load_train_config,
                                                 train, validate)

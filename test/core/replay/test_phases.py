@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from sentryfuse_ros.core.bags.phases import Phase, Record, format_summary, phase_of, scenario_phases, summarize
-from sentryfuse_ros.core.bags.scenario import Scenario
+from sentryfuse_ros.core.replay.phases import Phase, Record, format_summary, phase_of, scenario_phases, summarize
+from sentryfuse_ros.core.sim.scenario import Scenario
 
 
 def ev(t, action, **kw):

@@ -17,8 +17,8 @@ from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.runtime.backends import OnnxRunner, OnnxRunners, TorchRunners
 from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, check_choice
 from sentryfuse_ros.core.runtime.export import file_sha256, load_manifest
-from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
-from sentryfuse_ros.core.training.evaluate import _check_fresh_seed, scene_config_of
+from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
+from sentryfuse_ros.core.eval.evaluate import _check_fresh_seed, scene_config_of
 
 
 def runner_logits(runner, runners, inputs: Dict[str, torch.Tensor], batch: int = 64) -> torch.Tensor:

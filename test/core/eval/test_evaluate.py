@@ -8,7 +8,7 @@ import torch
 
 from sentryfuse_ros import cli
 from sentryfuse_ros.core.errors import CheckpointError, ConfigError
-from sentryfuse_ros.core.training.evaluate import RECORD_KEYS, evaluate, format_table, interleaved_latency_ms
+from sentryfuse_ros.core.eval.evaluate import RECORD_KEYS, evaluate, format_table, interleaved_latency_ms
 from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.model.config import ModelConfig
 from sentryfuse_ros.core.data.preprocess import PreprocessConfig

@@ -1,11 +1,11 @@
 """Live bag replay: the bag's raw CDR bytes played onto ROS topics against the real nodes.
 
-The health_monitor and perception nodes of :mod:`sentryfuse_ros.graph` are started in this process
+The health_monitor and perception nodes of :mod:`sentryfuse_ros.apps.graph` are started in this process
 (own rclpy Context and DDS domain), a ``bag_player`` node publishes each mapped topic's stored CDR
 bytes with raw publishers at the bag's timing scaled by ``rate`` (optionally publishing /clock
 with the bag time, the nodes then on ``use_sim_time``), and a ``replay_recorder`` node records
 what the graph publishes (Prediction, InferenceLatency, ModalityHealth). The result is a
-:class:`~sentryfuse_ros.core.bags.replay.ReplayResult`, reported like an offline run.
+:class:`~sentryfuse_ros.core.replay.replay.ReplayResult`, reported like an offline run.
 
 Alignment with the bag: a Prediction's header stamp is the stamp of the newest sample it used (a
 sensor stamp from the bag), so ``t_sample = stamp - bag start``, exactly as offline; ground truth
@@ -23,10 +23,10 @@ from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import BatteryState
 
-from sentryfuse_ros import graph
+from sentryfuse_ros.apps import graph
 from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource
 from sentryfuse_ros.core.errors import BagError
-from sentryfuse_ros.core.bags.replay import (Faults, LabelTrack, ReplayConfig, ReplayResult, bag_info, faults_dict,
+from sentryfuse_ros.core.replay.replay import (Faults, LabelTrack, ReplayConfig, ReplayResult, bag_info, faults_dict,
                                         profile_at)
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.nodes import common
@@ -188,7 +188,7 @@ def replay_live(bag_path, config: ReplayConfig, *, checkpoint: str, faults: Faul
             battery_pub = (pubs.get(battery_topic) or player.create_publisher(BatteryState, battery_topic, qos)) \
                 if faults.battery_profile else None
             clock_pub = player.create_publisher(Clock, '/clock', 10) if publish_clock else None
-            executor = SingleThreadedExecutor(context=context)  # see sentryfuse_ros.graph: why not multi
+            executor = SingleThreadedExecutor(context=context)  # see sentryfuse_ros.apps.graph: why not multi
             for node in nodes + [recorder]:
                 executor.add_node(node)
 

@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from sentryfuse_ros import graph
+from sentryfuse_ros.apps import graph
 from sentryfuse_ros.core.errors import ConfigError
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'config' / 'perception.yaml'
 
 

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from sentryfuse_ros.core.bags.scenario import Scenario
+from sentryfuse_ros.core.sim.scenario import Scenario
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,14 +25,14 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from replay_fixtures import sim_bag  # noqa: E402
 
 pytest.importorskip('rclpy')
 from sentryfuse_ros import cli  # noqa: E402
 from sentryfuse_ros.core.errors import BagError  # noqa: E402
-from sentryfuse_ros.core.bags.replay import Faults, ReplayConfig  # noqa: E402
-from sentryfuse_ros.replay_live import graph_parameters, replay_live  # noqa: E402
+from sentryfuse_ros.core.replay.replay import Faults, ReplayConfig  # noqa: E402
+from sentryfuse_ros.apps.replay_live import graph_parameters, replay_live  # noqa: E402
 
 DOMAIN = 60 + os.getpid() % 30  # away from conftest's 100-199 and test_graph's 231
 

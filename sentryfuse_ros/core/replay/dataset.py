@@ -1,6 +1,6 @@
 """Labelled bags -> a training dataset, sampled exactly as the robot samples its sensors.
 
-Each bag is driven through the replay loop (:class:`~sentryfuse_ros.core.bags.replay.BagDriver`:
+Each bag is driven through the replay loop (:class:`~sentryfuse_ros.core.replay.replay.BagDriver`:
 health tracker on the bag clock, the perception engine's input stage with the node's converters,
 freshness limits and preprocessing). At every inference tick the model inputs of the live and
 fresh modalities become one sample, labelled with the ground truth in force at the newest sample
@@ -24,9 +24,9 @@ import shutil
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from sentryfuse_ros.core.bags.faults import LabelTrack
+from sentryfuse_ros.core.replay.faults import LabelTrack
 from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource, bag_dir
-from sentryfuse_ros.core.bags.replay import BagDriver, MakeConverters, ReplayConfig
+from sentryfuse_ros.core.replay.replay import BagDriver, MakeConverters, ReplayConfig
 from sentryfuse_ros.core.config import to_dict
 from sentryfuse_ros.core.data.bagdataset import (FORMAT, VERSION, ShardWriter, preprocess_dict, preprocess_hash,
                                                  sample_shapes)
@@ -140,7 +140,7 @@ def build_dataset(bags: Sequence, out, *, pre: PreprocessConfig, modalities: Seq
         pre: the model's preprocessing.
         modalities: the model's modalities (others in the bags are ignored).
         config: replay configuration: topic map (and label topic), health, freshness, rate.
-        make_converters: the node's converters (``sentryfuse_ros.modality_inputs.engine_converters``).
+        make_converters: the node's converters (``sentryfuse_ros.msg_arrays.modality_inputs.engine_converters``).
         label_csv: a label CSV (``t,label`` for a single bag, ``bag,t,label`` for several) instead of
             the bags' label topic.
         class_names: the classes, in model order; default: the sorted labels seen. A label outside

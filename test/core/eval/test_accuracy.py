@@ -8,7 +8,7 @@ from onnx_export import BUDGETS, export_dir  # noqa: E402
 
 from sentryfuse_ros import cli  # noqa: E402
 from sentryfuse_ros.core.errors import ExportError, RuntimeChoiceError  # noqa: E402
-from sentryfuse_ros.core.runtime.accuracy import format_runtime_table, runtime_accuracy  # noqa: E402
+from sentryfuse_ros.core.eval.accuracy import format_runtime_table, runtime_accuracy  # noqa: E402
 from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice  # noqa: E402
 
 

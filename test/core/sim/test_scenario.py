@@ -4,7 +4,7 @@ import pathlib
 import pytest
 
 from sentryfuse_ros.core.errors import ConfigError
-from sentryfuse_ros.core.bags.scenario import Scenario, ScenarioPlayer, load_scenario
+from sentryfuse_ros.core.sim.scenario import Scenario, ScenarioPlayer, load_scenario
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 

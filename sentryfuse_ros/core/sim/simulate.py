@@ -2,7 +2,7 @@
 
 The same coherent scenes as the sensor_sim node (:class:`~sentryfuse_ros.core.data.scenes.SceneStream`:
 camera, lidar and audio of one scene, a new scene every ``scene_duration_s``), the same scenario
-semantics (:mod:`sentryfuse_ros.core.bags.scenario`: drop/restore a stream, set the battery, which then
+semantics (:mod:`sentryfuse_ros.core.sim.scenario`: drop/restore a stream, set the battery, which then
 drains), written on a simulated clock as fast as the CPU renders: camera ``sensor_msgs/Image``
 rgb8, lidar ``sensor_msgs/PointCloud2``, audio ``sentryfuse_ros/AudioFrame`` (20 ms S16LE),
 battery ``sensor_msgs/BatteryState`` and the scene's class on a ``std_msgs/String`` label topic.
@@ -23,7 +23,7 @@ from sentryfuse_ros.core.bags.types import (make_audio_frame, make_battery, make
                                           make_string, make_typestore)
 from sentryfuse_ros.core.bags.writer import BagSink
 from sentryfuse_ros.core.config import check
-from sentryfuse_ros.core.bags.scenario import Scenario, ScenarioPlayer
+from sentryfuse_ros.core.sim.scenario import Scenario, ScenarioPlayer
 from sentryfuse_ros.core.data.scenes import SCENE_PRESETS, SceneStream
 
 TYPES = {'camera': 'sensor_msgs/msg/Image', 'lidar': 'sensor_msgs/msg/PointCloud2',

@@ -15,12 +15,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from replay_fixtures import SIM, sim_bag  # noqa: E402
 
 from sentryfuse_ros import cli  # noqa: E402
-from sentryfuse_ros.modality_inputs import engine_converters  # noqa: E402
+from sentryfuse_ros.msg_arrays.modality_inputs import engine_converters  # noqa: E402
 from sentryfuse_ros.core.data import preprocess as pp  # noqa: E402
 from sentryfuse_ros.core.bags.reader import TopicMap  # noqa: E402
 from sentryfuse_ros.core.runtime.engine import PerceptionEngine  # noqa: E402
 from sentryfuse_ros.core.errors import BagError, ConfigError  # noqa: E402
-from sentryfuse_ros.core.bags.replay import (DropWindow, Faults, LabelTrack, OfflineReplay, ReplayConfig,  # noqa: E402
+from sentryfuse_ros.core.replay.replay import (DropWindow, Faults, LabelTrack, OfflineReplay, ReplayConfig,  # noqa: E402
                                         load_battery_profile, load_label_csv, load_replay_config,
                                         parse_drop, profile_at)
 from sentryfuse_ros.core.data.scenes import SCENE_PRESETS, SceneStream  # noqa: E402
@@ -254,7 +254,7 @@ def test_cli_errors_name_the_value(tmp_path, checkpoint):
 
 
 def test_label_file_gives_the_label_topics_truth(tmp_path, checkpoint):
-    from sentryfuse_ros.core.bags.simulate import scene_truth
+    from sentryfuse_ros.core.sim.simulate import scene_truth
     bag = sim_bag(tmp_path / 'bag', duration=3.0)
     rows = [f'{k * 0.1:.1f},{scene_truth(SIM, k * 0.1)}' for k in range(30)]
     (tmp_path / 'labels.csv').write_text('t,label\n' + '\n'.join(rows) + '\n')

@@ -10,10 +10,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from replay_fixtures import write_kitti_bag  # noqa: E402
 
 from sentryfuse_ros import cli  # noqa: E402
-from sentryfuse_ros.core.bags import report  # noqa: E402
+from sentryfuse_ros.core.replay import report  # noqa: E402
 from sentryfuse_ros.core.errors import ConfigError  # noqa: E402
-from sentryfuse_ros.core.bags.phases import Phase  # noqa: E402
-from sentryfuse_ros.core.bags.replay import STAGES, ReplayResult  # noqa: E402
+from sentryfuse_ros.core.replay.phases import Phase  # noqa: E402
+from sentryfuse_ros.core.replay.replay import STAGES, ReplayResult  # noqa: E402
 
 
 def _record(t, label, truth, modalities=('camera', 'lidar'), budget=1.0, total=5.0):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sentryfuse_ros.core.model.backbone import SentryFuseModel
-from sentryfuse_ros.core.training.checkpoint import load_checkpoint, save_checkpoint
+from sentryfuse_ros.core.pruning.checkpoint import load_checkpoint, save_checkpoint
 from sentryfuse_ros.core.errors import CheckpointError
 from sentryfuse_ros.core.model.config import ModelConfig, SentryFuseConfig, config_to_dict
 from sentryfuse_ros.core.data.preprocess import MODALITIES, PreprocessConfig
@@ -125,7 +125,7 @@ def test_checkpoint_with_all_nan_weights_is_refused_naming_the_tensors(tmp_path)
 
 def test_checkpoint_whose_gate_table_is_nan_is_refused(tmp_path, checkpoint):
     from sentryfuse_checkpoint import nan_checkpoint
-    from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+    from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
     path = nan_checkpoint(checkpoint, tmp_path / 'nan_gate.pt', 'gate')
     with pytest.raises(CheckpointError, match=r"'.*nan_gate.pt': the SentryGate table must be finite, but \d+ "
                                               r'tensors hold NaN/inf values: inclusion \(\d+ of \d+\)'):

@@ -29,7 +29,7 @@ from sentryfuse_ros.core.model.flops import count_flops, count_params, measure_l
 from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.pruning.prune import SubnetworkCache
 from sentryfuse_ros.core.data.scenes import SceneConfig
-from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
 from sentryfuse_ros.core.training.train import accuracy, subset_key
 
 BUDGETS = (1.0, 0.7, 0.5)

@@ -12,9 +12,9 @@ from replay_fixtures import SIM, sim_bag  # noqa: E402
 
 from sentryfuse_ros.core.bags.reader import BagSource, iter_messages, summarize  # noqa: E402
 from sentryfuse_ros.core.errors import BagError, ConfigError  # noqa: E402
-from sentryfuse_ros.core.bags.scenario import Scenario  # noqa: E402
+from sentryfuse_ros.core.sim.scenario import Scenario  # noqa: E402
 from sentryfuse_ros.core.data.scenes import SCENE_PRESETS, SceneStream  # noqa: E402
-from sentryfuse_ros.core.bags.simulate import TYPES, SimBagConfig, scene_truth  # noqa: E402
+from sentryfuse_ros.core.sim.simulate import TYPES, SimBagConfig, scene_truth  # noqa: E402
 
 SCENARIO = Scenario(events=({'t': 1.0, 'action': 'drop', 'modality': 'lidar'},
                             {'t': 2.0, 'action': 'restore', 'modality': 'lidar'},

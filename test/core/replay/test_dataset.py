@@ -13,16 +13,16 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from replay_fixtures import sim_bag, write_kitti_bag  # noqa: E402
 
 from sentryfuse_ros import cli  # noqa: E402
-from sentryfuse_ros.core.bags.dataset import build_dataset, read_label_table  # noqa: E402
-from sentryfuse_ros.core.bags.replay import OfflineReplay, ReplayConfig, ReplaySettings  # noqa: E402
-from sentryfuse_ros.core.bags.scenario import Scenario, ScenarioEvent  # noqa: E402
+from sentryfuse_ros.core.replay.dataset import build_dataset, read_label_table  # noqa: E402
+from sentryfuse_ros.core.replay.replay import OfflineReplay, ReplayConfig, ReplaySettings  # noqa: E402
+from sentryfuse_ros.core.sim.scenario import Scenario, ScenarioEvent  # noqa: E402
 from sentryfuse_ros.core.bags.types import make_string, make_typestore  # noqa: E402
 from sentryfuse_ros.core.bags.writer import BagSink  # noqa: E402
 from sentryfuse_ros.core.data.bagdataset import BagDataset  # noqa: E402
 from sentryfuse_ros.core.data.preprocess import PreprocessConfig  # noqa: E402
 from sentryfuse_ros.core.errors import ConfigError, DataError  # noqa: E402
 from sentryfuse_ros.core.runtime.engine import PerceptionEngine  # noqa: E402
-from sentryfuse_ros.modality_inputs import engine_converters  # noqa: E402
+from sentryfuse_ros.msg_arrays.modality_inputs import engine_converters  # noqa: E402
 
 ALL = ('camera', 'lidar', 'audio')
 LIDAR_DROP = Scenario(events=(ScenarioEvent(t=2.0, action='drop', modality='lidar'),
@@ -73,7 +73,7 @@ def test_inputs_equal_the_engine_inputs(bags, tmp_path):
     """Sample k of the dataset is, up to float16, what the engine's input stage prepared at that tick."""
     result = build(bags[:1], tmp_path / 'ds')
     ds = BagDataset(result.path)
-    from sentryfuse_ros.core.bags.replay import BagDriver
+    from sentryfuse_ros.core.replay.replay import BagDriver
     from sentryfuse_ros.core.runtime.inputs import SensorInputs
 
     class Collect(BagDriver):

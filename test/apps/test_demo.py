@@ -1,14 +1,14 @@
-"""The demo (sentryfuse_ros/demo.py, commands/demo.py): its default model, the coherence of each demo
+"""The demo (sentryfuse_ros/apps/demo.py, commands/demo.py): its default model, the coherence of each demo
 model's settings, and a short real run of the robot demo."""
 import pathlib
 
 import pytest
 
-from sentryfuse_ros import graph
+from sentryfuse_ros.apps import graph
 from sentryfuse_ros.cli import build_parser
 from sentryfuse_ros.commands.demo import DEMO_MODELS, demo_sets
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'config' / 'perception.yaml'
 STREAMS = ('camera', 'lidar', 'audio')
 # [GFLOP/s] one torch thread, fp32, the robot model's dense forward pass on the development machine's CPU:
@@ -56,7 +56,7 @@ def dense_gflops(model_path: str) -> float:
     import torch
 
     from sentryfuse_ros.core.runtime.engine import EngineConfig, PerceptionEngine
-    from sentryfuse_ros.core.training.checkpoint import load_sentryfuse
+    from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
     torch.set_num_threads(1)
     model, gate, _meta = load_sentryfuse(model_path or _default_model())
     engine = PerceptionEngine(model, gate.scores, EngineConfig(budget_levels=(1.0,)))
@@ -109,7 +109,7 @@ def test_robot_demo_short_run_keeps_rates_and_halves_flops_at_low_battery(tmp_pa
     half-budget sub-network runs (its latency is measured by `make demo`, not asserted here)."""
     from conftest import domain_for
 
-    from sentryfuse_ros.demo import run_demo
+    from sentryfuse_ros.apps.demo import run_demo
 
     scenario = tmp_path / 'short.yaml'
     scenario.write_text('duration: 12.0\nevents:\n'

@@ -16,7 +16,7 @@ points (linear in between, fed at ``replay.battery_feed_hz``), a fixed budget ov
 Ground truth comes from the bag's label topic or a CSV file (:class:`LabelTrack`).
 
 ROS-free: messages are ``rosbags`` objects and the message -> array converters are injected
-(the CLI passes ``sentryfuse_ros.modality_inputs``, the node's own).
+(the CLI passes ``sentryfuse_ros.msg_arrays.modality_inputs``, the node's own).
 """
 import dataclasses
 import pathlib
@@ -24,7 +24,7 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 
-from sentryfuse_ros.core.bags.faults import (  # noqa: F401  (re-exported: a replay's inputs)
+from sentryfuse_ros.core.replay.faults import (  # noqa: F401  (re-exported: a replay's inputs)
     DropWindow, Faults, LabelTrack, faults_dict, load_battery_profile, load_label_csv, parse_drop, profile_at)
 from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource, ReadStats, TopicMap, iter_messages
 from sentryfuse_ros.core.config import check, from_dict, read_yaml
@@ -106,7 +106,7 @@ def load_replay_config(path=None) -> ReplayConfig:
 # ---------------------------------------------------------------------------- the replay
 @dataclasses.dataclass
 class ReplayResult:
-    """What a replay (offline or live) produced; :mod:`sentryfuse_ros.core.bags.report` writes it out."""
+    """What a replay (offline or live) produced; :mod:`sentryfuse_ros.core.replay.report` writes it out."""
     mode: str
     bag: Dict[str, Any]                      # path, storage, version, start_ns, duration_s, topics
     mapping: Dict[str, str]                  # modality -> topic
@@ -150,7 +150,7 @@ class BagDriver:
     converted on arrival, so every malformed frame is counted, used or not); health checks, battery
     feeds and inference ticks run on the bag clock as in the nodes. What an inference tick does is
     :meth:`on_infer`: :class:`OfflineReplay` runs the model, the bag-dataset builder
-    (``core/bags/dataset.py``) stores the prepared inputs for training.
+    (``core/replay/dataset.py``) stores the prepared inputs for training.
 
     Args:
         inputs: the input stage (a PerceptionEngine's ``inputs``, or a model-free SensorInputs).

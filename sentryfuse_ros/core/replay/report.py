@@ -1,7 +1,7 @@
 """Replay report: metrics.json, report.md and PNG plots (matplotlib Agg) from a ReplayResult.
 
 :func:`build_metrics` turns the records of a replay (offline or live) into plain data: accuracy
-overall, per phase (:mod:`sentryfuse_ros.core.bags.phases`) and per condition (modalities used @
+overall, per phase (:mod:`sentryfuse_ros.core.replay.phases`) and per condition (modalities used @
 budget), a confusion matrix, latency p50/p95/p99 per stage, the modality availability timeline,
 budgets, sub-network switches and what was skipped. :func:`write_report` writes everything into
 ``DIR.partial`` and renames it to ``DIR`` at the end, so a folder named ``DIR`` is always complete.
@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from sentryfuse_ros.core.errors import ConfigError
-from sentryfuse_ros.core.bags.phases import Phase, Record, format_summary, summarize
-from sentryfuse_ros.core.bags.replay import STAGES, ReplayResult
+from sentryfuse_ros.core.replay.phases import Phase, Record, format_summary, summarize
+from sentryfuse_ros.core.replay.replay import STAGES, ReplayResult
 
 PLOTS = ('accuracy_budget.png', 'availability.png', 'latency.png', 'overview.png')
 MODALITY_COLOURS = {'camera': 'tab:blue', 'lidar': 'tab:orange', 'audio': 'tab:green'}

@@ -1,6 +1,6 @@
 """The main job: simulated robot + health monitor + perception, a live terminal view, a summary.
 
-Runs the node graph of the launch file in one process (sentryfuse_ros.graph) with the shipped
+Runs the node graph of the launch file in one process (sentryfuse_ros.apps.graph) with the shipped
 model and the demo scenario (a lidar dropout, an audio dropout, a battery drop), plus a
 ``demo_view`` node that listens to what perception publishes and to the simulator's ground truth.
 """
@@ -13,8 +13,8 @@ from typing import Dict, List, Optional
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from sentryfuse_ros.core.bags.phases import Record, format_summary, scenario_phases, summarize
-from sentryfuse_ros.core.bags.scenario import Scenario, load_scenario
+from sentryfuse_ros.core.replay.phases import Record, format_summary, scenario_phases, summarize
+from sentryfuse_ros.core.sim.scenario import Scenario, load_scenario
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.nodes.sensor_sim import resolve_path
 
@@ -115,7 +115,7 @@ class DemoView(Node):
 def run_demo(params_file=None, duration: Optional[float] = None, sets=(), live_view: bool = True,
              json_out: Optional[str] = None, domain_id: Optional[int] = None) -> dict:
     """Run the demo; returns the summary dict (also printed)."""
-    from sentryfuse_ros.graph import GRAPH, NodeSpec, default_params_file, load_parameters, parse_sets, run_graph
+    from sentryfuse_ros.apps.graph import GRAPH, NodeSpec, default_params_file, load_parameters, parse_sets, run_graph
 
     params_file = params_file or default_params_file()
     params = load_parameters(params_file)
