@@ -19,7 +19,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import pathlib
+import shutil
 import time
 import warnings
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
@@ -31,11 +33,14 @@ from torch import Tensor, nn
 from sentryfuse_ros.core.config import from_dict, to_dict
 from sentryfuse_ros.core.data.preprocess import MODALITIES, PreprocessConfig
 from sentryfuse_ros.core.errors import ExportError
+from sentryfuse_ros.core.limits import DEFAULT_LIMITS, ReadLimits
+from sentryfuse_ros.core.runtime import manifest_check
 from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.pruning.prune import SubnetworkCache, Subnetwork
 from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
 
 MANIFEST = 'manifest.json'
+STAGE = '.export.partial'  # graphs and manifest are written here first, moved into the folder when all are done
 MANIFEST_FORMAT = 'sentryfuse-onnx'
 MANIFEST_VERSION = 1
 DEFAULT_BUDGETS = (1.0, 0.85, 0.7, 0.5, 0.4)  # the perception node's default budget_levels
@@ -212,7 +217,8 @@ def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, path
                       log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Export every (subset, budget) sub-network of a trained checkpoint; returns the manifest dict.
 
-    The manifest is written last, so a folder with manifest.json is complete.
+    Everything is written to ``out/.export.partial`` first and moved into ``out`` when all graphs and the
+    manifest are written: a failure (a full disk, a graph that differs from torch) leaves ``out`` as it was.
 
     Args:
         checkpoint: written by ``sentryfuse train``.
@@ -230,42 +236,72 @@ def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, path
     chosen = parse_subsets(subsets, model.modalities)
     cache = SubnetworkCache(model, gate.scores, budget_levels=budgets, device='cpu')
     out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # an interrupted re-export leaves no stale manifest
+    stage = out / STAGE
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+        try:
+            entries = _export_all(cache, chosen, stage, samples=samples, atol=atol, opset=opset, log=log)
+            manifest = _manifest(checkpoint, model, entries, atol=atol, samples=samples, opset=_opset_of(stage / entries[0].file))
+            (stage / MANIFEST).write_text(json.dumps(manifest, indent=1) + '\n', encoding='utf-8')
+            _commit(stage, out, [e.file for e in entries])
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    except OSError as exc:  # a read-only folder, a full disk: nothing half-written is left in ``out``
+        raise ExportError(f'cannot write the export to {str(out)!r}: {exc.strerror or exc} '
+                          f'({exc.filename or out}); expected a writable folder with room for the graphs') from None
+    return manifest
+
+
+def _export_all(cache: SubnetworkCache, chosen, stage: pathlib.Path, *, samples: int, atol: float,
+                opset: Optional[int], log: Callable[[str], None]) -> list:
     entries = []
     for live in chosen:
         for level in cache.levels:
             t0 = time.perf_counter()
             sub = cache.get(live, level)
-            entry = export_subnetwork(sub, out / f'{sub.key}.onnx', samples=samples, atol=atol, opset=opset)
+            entry = export_subnetwork(sub, stage / f'{sub.key}.onnx', samples=samples, atol=atol, opset=opset)
             entries.append(entry)
             log(f'{sub.key}: {entry.gflops:.4f} GFLOPs, max |ort - torch| {entry.max_abs_diff:.2e}, '
                 f'{time.perf_counter() - t0:.1f} s')
+    return entries
+
+
+def _manifest(checkpoint: pathlib.Path, model, entries, *, atol: float, samples: int, opset: int) -> Dict[str, Any]:
     import onnxruntime  # noqa: PLC0415
-    manifest = {
+    return {
         'format': MANIFEST_FORMAT, 'version': MANIFEST_VERSION,
         'checkpoint': str(checkpoint), 'checkpoint_sha256': file_sha256(checkpoint),
         'class_names': list(model.config.class_names), 'modalities': list(model.modalities),
         'preprocess': to_dict(model.config.preprocess), 'model': to_dict(model.config.model),
         'output': OUTPUT, 'dtype': 'float32', 'batch': 1, 'atol': atol, 'check_samples': samples,
-        'opset': _opset_of(out / entries[0].file),
+        'opset': opset,
         'exported_with': {'torch': str(torch.__version__), 'onnxruntime': onnxruntime.__version__},
         'subnetworks': [dict(dataclasses.asdict(e), subset=list(e.subset),
                              inputs=[{'name': n, 'shape': list(s), 'dtype': 'float32'} for n, s in e.inputs])
                         for e in entries],
     }
-    tmp = out / (MANIFEST + '.partial')
-    tmp.write_text(json.dumps(manifest, indent=1) + '\n', encoding='utf-8')
-    tmp.replace(out / MANIFEST)
-    return manifest
 
 
-def load_manifest(folder: Union[str, pathlib.Path]) -> Manifest:
-    """Read and check ``folder/manifest.json``; ExportError naming the folder and the problem."""
+def _commit(stage: pathlib.Path, out: pathlib.Path, files: Sequence[str]) -> None:
+    """Move the staged graphs, then the manifest, into ``out`` (renames in one folder: no disk space
+    needed, so a full disk fails before this, leaving ``out`` as it was)."""
+    (out / MANIFEST).unlink(missing_ok=True)  # graphs of the old manifest are being replaced
+    for name in files:
+        os.replace(stage / name, out / name)
+    os.replace(stage / MANIFEST, out / MANIFEST)
+
+
+def load_manifest(folder: Union[str, pathlib.Path], limits: ReadLimits = DEFAULT_LIMITS) -> Manifest:
+    """Read and check ``folder/manifest.json`` field by field (core/runtime/manifest_check.py); ExportError
+    naming the manifest, the field and the value. Fields it does not know are allowed (optional additions)."""
     folder = pathlib.Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
         raise ExportError(f'export folder {str(folder)!r} has no {MANIFEST}; expected the output of `sentryfuse export`')
+    if path.stat().st_size > limits.max_manifest_bytes:
+        raise ExportError(f'{str(path)!r} is {path.stat().st_size} bytes: expected at most {limits.max_manifest_bytes}')
     try:
         data = json.loads(path.read_text(encoding='utf-8'))
     except (OSError, ValueError) as exc:
@@ -276,22 +312,11 @@ def load_manifest(folder: Union[str, pathlib.Path]) -> Manifest:
     if data.get('version') != MANIFEST_VERSION:
         raise ExportError(f'{str(path)!r} has version {data.get("version")!r}: expected {MANIFEST_VERSION}')
     try:
-        subs = []
-        for s in data['subnetworks']:
-            subs.append(ExportedSubnetwork(
-                key=str(s['key']), subset=tuple(s['subset']), budget=float(s['budget']), file=str(s['file']),
-                gflops=float(s['gflops']), params=int(s['params']),
-                inputs=tuple((str(i['name']), tuple(int(d) for d in i['shape'])) for i in s['inputs']),
-                max_abs_diff=float(s['max_abs_diff'])))
-        manifest = Manifest(folder=folder, checkpoint=str(data['checkpoint']),
-                            checkpoint_sha256=str(data['checkpoint_sha256']),
-                            class_names=tuple(data['class_names']), modalities=tuple(data['modalities']),
-                            preprocess=from_dict(PreprocessConfig, data['preprocess'], where='preprocess'),
-                            subnetworks=tuple(subs))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ExportError(f'{str(path)!r} lacks or mangles a field: {type(exc).__name__}: {exc}') from exc
-    if not manifest.subnetworks:
-        raise ExportError(f'{str(path)!r} lists no sub-networks; expected at least one')
+        top = manifest_check.check_top(data, limits)
+        subs = manifest_check.check_subnetworks(data, top, folder, limits)
+    except manifest_check.ManifestFieldError as exc:
+        raise ExportError(f'{str(path)!r}: {exc}') from None
+    manifest = Manifest(folder=folder, subnetworks=tuple(ExportedSubnetwork(**s) for s in subs), **top)
     missing = [s.file for s in manifest.subnetworks if not (folder / s.file).is_file()]
     if missing:
         raise ExportError(f'export folder {str(folder)!r} lacks {missing} named in its manifest')
