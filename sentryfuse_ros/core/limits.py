@@ -14,6 +14,7 @@ they stop are listed in docs/reliability.md.
 """
 import dataclasses
 import math
+import pathlib
 from typing import Any
 
 from sentryfuse_ros.core.config import check
@@ -61,3 +62,16 @@ def over(value: Any, limit: float) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return True
     return not (0 <= value <= limit)
+
+
+def outside_folder(folder: pathlib.Path, name: Any) -> str:
+    """'' when ``name`` is a plain name of an entry directly inside ``folder`` (no separator, no '..', not
+    absolute, no link that resolves elsewhere), else why not: a file must not make its reader open
+    something outside its own folder."""
+    if not isinstance(name, str) or not name or name in ('.', '..') or '/' in name or '\\' in name or '\0' in name:
+        return 'expected a plain name inside the folder (no absolute path, no directories, no ..)'
+    root = pathlib.Path(folder).resolve()
+    target = (pathlib.Path(folder) / name).resolve()
+    if target.parent != root:
+        return f'it resolves to {str(target)!r}, outside {str(root)!r}'
+    return ''

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 from sentryfuse_ros.core.config import from_dict
 from sentryfuse_ros.core.data.preprocess import MODALITIES, PreprocessConfig, check_preprocess_limits
 from sentryfuse_ros.core.errors import ConfigError, ExportError
-from sentryfuse_ros.core.limits import DEFAULT_LIMITS, ReadLimits
+from sentryfuse_ros.core.limits import DEFAULT_LIMITS, ReadLimits, outside_folder
 
 
 class ManifestFieldError(ExportError):
@@ -62,15 +62,9 @@ def names(value: Any, name: str, allowed: Sequence[str] = (), minimum: int = 1, 
 
 def plain_file(value: Any, name: str, folder: pathlib.Path) -> str:
     """A file name that stays inside ``folder``: no separator, no '..', not absolute, no link out of it."""
-    if not isinstance(value, str) or not value or value in ('.', '..') or '/' in value or '\\' in value \
-            or '\0' in value or pathlib.PurePath(value).is_absolute():
-        raise ManifestFieldError(f'{name}={value!r}: expected a plain file name inside the export folder '
-                                 '(no absolute path, no directories, no ..)')
-    root = folder.resolve()
-    target = (folder / value).resolve()
-    if target.parent != root:
-        raise ManifestFieldError(f'{name}={value!r} resolves to {str(target)!r}, outside the export folder '
-                                 f'{str(root)!r}')
+    why = outside_folder(folder, value)
+    if why:
+        raise ManifestFieldError(f'{name}={value!r}: {why}')
     return value
 
 

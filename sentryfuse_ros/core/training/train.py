@@ -40,7 +40,7 @@ from sentryfuse_ros.core.model.backbone import SentryFuseModel
 from sentryfuse_ros.core.pruning.checkpoint import save_checkpoint
 from sentryfuse_ros.core.training.state import _load_state, _save_state, state_path
 from sentryfuse_ros.core.config import to_dict
-from sentryfuse_ros.core.errors import ConfigError
+from sentryfuse_ros.core.errors import ConfigError, TrainingError
 from sentryfuse_ros.core.training.config import (  # noqa: F401  (AUTOCASTS, RECIPES, load_train_config: public here too)
     AUTOCASTS, RECIPES, DataConfig, GateTrainConfig, TrainConfig, TrainFileConfig, load_train_config)
 from sentryfuse_ros.core.training.curriculum import Curriculum
@@ -302,6 +302,9 @@ def train(cfg: TrainFileConfig, out, *, resume: bool = False, command: str = '',
         if sandwich:  # the sandwich rule with in-place distillation (Yu & Huang 2019; DynaBERT; OFA)
             loss = loss + t.gate.distill_weight * _sandwich_distill(model, gate, inputs, live, logits, t.gate, rng,
                                                                     device, t.autocast)
+        if not torch.isfinite(loss):
+            raise TrainingError(f'step {step}: the loss is {loss.item()!r} (task {task.item()!r}): expected a finite '
+                                'loss; non-finite inputs or a diverged model; stopped before writing a checkpoint')
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if not pruned:  # the gate gradients of this very backward pass feed the teacher
