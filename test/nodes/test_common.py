@@ -149,6 +149,21 @@ def test_ctrl_c_at_every_start_up_phase_of_perception_exits_0_without_traceback(
     assert during_start_up, 'every Ctrl-C came after the node was ready: the sweep missed start-up'
 
 
+def test_sigterm_in_the_first_seconds_of_perception_start_up_exits_0():
+    """SIGTERM (what `kill`, systemd and a launch shutdown send) while perception still imports torch
+    used to end it with the default action, rc -15; now it is recorded like Ctrl-C."""
+    results = []
+    for delay_s in (0.0, 0.5, 1.0, 1.5):
+        proc = start(executable('perception') + ['--ros-args', '-p', 'prebuild:=false'], 17)
+        wait_until_loaded(proc, 'libtorch')
+        time.sleep(delay_s)
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0]
+        results.append((delay_s, proc.returncode, out))
+    for delay_s, rc, out in results:
+        assert rc == 0 and 'Traceback' not in out, f'SIGTERM {delay_s} s into start-up: rc {rc}:\n{out[-3000:]}'
+
+
 @pytest.mark.parametrize('gap_s', [0.005, 0.02])
 def test_double_ctrl_c_while_publishing_exits_0_without_traceback(gap_s):
     """A terminal's Ctrl-C reaches the node and `ros2 launch`, which sends its own SIGINT."""
