@@ -193,8 +193,10 @@ class BagDataset:
                                                    and self.path.with_name(self.path.name + '.partial').exists()):
             raise DataError(f'dataset {str(self.path)!r} is an incomplete build (.partial); rerun '
                             '`sentryfuse dataset` with the same arguments to finish it')
-        self.manifest = _read_json(self.path / 'manifest.json', limits, 'dataset manifest',
-                                   missing='expected a folder written by `sentryfuse dataset`')
+        if not (self.path / 'manifest.json').is_file():
+            raise DataError(f'dataset {str(self.path)!r} has no manifest.json: expected a folder written by '
+                            '`sentryfuse dataset`')
+        self.manifest = _read_json(self.path / 'manifest.json', limits, 'dataset manifest')
         _check_manifest(self.path, self.manifest, limits)
         self.hash = manifest_hash(self.path)
         self.class_names = tuple(self.manifest['class_names'])
@@ -246,86 +248,6 @@ class BagDataset:
             if found != size:
                 raise DataError(f'{where} {name} has {found} bytes: expected {size} for the {n} samples its '
                                 'manifest entry declares')
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def close(self) -> None:
-        for f in (*self._files.values(), self._present, self._t):
-            f.close()
-        tmp = self.folder / 'labels.json.tmp'
-        tmp.write_text(json.dumps(self.labels))
-        tmp.replace(self.folder / 'labels.json')
-
-
-def manifest_hash(path: pathlib.Path) -> str:
-    """sha256 (first 16 hex digits) of a dataset's manifest.json bytes: names the dataset in checkpoints."""
-    return hashlib.sha256((pathlib.Path(path) / 'manifest.json').read_bytes()).hexdigest()[:16]
-
-
-class BagDataset:
-    """A built dataset, memory-mapped. Indices run over all shards in manifest order.
-
-    Args:
-        path: the dataset folder (not ``.partial``: an incomplete build is refused).
-
-    Attributes:
-        manifest: the parsed manifest.json; ``hash``: its :func:`manifest_hash`.
-        class_names, modalities, bag_names: from the manifest.
-        labels (N,) int64 class ids; present (N, 3) bool; bag_index (N,) int64 shard of each sample.
-    """
-
-    def __init__(self, path):
-        self.path = pathlib.Path(path)
-        if self.path.name.endswith('.partial') or (not self.path.exists()
-                                                   and self.path.with_name(self.path.name + '.partial').exists()):
-            raise DataError(f'dataset {str(self.path)!r} is an incomplete build (.partial); rerun '
-                            '`sentryfuse dataset` with the same arguments to finish it')
-        mpath = self.path / 'manifest.json'
-        if not mpath.is_file():
-            raise DataError(f'dataset {str(self.path)!r} has no manifest.json: expected a folder written by '
-                            '`sentryfuse dataset`')
-        try:
-            self.manifest = json.loads(mpath.read_text())
-        except ValueError as exc:
-            raise DataError(f'dataset manifest {str(mpath)!r} is not valid JSON: {exc}') from exc
-        if self.manifest.get('format') != FORMAT or self.manifest.get('version') != VERSION:
-            raise DataError(f'dataset {str(self.path)!r} has format {self.manifest.get("format")!r} version '
-                            f'{self.manifest.get("version")!r}: expected {FORMAT!r} version {VERSION}')
-        self.hash = manifest_hash(self.path)
-        self.class_names = tuple(self.manifest['class_names'])
-        self.modalities = tuple(self.manifest['modalities'])
-        self.shapes = {m: tuple(s) for m, s in self.manifest['shapes'].items()}
-        ids = {name: i for i, name in enumerate(self.class_names)}
-        self.bag_names: List[str] = []
-        self._maps: List[Dict[str, np.memmap]] = []
-        labels, present, bag_index = [], [], []
-        for b, entry in enumerate(self.manifest['bags']):
-            folder, n = self.path / entry['shard'], int(entry['samples'])
-            self.bag_names.append(entry['name'])
-            try:
-                maps = {m: np.memmap(folder / f'{m}.f16', STORE_DTYPE, mode='r', shape=(n, *self.shapes[m]))
-                        for m in self.modalities} if n else {}
-                names = json.loads((folder / 'labels.json').read_text())
-                pres = np.fromfile(folder / 'present.u8', np.uint8).reshape(-1, len(MODALITIES))
-            except (OSError, ValueError) as exc:
-                raise DataError(f'dataset {str(self.path)!r} shard {entry["shard"]!r} is unreadable or does not '
-                                f'match its manifest entry ({n} samples): {exc}') from exc
-            if len(names) != n or len(pres) != n:
-                raise DataError(f'dataset {str(self.path)!r} shard {entry["shard"]!r} holds {len(names)} labels '
-                                f'and {len(pres)} rows: expected {n} samples as in the manifest')
-            unknown = sorted(set(names) - set(ids))
-            if unknown:
-                raise DataError(f'dataset {str(self.path)!r} shard {entry["shard"]!r} has labels {unknown} '
-                                f'outside its class_names {list(self.class_names)}')
-            self._maps.append(maps)
-            labels.append(np.array([ids[x] for x in names], np.int64))
-            present.append(pres.astype(bool))
-            bag_index.append(np.full(n, b, np.int64))
-        self.labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
-        self.present = np.concatenate(present) if present else np.zeros((0, len(MODALITIES)), bool)
-        self.bag_index = np.concatenate(bag_index) if bag_index else np.zeros(0, np.int64)
-        self._offsets = np.cumsum([0] + [int(e['samples']) for e in self.manifest['bags']])
 
     def __len__(self) -> int:
         return len(self.labels)
