@@ -23,10 +23,11 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import yaml
 from rosbags.rosbag2 import Reader
 
+from sentryfuse_ros.core.bags.sizes import bounded_zstd, check_declared, check_storage
 from sentryfuse_ros.core.bags.types import MODALITY_TYPES, canonical_msgtype, make_typestore, register_bag_types
 from sentryfuse_ros.core.config import check
 from sentryfuse_ros.core.errors import BagError
-from sentryfuse_ros.core.limits import DEFAULT_LIMITS, ReadLimits, over
+from sentryfuse_ros.core.limits import DEFAULT_LIMITS, ReadLimits
 
 MODALITIES = ('camera', 'lidar', 'audio', 'battery', 'labels')
 SENSOR_MODALITIES = ('camera', 'lidar', 'audio')
@@ -96,26 +97,6 @@ class ReadStats:
         return dataclasses.asdict(self)
 
 
-def _zstd_decompress(max_bytes: int) -> Any:
-    """A zstd decompressor of one message that refuses more than ``max_bytes`` of output (a small
-    payload can expand to any size), from where rosbags takes zstd (stdlib on 3.14, backports before)."""
-    try:
-        from compression import zstd  # type: ignore[import-not-found]
-    except ImportError:
-        from backports import zstd  # type: ignore[import-not-found,no-redef]
-
-    def decompress(raw: bytes) -> bytes:
-        declared = zstd.get_frame_info(raw).decompressed_size
-        if declared is not None and declared > max_bytes:
-            raise BagError(f'a compressed message declares {declared} bytes: expected at most {max_bytes} (ReadLimits)')
-        unpacker = zstd.ZstdDecompressor()
-        out = unpacker.decompress(raw, max_length=max_bytes + 1)
-        if len(out) > max_bytes:
-            raise BagError(f'a compressed message expands past {max_bytes} bytes (ReadLimits)')
-        return out
-    return decompress
-
-
 def bag_dir(path: PathLike) -> pathlib.Path:
     """The bag directory for ``path`` (a directory, or a storage file beside its metadata.yaml)."""
     path = pathlib.Path(path)
@@ -154,29 +135,8 @@ def read_metadata(path: PathLike, limits: ReadLimits = DEFAULT_LIMITS) -> dict:
     if not isinstance(info['version'], int) or not 1 <= info['version'] <= 9:
         raise BagError(f'bag metadata {str(meta_path)!r} has version {info["version"]!r}: '
                        f'expected 1..9')
-    _check_declared(meta_path, info, limits)
+    check_declared(meta_path, info, limits)
     return info
-
-
-def _declared(info: dict, *keys: str) -> Any:
-    value = info
-    for key in keys:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
-def _check_declared(meta_path: pathlib.Path, info: dict, limits: ReadLimits) -> None:
-    """BagError for a declared duration, start time or message count that is not an integer in range."""
-    checks = ((('duration', 'nanoseconds'), limits.max_bag_duration_s * 1e9, 'duration [ns]'),
-              (('starting_time', 'nanoseconds_since_epoch'), 2 ** 63 - 1, 'starting_time [ns]'),
-              (('message_count',), limits.max_bag_messages, 'message_count'))
-    for keys, limit, what in checks:
-        value = _declared(info, *keys)
-        if value is None and keys[0] != 'message_count':
-            continue  # old metadata versions may lack it; the storage files' own times are used
-        if isinstance(value, bool) or not isinstance(value, int) or over(value, limit):
-            raise BagError(f'bag metadata {str(meta_path)!r} declares {what} {value!r}: expected an integer in '
-                           f'[0, {limit:.0f}] (ReadLimits)')
 
 
 class BagSource:
@@ -214,37 +174,13 @@ class BagSource:
             raise BagError(f'cannot open bag {str(self.path)!r}: {type(exc).__name__}: {exc}') \
                 from exc
         try:
-            self._check_storage(reader)
+            check_storage(self.path, reader, self.limits)
         except BagError:
             reader.close()
             raise
         self._reader = reader
         self.unknown_types = register_bag_types(self.typestore, reader.connections)
         return self
-
-    def _check_storage(self, reader: Reader) -> None:
-        """metadata.yaml's duration, start and count against what the storage files hold (their own
-        indexes), so a loop over the bag's time never runs on a declared span the data does not have."""
-        metas = [storage.metadata for storage in reader.storage.storages]
-        count = sum(m.message_count for m in metas)
-        held = [m for m in metas if m.message_count]
-        start = min((m.start_time for m in held), default=0)
-        end = max((m.end_time for m in held), default=0)
-        tol = self.limits.bag_time_tolerance_s * 1e9
-        where = f'bag {str(self.path)!r}'
-        if (end - start) > self.limits.max_bag_duration_s * 1e9:
-            raise BagError(f'{where}: its storage files span {(end - start) / 1e9:.6g} s: expected at most '
-                           f'{self.limits.max_bag_duration_s:g} s (ReadLimits)')
-        if not held:
-            return
-        declared = ((reader.start_time, start, 'starting_time'), (reader.end_time, end, 'end (start + duration)'))
-        for claim, found, what in declared:
-            if abs(claim - found) > tol:
-                raise BagError(f'{where}: metadata.yaml declares {what} {claim} ns but its storage files hold '
-                               f'{found} ns: expected them to agree within {tol / 1e9:g} s (run `ros2 bag reindex`)')
-        if reader.message_count != count:
-            raise BagError(f'{where}: metadata.yaml declares {reader.message_count} messages but its storage files '
-                           f'hold {count}: expected them to agree (run `ros2 bag reindex`)')
 
     def close(self) -> None:
         reader, self._reader = self._reader, None
@@ -341,7 +277,7 @@ class BagSource:
                 raise BagError(f'topic {topic!r} does not exist in bag {str(self.path)!r}; its '
                                f'topics: {self._listing(listing)}')
         wanted = set(listing if topics is None else topics)
-        decompress = _zstd_decompress(self.limits.max_message_bytes) if reader.compression_mode == 'message' else None
+        decompress = bounded_zstd(self.limits.max_message_bytes) if reader.compression_mode == 'message' else None
         try:
             # Each file is matched by (topic, type) alone: rosbags' own DirectoryReader.messages
             # also compares QoS, which a rosbag2 bag may store differently in metadata.yaml and in
