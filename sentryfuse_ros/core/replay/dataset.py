@@ -266,7 +266,8 @@ def _sample_bag(path: pathlib.Path, name: str, folder: pathlib.Path, *, pre, mod
     elif 'labels' not in mapping:
         raise BagError(f'bag {str(path)!r} has no ground truth: no label topic {config.topics.labels!r} '
                        '(pass --labels /your/label_topic or --labels labels.csv)')
-    inputs = SensorInputs(pre, modalities, config.engine.max_age_s, config.engine.min_audio_fill)
+    inputs = SensorInputs(pre, modalities, config.engine.max_age_s, config.engine.min_audio_fill,
+                          max_stamp_offset_s=config.engine.max_stamp_offset_s)
     writer = ShardWriter(folder, modalities, shapes)
     try:
         sampler = BagSampler(inputs, config, make_converters, writer, labels=labels, progress=progress)
