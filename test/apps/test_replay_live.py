@@ -34,6 +34,8 @@ from sentryfuse_ros.core.errors import BagError  # noqa: E402
 from sentryfuse_ros.core.replay.replay import Faults, ReplayConfig  # noqa: E402
 from sentryfuse_ros.apps.replay_live import graph_parameters, replay_live  # noqa: E402
 
+pytestmark = pytest.mark.slow  # live replay: nodes spinning over DDS
+
 DOMAIN = 60 + os.getpid() % 30  # away from conftest's 100-199 and test_graph's 231
 
 

@@ -42,6 +42,7 @@ def bags(tmp_path_factory):
             sim_bag(tmp / 'plain_sqlite', duration=4.0, storage='sqlite3'))
 
 
+@pytest.mark.slow
 def test_samples_are_the_replays_inferences(trained, bags, tmp_path):
     result = build(bags, tmp_path / 'ds')
     ds = BagDataset(result.path)
@@ -111,6 +112,7 @@ def test_kitti_frames_with_a_label_csv(shared_data, tmp_path):
     assert len(ds) == 17 and ds.inputs(np.arange(17), ('camera',))['camera'].std() > 0.1
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption(bags, tmp_path):
     def interrupt(frac, text):
         if 'bag 2/2' in text:

@@ -253,6 +253,7 @@ def test_cli_errors_name_the_value(tmp_path, checkpoint):
         _run(base + [str(bag)])
 
 
+@pytest.mark.slow
 def test_label_file_gives_the_label_topics_truth(tmp_path, checkpoint):
     from sentryfuse_ros.core.sim.simulate import scene_truth
     bag = sim_bag(tmp_path / 'bag', duration=3.0)
@@ -292,6 +293,7 @@ def _two_per_topic_bag(path, *, malformed_camera: bool = False) -> pathlib.Path:
     return pathlib.Path(path)
 
 
+@pytest.mark.slow
 def test_bag_with_2_messages_per_sensor_topic_explains_0_inferences_and_ignore_health_relaxes_it(
         tmp_path, checkpoint, capsys):
     # old code: 0 inferences, rc 1, no explanation; its malformed frame never reported

@@ -71,6 +71,7 @@ def test_metrics_without_labels_or_records():
     assert 'No labels' in report.report_markdown(empty)
 
 
+@pytest.mark.slow
 def test_write_report_is_atomic(tmp_path, monkeypatch):
     result = make_result([_record(0.1 * k, 'cat', 'cat' if k % 3 else 'dog') for k in range(1, 19)])
     out = tmp_path / 'r'
