@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from sentryfuse_ros.core.replay.phases import Phase, Record, format_summary, phase_of, scenario_phases, summarize
+from sentryfuse_ros.core.replay.phases import Phase, format_summary, phase_of, scenario_phases, summarize
+from sentryfuse_ros.core.runtime.record import InferenceRecord
 from sentryfuse_ros.core.sim.scenario import Scenario
 
 
@@ -52,8 +53,10 @@ def test_phase_of():
 
 def rec(t, label, truth, sub='c+l+a@1.00', total=10.0, infer=4.0, reconf=0.0, mods=('camera', 'lidar', 'audio'),
         gflops=0.02):
-    return Record(t=t, label=label, truth=truth, modalities=mods, budget=1.0, gflops=gflops, subnetwork=sub,
-                  total_ms=total, inference_ms=infer, reconfigure_ms=reconf)
+    return InferenceRecord(t=t, t_sample=t, label=label, class_id=0, truth=truth, confidence=1.0, scores=(1.0,),
+                           modalities=mods, budget=1.0, gflops=gflops, subnetwork=sub, stamp_s=t, convert_ms=0.0,
+                           preprocess_ms=0.0, reconfigure_ms=reconf, inference_ms=infer, total_ms=total,
+                           sensor_age_ms=0.0)
 
 
 def test_summarize_per_phase_and_switches():
