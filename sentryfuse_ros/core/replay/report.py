@@ -45,6 +45,9 @@ def condition_of(record: InferenceRecord) -> str:
 def build_metrics(result: ReplayResult, phases: Sequence[Phase] = ()) -> Dict[str, Any]:
     """All figures of one replay as JSON-ready data.
 
+    Longer than most: most of it is the one literal that is the layout of metrics.json, kept whole
+    so the file's structure reads in one place.
+
     Args:
         result: what the replay produced.
         phases: named stretches of bag time (scenario and injected drops); one phase covering the
