@@ -22,14 +22,13 @@ from sentryfuse_ros.core.runtime.engine import PerceptionEngine
 from sentryfuse_ros.core.errors import ConfigError, ExportError, RuntimeChoiceError, SentryFuseError
 from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, resolve_choice
 from sentryfuse_ros.core.runtime.latency import LatencyStats
-from sentryfuse_ros.core.runtime.record import InferenceRecord, build_record
+from sentryfuse_ros.core.runtime.record import STAGES, InferenceRecord, build_record
 from sentryfuse_ros.core.data.preprocess import MODALITIES
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.nodes import common
 from sentryfuse_ros.nodes.perception_params import (  # noqa: F401  (public here too)
     DEFAULTS, ERROR_HOLD_S, READ_ONLY, build_engine_config, check_values, default_model_path)
 
-STAGES = ('convert_ms', 'preprocess_ms', 'reconfigure_ms', 'inference_ms', 'total_ms', 'sensor_age_ms')
 
 
 class Perception(Node):

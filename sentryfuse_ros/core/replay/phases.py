@@ -49,13 +49,6 @@ def scenario_phases(scenario: Scenario, duration: Optional[float] = None) -> Lis
     return phases
 
 
-def phase_of(phases: Sequence[Phase], t: float) -> Optional[Phase]:
-    for phase in phases:
-        if phase.start <= t < phase.end:
-            return phase
-    return None
-
-
 def summarize(records: Sequence[InferenceRecord], phases: Sequence[Phase]) -> Dict:
     """Per phase and overall: n, accuracy, latency p50/p95, modalities, sub-networks; switches."""
     def block(rs: Sequence[InferenceRecord]) -> Dict:

@@ -30,13 +30,12 @@ from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource, ReadSt
 from sentryfuse_ros.core.config import check, from_dict, read_yaml
 from sentryfuse_ros.core.runtime.engine import EngineConfig, PerceptionEngine
 from sentryfuse_ros.core.runtime.inputs import SensorInputs
-from sentryfuse_ros.core.runtime.record import InferenceRecord, build_record
+from sentryfuse_ros.core.runtime.record import STAGES, InferenceRecord, build_record  # noqa: F401  (STAGES re-exported)
 from sentryfuse_ros.core.replay.schedule import TickSchedule
 from sentryfuse_ros.core.errors import BagError, ConfigError
 from sentryfuse_ros.core.runtime.health import (DEFAULT_MODALITY_CONFIGS, STATUS_NAMES, BatteryBudgetConfig,
                                                 HealthState, HealthTracker, TopicMonitorConfig)
 
-STAGES = ('convert_ms', 'preprocess_ms', 'reconfigure_ms', 'inference_ms', 'total_ms', 'sensor_age_ms')
 MakeConverters = Callable[[Mapping[str, str], int], Dict[str, Callable]]
 
 
@@ -99,12 +98,6 @@ def load_replay_config(path=None) -> ReplayConfig:
         raise ConfigError(f'replay config {str(path)!r}: {exc}') from exc
 
 
-# ---------------------------------------------------------------------------- fault injection
-
-
-# ---------------------------------------------------------------------------- ground truth
-
-
 # ---------------------------------------------------------------------------- the replay
 @dataclasses.dataclass
 class ReplayResult:
@@ -149,8 +142,9 @@ class BagDriver:
     """The replay loop: one bag drives HealthTracker + the engine's input stage on the bag clock.
 
     Every sensor message is an arrival for the tracker and a sample for ``inputs`` (camera and lidar
-    converted on arrival, see :meth:`_push_sample`); health checks, battery feeds and inference ticks run on the bag clock (:class:`TickSchedule`)
-    as the nodes' timers do. What an inference tick does is :meth:`on_infer`:
+    converted on arrival, see :meth:`_push_sample`); health checks, battery feeds and inference
+    ticks run on the bag clock (:class:`TickSchedule`) as the nodes' timers do. What an inference
+    tick does is :meth:`on_infer`:
     :class:`OfflineReplay` runs the model, the bag-dataset builder (``core/replay/dataset.py``)
     stores the prepared inputs for training.
 

@@ -10,6 +10,9 @@ becomes a record. ROS-free.
 import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
+# the latency stages of a record (and of InferenceLatency), in the order reports list them
+STAGES = ('convert_ms', 'preprocess_ms', 'reconfigure_ms', 'inference_ms', 'total_ms', 'sensor_age_ms')
+
 
 @dataclasses.dataclass(frozen=True)
 class InferenceRecord:

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from sentryfuse_ros.core.replay.phases import Phase, format_summary, phase_of, scenario_phases, summarize
+from sentryfuse_ros.core.replay.phases import Phase, format_summary, scenario_phases, summarize
 from sentryfuse_ros.core.runtime.record import InferenceRecord
 from sentryfuse_ros.core.sim.scenario import Scenario
 
@@ -43,12 +43,6 @@ def test_duration_argument_overrides_the_scenario():
 def test_phases_end_at_duration_when_events_come_later():
     s = Scenario(events=(ev(12, 'drop', modality='lidar'),))
     assert scenario_phases(s, duration=10.0) == [Phase(0.0, 10.0, 'all sensors')]
-
-
-def test_phase_of():
-    phases = [Phase(0.0, 5.0, 'a'), Phase(5.0, math.inf, 'b')]
-    assert phase_of(phases, 0.0).name == 'a' and phase_of(phases, 5.0).name == 'b'
-    assert phase_of(phases, 1e9).name == 'b' and phase_of(phases, -0.1) is None
 
 
 def rec(t, label, truth, sub='c+l+a@1.00', total=10.0, infer=4.0, reconf=0.0, mods=('camera', 'lidar', 'audio'),
