@@ -23,9 +23,6 @@ REASON = re.compile(r'(?:^|[.!?:;]\s+|\n\s*)Long because\s+\S')  # a sentence th
 
 # 'path relative to the repository::qualified name' of each function over the limit today, being split.
 KNOWN_LONG = frozenset({
-    'sentryfuse_ros/apps/replay_live.py::replay_live',
-    'sentryfuse_ros/core/replay/dataset.py::build_dataset',
-    'sentryfuse_ros/core/replay/replay.py::BagDriver.drive',
     'sentryfuse_ros/core/training/train.py::train',
 })
 
