@@ -234,6 +234,8 @@ def test_cli_errors_name_the_value(tmp_path, checkpoint):
         _run(base + [str(bag), '--topic', 'radar=/r'])
     with pytest.raises(ConfigError, match=r'--budget=1.5: expected a compute budget in \(0, 1\]'):
         _run(base + [str(bag), '--budget', '1.5'])
+    with pytest.raises(ConfigError, match=r'--budget=0.0: expected a compute budget in \(0, 1\]'):
+        _run(base + [str(bag), '--budget', '0'])   # 0 is not "off": only an absent flag is
     assert not pathlib.Path(out).exists() and not pathlib.Path(out + '.partial').exists()
     # unknown storage plugin and a corrupt storage file
     odd = tmp_path / 'odd'
