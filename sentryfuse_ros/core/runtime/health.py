@@ -9,6 +9,13 @@ against arrivals still queued behind it. A modality is *live* when its status is
 WARN_RATE; going dead is immediate, coming back needs ``recover_count`` consecutive healthy
 checks (hysteresis, so modality masks do not flap).
 
+Recovery is as fast as degradation: once the timeout fired, the silence leaves the rate window
+at the next arrival, so a returning sensor's rate is measured over the arrivals since it resumed
+(it is healthy again one period after it resumes, live ``recover_count`` checks later) instead of
+over a window that still spans the gap. A stream that stops again before it has filled its
+window was a burst, not a return (flapping): its next return must fill the window first, as long
+as a window spanning the gap used to hold it back, before its healthy checks count.
+
 The battery maps to a ``compute_budget`` in (0, 1] through a table of (level, budget) rows
 with a hysteresis band on the way up. Used by the health_monitor node, by the perception
 node's own freshness check, and by offline bag replay.
@@ -94,6 +101,8 @@ class ModalityMonitor:
         self._arrivals: deque = deque(maxlen=config.window_size)
         self._live = False
         self._healthy_count = 0
+        self._timed_out = False   # the timeout fired in the current silence: the next arrival resumes
+        self._flapping = False    # the last burst ended before it filled the window
 
     def reconfigure(self, config: TopicMonitorConfig) -> None:
         """New thresholds; the newest arrivals (up to the new window size) are kept."""
@@ -105,12 +114,23 @@ class ModalityMonitor:
         self._arrivals.clear()
         self._live = False
         self._healthy_count = 0
+        self._timed_out = self._flapping = False
 
     def on_message(self, t: float) -> None:
-        """Record one arrival at time ``t`` [s]. A time before the newest arrival resets."""
+        """Record one arrival at time ``t`` [s]. A time before the newest arrival resets; the first
+        arrival after the timeout fired starts a fresh window (the silence is not a rate)."""
         if self._arrivals and t < self._arrivals[-1]:
             self.reset()
+        if self._timed_out:
+            self._arrivals.clear()
+            self._timed_out = False
         self._arrivals.append(float(t))
+
+    @property
+    def flapping(self) -> bool:
+        """True while a stream whose last burst ended before it filled the window has not yet
+        filled it again: its healthy checks do not count towards recovery."""
+        return self._flapping and len(self._arrivals) < self.config.window_size
 
     @property
     def live(self) -> bool:
@@ -154,12 +174,15 @@ class ModalityMonitor:
     def check(self, now: float, advance: bool = True, lateness: float = 0.0) -> ModalityStatus:
         """Evaluate at ``now`` (``lateness``: see :meth:`status`). An unhealthy status makes the
         modality dead at once; a healthy one counts towards recovery only when ``advance`` (one
-        call per check period)."""
+        call per check period) and the stream is not :attr:`flapping`."""
         status = self.status(now, lateness)
+        if status == TIMEOUT and not self._timed_out:   # the silence began: was the stream a burst?
+            self._flapping = len(self._arrivals) < self.config.window_size
+            self._timed_out = True
         if status not in HEALTHY:
             self._live = False
             self._healthy_count = 0
-        elif not self._live and advance:
+        elif not self._live and advance and not self.flapping:
             self._healthy_count += 1
             if self._healthy_count >= self.config.recover_count:
                 self._live = True
