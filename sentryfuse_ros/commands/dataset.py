@@ -27,7 +27,10 @@ def register(subparsers) -> None:
                         help='training YAML whose model modalities and preprocess section the dataset is '
                              'built for (default: %(default)s)')
     parser.add_argument('--replay-config', default=None, metavar='FILE',
-                        help='replay YAML: topics, health, freshness (default: config/replay.yaml)')
+                        help='replay YAML: topic map, labels (default: config/replay.yaml)')
+    parser.add_argument('--params', default=None, metavar='FILE',
+                        help='the graph\'s ros__parameters YAML: health thresholds, freshness limits '
+                             '(default: config/perception.yaml)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --out (or a .partial of '
                                                                   'other settings)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
@@ -50,11 +53,11 @@ def run(args) -> int:
     # the replay's own flag handling: topic map, label topic or CSV, rate
     replay_args = argparse.Namespace(config=args.replay_config, topic=args.topic, labels=args.labels,
                                      infer_rate=args.rate, trigger=None, checkpoint=None, budget=None,
-                                     drop=[], battery_profile=None)
+                                     drop=[], battery_profile=None, params=args.params)
     config, _faults, label_csv = build_inputs(replay_args)
     classes = [c.strip() for c in args.classes.split(',') if c.strip()] if args.classes else None
     words = ['sentryfuse', 'dataset', *args.bags, '--out', args.out, '--config', args.config]
-    for flag in ('labels', 'rate', 'classes', 'replay_config'):
+    for flag in ('labels', 'rate', 'classes', 'replay_config', 'params'):
         if getattr(args, flag) is not None:
             words += [f'--{flag.replace("_", "-")}', str(getattr(args, flag))]
     words += [w for t in args.topic for w in ('--topic', t)]
