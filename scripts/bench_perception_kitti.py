@@ -76,7 +76,8 @@ def run_dds(args, rgb, points) -> dict:
     rclpy.init(context=ctx, domain_id=args.domain_id)
     node = Node('bench_perception_kitti', context=ctx)
     qos = common.qos_profile(args.qos)
-    pubs = {'camera': node.create_publisher(Image, '/camera/image_raw', qos),
+    from sentryfuse_ros.core.data.topics import SENSOR_TOPICS  # noqa: PLC0415
+    pubs = {'camera': node.create_publisher(Image, SENSOR_TOPICS['camera'][0], qos),
             'lidar': node.create_publisher(PointCloud2, '/lidar/points', qos),
             'audio': node.create_publisher(AudioFrame, '/audio/frames', qos)}
     camera = conv.array_to_image(rgb, encoding='rgb8', frame_id='camera')
