@@ -34,7 +34,7 @@ TYPES = {'camera': 'sensor_msgs/msg/Image', 'lidar': 'sensor_msgs/msg/PointCloud
 
 @dataclasses.dataclass(frozen=True)
 class SimBagConfig:
-    """Defaults match config/perception.yaml's sensor_sim section."""
+    """Defaults match the sensor_sim node's (core/runtime/params.py SENSOR_SIM; sim sits below runtime)."""
     preset: str = 'sim6'                  # core.scenes preset; must match the model's training data
     seed: int = 0                         # scene timeline seed
     scene_duration_s: float = 5.0         # [s] per scene
