@@ -1,9 +1,11 @@
-"""The node graph's default wiring, written once: the ROS topic and message type of each stream.
+"""The node graph's default wiring, written once: the modalities and the ROS topic and type of each stream.
 
 The parameter schemas (core/runtime/params.py), the bag topic map (core/bags/reader.py TopicMap)
 and the simulated bag (core/sim/simulate.py) read these; a deployment remaps them in
 config/perception.yaml or with the launch file's ``<modality>_topic`` arguments.
 """
+
+MODALITIES = ('camera', 'lidar', 'audio')  # canonical order everywhere (arrays, masks, ModalityHealth)
 
 # modality -> (default topic, default message type)
 SENSOR_TOPICS = {

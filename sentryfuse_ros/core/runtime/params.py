@@ -13,9 +13,8 @@ import dataclasses
 import math
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
-from sentryfuse_ros.core.data.preprocess import MODALITIES
 from sentryfuse_ros.core.data.scenes import SCENE_PRESETS
-from sentryfuse_ros.core.data.topics import BATTERY_TOPIC, HEALTH_TOPIC, LABEL_TOPIC, SENSOR_TOPICS
+from sentryfuse_ros.core.data.topics import BATTERY_TOPIC, HEALTH_TOPIC, LABEL_TOPIC, MODALITIES, SENSOR_TOPICS
 from sentryfuse_ros.core.errors import ConfigError
 from sentryfuse_ros.core.runtime.choice import BACKENDS, PRECISIONS
 
