@@ -120,6 +120,7 @@ print('arguments', json.dumps({e.name: ''.join(getattr(s, 'text', '?') for s in 
 """
 
 
+@pytest.mark.slow
 def test_generate_launch_description_with_launch_ros():
     """With the real launch_ros (a sourced ROS 2, or the one set-up builds; missing: the test
     fails naming it), the launch file builds its description of three nodes."""

@@ -21,6 +21,8 @@ import yaml
 from conftest import domain_for
 from ros2_cli import ROOT, Process, ros2, ros2_environment, steady_rates, stop_daemon, topic_rates
 
+pytestmark = pytest.mark.slow  # the real ros2 launch/topic/param CLI against running node processes
+
 CAMERA_TOPIC = '/front/image_raw'          # remapped by launch argument
 RATES = {                                  # [Hz] configured in config/perception.yaml (+ lidar driver)
     '/sentryfuse/prediction': 10.0,        # perception.rate

@@ -7,6 +7,7 @@ current (live set, compute budget) zero-shot; publishes Prediction on /sentryfus
 InferenceLatency on /sentryfuse/latency and /diagnostics. All logic is in
 sentryfuse_ros.core.runtime.engine; this node converts messages and publishes results.
 """
+import dataclasses
 import math
 import re
 import time
@@ -21,6 +22,7 @@ from sentryfuse_ros.core.runtime.engine import PerceptionEngine
 from sentryfuse_ros.core.errors import ConfigError, ExportError, RuntimeChoiceError, SentryFuseError
 from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, resolve_choice
 from sentryfuse_ros.core.runtime.latency import LatencyStats
+from sentryfuse_ros.core.runtime.record import STAGES, InferenceRecord, build_record
 from sentryfuse_ros.core.data.preprocess import MODALITIES
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.nodes import common
@@ -28,7 +30,6 @@ from sentryfuse_ros.core.runtime import params
 from sentryfuse_ros.nodes.perception_params import (  # noqa: F401  (public here too)
     ERROR_HOLD_S, build_engine_config, check_values, default_model_path)
 
-STAGES = ('convert_ms', 'preprocess_ms', 'reconfigure_ms', 'inference_ms', 'total_ms', 'sensor_age_ms')
 
 
 class Perception(Node):
@@ -56,7 +57,7 @@ class Perception(Node):
         self._error_at: Dict[str, float] = {}     # node time its count last grew
         self._model_error = ''
         self._prebuild_ms = 0.0
-        self._last: Optional[Any] = None
+        self._last: Optional[InferenceRecord] = None  # the newest published inference
         self._count = 0
         self._audio_push_ms = 0.0  # audio conversion since the last inference (done in push)
         self.engine: Optional[PerceptionEngine] = None
@@ -241,30 +242,14 @@ class Perception(Node):
         self._report_new_errors(now)
         if result is None:
             return
-        pred = Prediction()
-        pred.header.stamp = _stamp_msg(result.stamp_s)
-        pred.header.frame_id = 'sentryfuse'
-        pred.label = result.label
-        pred.class_id = result.class_id
-        pred.confidence = float(result.confidence)
-        pred.scores = [float(x) for x in result.scores]
-        pred.modalities_used = list(result.modalities_used)
-        pred.compute_budget = float(result.compute_budget)
-        pred.gflops = float(result.gflops)
-        pred.subnetwork = result.subnetwork
+        # the record is published as built, except total_ms, which covers the Prediction's publish too
+        record = build_record(result, t=now, origin_s=0.0, total_ms=0.0)
+        pred = msg_arrays.prediction_msg(record)
         self._pred_pub.publish(pred)
-        total_ms = (time.perf_counter() - t0) * 1e3 + push_ms
-        lat = InferenceLatency()
-        lat.header = pred.header
-        lat.convert_ms = float(result.convert_ms)
-        lat.preprocess_ms = float(result.preprocess_ms)
-        lat.inference_ms = float(result.inference_ms)
-        lat.reconfigure_ms = float(result.reconfigure_ms)
-        lat.total_ms = float(total_ms)
-        lat.sensor_age_ms = float(result.sensor_age_ms)
-        self._lat_pub.publish(lat)
-        self._stats.add(**{k: getattr(lat, k) for k in STAGES})
-        self._last = result
+        record = dataclasses.replace(record, total_ms=(time.perf_counter() - t0) * 1e3 + push_ms)
+        self._lat_pub.publish(msg_arrays.latency_msg(record, header=pred.header))
+        self._stats.add(**{k: getattr(record, k) for k in STAGES})
+        self._last = record
         self._count += 1
 
     def _note_errors(self, now: float) -> None:
@@ -301,7 +286,7 @@ class Perception(Node):
             values: Dict[str, Any] = {
                 'inferences': self._count, 'health_source': source, 'compute_budget': budget,
                 'subnetwork': last.subnetwork if last else '', 'gflops': last.gflops if last else 0.0,
-                'modalities_used': '+'.join(last.modalities_used) if last else '',
+                'modalities_used': '+'.join(last.modalities) if last else '',
                 'subnetwork_switches': self.engine.switches,
                 'subnetworks_built': self.engine.runners.stats.get('builds', 0),
                 'prebuild_ms': self._prebuild_ms,
@@ -341,12 +326,6 @@ def _onnx_runners(values: Mapping[str, Any], choice, capabilities):
         raise ExportError("backend='onnxruntime' needs onnx_dir (the folder of `sentryfuse export`)")
     threads = int(values['torch_threads']) or 1
     return OnnxRunners(values['onnx_dir'], choice, capabilities, threads=threads)
-
-
-def _stamp_msg(t: float):
-    from builtin_interfaces.msg import Time  # noqa: PLC0415
-    sec, nanosec = msg_arrays.sec_to_stamp(t)
-    return Time(sec=int(sec), nanosec=int(nanosec))
 
 
 def main(args=None) -> int:

@@ -100,6 +100,7 @@ def test_demo_model_settings_are_valid_and_coherent(model):
         f'the last {SENSOR_QUEUE}')
 
 
+@pytest.mark.slow
 def test_robot_demo_short_run_keeps_rates_and_halves_flops_at_low_battery(tmp_path):
     """The robot demo for 12 s, for real (nodes, DDS, the shipped robot model): predictions arrive at
     about perception's rate, the health monitor declares dead exactly the sensor the scenario drops and

@@ -34,6 +34,8 @@ from sentryfuse_ros.core.errors import BagError  # noqa: E402
 from sentryfuse_ros.core.replay.replay import Faults, ReplayConfig  # noqa: E402
 from sentryfuse_ros.apps.replay_live import graph_parameters, replay_live  # noqa: E402
 
+pytestmark = pytest.mark.slow  # live replay: nodes spinning over DDS
+
 DOMAIN = 60 + os.getpid() % 30  # away from conftest's 100-199 and test_graph's 231
 
 
@@ -70,7 +72,7 @@ def test_live_replay_injects_faults_and_records_health(tmp_path, checkpoint):
     assert result.mode == 'live' and result.records
     assert result.read['injected_drops'] == {'battery_replaced': 2}
     # the override wins over the profile (float32 on the wire)
-    assert {round(r['budget'], 5) for r in result.records} == {0.5}  # the fixed budget 0.55 snaps down to the 0.5 level
+    assert {round(r.budget, 5) for r in result.records} == {0.5}  # the fixed budget 0.55 snaps down to the 0.5 level
     assert result.availability and {round(a['budget'], 5) for a in result.availability} == {0.55}
     assert any(all(a['live'].values()) for a in result.availability)
     # unmapped topics are not played; the label topic gives the ground truth

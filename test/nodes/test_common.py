@@ -45,6 +45,7 @@ def test_offending_falls_back_to_the_group_when_no_single_value_explains_it():
         ('rate', 'warn')]
 
 
+@pytest.mark.slow
 def test_invalid_rate_at_startup_rejects_only_rate(ros_context, checkpoint):
     """`-p rate:=-1.0` used to reset every perception parameter (topics, device...) to its default."""
     from sentryfuse_ros.nodes.perception import Perception
@@ -64,6 +65,7 @@ def test_invalid_rate_at_startup_rejects_only_rate(ros_context, checkpoint):
         node.destroy_node()
 
 
+@pytest.mark.slow
 def test_invalid_override_at_startup_keeps_the_battery_table(ros_context):
     """health_monitor: one bad battery value used to reset the whole table."""
     from sentryfuse_ros.nodes.health_monitor import HealthMonitor
@@ -217,6 +219,7 @@ def wait_until_loaded(proc, library: str, timeout: float = 60.0) -> None:
     raise AssertionError(f'{library} never loaded in {timeout} s (rc {proc.poll()})')
 
 
+@pytest.mark.slow
 def test_ctrl_c_at_every_start_up_phase_of_perception_exits_0_without_traceback():
     """A SIGINT during start-up used to raise KeyboardInterrupt inside C++ calling back into Python
     (torch's import, rclpy.init, the node's construction, the prebuild): a traceback, or
@@ -237,6 +240,7 @@ def test_ctrl_c_at_every_start_up_phase_of_perception_exits_0_without_traceback(
     assert during_start_up, 'every Ctrl-C came after the node was ready: the sweep missed start-up'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('gap_s', [0.005, 0.02])
 def test_double_ctrl_c_while_publishing_exits_0_without_traceback(gap_s):
     """A terminal's Ctrl-C reaches the node and `ros2 launch`, which sends its own SIGINT."""
@@ -273,6 +277,7 @@ sys.exit(common.run_node(Busy))
 '''
 
 
+@pytest.mark.slow
 def test_context_shut_down_while_publishing_exits_0_without_traceback(tmp_path):
     """rclpy's SIGINT handler shuts the context down from its own thread; a callback caught between
     building a message and publishing it used to end the node with exit 1 and a traceback

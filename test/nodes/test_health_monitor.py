@@ -16,6 +16,8 @@ from sentryfuse_ros.msg import ModalityHealth  # noqa: E402
 from sentryfuse_ros.nodes.health_monitor import HealthMonitor  # noqa: E402
 from ros_helpers import spin_until  # noqa: E402  (test/ is on sys.path via conftest)
 
+pytestmark = pytest.mark.slow  # ROS end to end: nodes spinning over DDS
+
 TIMEOUT, UPDATE_RATE, RECOVER = 0.3, 10.0, 3
 
 

@@ -19,6 +19,8 @@ from sentryfuse_ros.msg import AudioFrame  # noqa: E402
 from sentryfuse_ros.core.sim.sources import SimpleScene  # noqa: E402
 from sentryfuse_ros.nodes.sensor_sim import SensorSim  # noqa: E402
 
+pytestmark = pytest.mark.slow  # ROS end to end: nodes spinning over DDS
+
 SCENARIO = """
 events:
   - {t: 1.2, action: drop, modality: lidar}

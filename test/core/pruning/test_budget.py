@@ -77,6 +77,7 @@ def test_sub_networks_share_the_dense_weights():
     assert model.unit_layout() == [(2, 24)] * 6
 
 
+@pytest.mark.slow
 def test_cache_storage_does_not_grow_with_the_levels_used():
     model = _model('robot')
     levels = (1.0, 0.85, 0.7, 0.5, 0.4)
