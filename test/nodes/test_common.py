@@ -91,6 +91,7 @@ def refused(node, name, value, reason):
     assert node.get_parameter(name).value == before
 
 
+@pytest.mark.slow
 def test_perception_param_set_takes_effect_or_is_refused(ros_context, checkpoint):
     import math
 
@@ -121,6 +122,7 @@ def test_perception_param_set_takes_effect_or_is_refused(ros_context, checkpoint
         node.destroy_node()
 
 
+@pytest.mark.slow
 def test_health_monitor_param_set_takes_effect_or_is_refused(ros_context):
     from sentryfuse_ros.nodes.health_monitor import HealthMonitor
     node = HealthMonitor(context=ros_context)
@@ -142,6 +144,7 @@ def test_health_monitor_param_set_takes_effect_or_is_refused(ros_context):
         node.destroy_node()
 
 
+@pytest.mark.slow
 def test_nodes_declare_the_schemas_defaults_through_sentryfuse_run(ros_context, checkpoint, monkeypatch):
     """A default changed in the schema is what `sentryfuse run`'s nodes declare."""
     import dataclasses

@@ -72,6 +72,7 @@ def test_unknown_parameters_and_nodes_are_refused_naming_them():
         param_files.graph_parameters(None, (), ['percepton.rate=3.0'])
 
 
+@pytest.mark.slow  # a process importing rclpy and torch
 def test_sentryfuse_run_refuses_an_unknown_parameter():
     out = subprocess.run([sys.executable, '-m', 'sentryfuse_ros.cli', 'run', '--set', 'perception.nonexistent=3',
                           '--duration', '1'], capture_output=True, text=True, timeout=120, cwd=ROOT)
