@@ -16,12 +16,12 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 from sentryfuse_ros.core.data.scenes import SCENE_PRESETS
 from sentryfuse_ros.core.data.topics import BATTERY_TOPIC, HEALTH_TOPIC, LABEL_TOPIC, MODALITIES, SENSOR_TOPICS
 from sentryfuse_ros.core.errors import ConfigError
+from sentryfuse_ros.core.pruning.budget import BUDGET_LEVELS  # perception: budgets with a cached sub-network
 from sentryfuse_ros.core.runtime.choice import BACKENDS, PRECISIONS
 
 QOS_NAMES = ('sensor_data', 'reliable')
 DEVICES = ('cpu', 'cuda')
 TRIGGERS = ('timer', 'camera')
-BUDGET_LEVELS = (1.0, 0.85, 0.7, 0.5, 0.4)  # perception: budgets with a cached sub-network
 # health monitor: modality -> its thresholds (fit the default sensor rates: camera 15 Hz, lidar 10 Hz,
 # audio 50 frames/s; a dead camera is reported within timeout + one check period, 0.3 s + 0.1 s at 10 Hz)
 MONITOR_DEFAULTS = {

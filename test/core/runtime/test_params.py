@@ -87,14 +87,14 @@ def test_docs_parameters_md_is_current():
 
 
 def test_default_topic_and_budget_levels_are_written_once():
-    """In the code, the launch file, config/ and scripts/: the schema (core/data/topics.py) only."""
+    """In the code, the launch file, config/ and scripts/: the topic in core/data/topics.py only, the
+    budget levels in core/pruning/budget.py only (the schema, the cache and the export import them)."""
     out = subprocess.run(['grep', '-rln', "'/camera/image_raw'", 'sentryfuse_ros', 'launch', 'config', 'scripts'],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.split() == ['sentryfuse_ros/core/data/topics.py'], out.stdout
     out = subprocess.run(['grep', '-rlE', r'1\.0, 0\.85, 0\.7, 0\.5, 0\.4', 'sentryfuse_ros', 'launch', 'config',
                           'scripts'], capture_output=True, text=True, cwd=ROOT)
-    assert sorted(out.stdout.split()) == ['sentryfuse_ros/core/pruning/prune.py',
-                                          'sentryfuse_ros/core/runtime/params.py'], out.stdout
+    assert out.stdout.split() == ['sentryfuse_ros/core/pruning/budget.py'], out.stdout
 
 
 def test_replay_yaml_repeats_no_graph_value(tmp_path):
