@@ -76,7 +76,8 @@ def run_dds(args, rgb, points) -> dict:
     rclpy.init(context=ctx, domain_id=args.domain_id)
     node = Node('bench_perception_kitti', context=ctx)
     qos = common.qos_profile(args.qos)
-    pubs = {'camera': node.create_publisher(Image, '/camera/image_raw', qos),
+    from sentryfuse_ros.core.data.topics import SENSOR_TOPICS  # noqa: PLC0415
+    pubs = {'camera': node.create_publisher(Image, SENSOR_TOPICS['camera'][0], qos),
             'lidar': node.create_publisher(PointCloud2, '/lidar/points', qos),
             'audio': node.create_publisher(AudioFrame, '/audio/frames', qos)}
     camera = conv.array_to_image(rgb, encoding='rgb8', frame_id='camera')
@@ -155,11 +156,11 @@ def run_engine(args, rgb, points) -> dict:
     from sentryfuse_ros.core.runtime.engine import PerceptionEngine
     from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
     from sentryfuse_ros.msg_arrays.modality_inputs import engine_converters
-    from sentryfuse_ros.nodes.perception import DEFAULTS, build_engine_config
+    from sentryfuse_ros.nodes.perception import build_engine_config
 
     torch.set_num_threads(args.threads)
     model, gate, _ = load_sentryfuse(args.model)
-    engine = PerceptionEngine(model, gate.scores, build_engine_config(DEFAULTS))
+    engine = PerceptionEngine(model, gate.scores, build_engine_config({}))
     engine.prebuild()
     convert = engine_converters({'lidar': 'sensor_msgs/msg/PointCloud2'}, engine.pre.audio_rate)  # the node's
     n_audio = AUDIO_RATE // int(round(args.rate))
@@ -184,6 +185,8 @@ def run_engine(args, rgb, points) -> dict:
 
 
 def main(argv=None) -> int:
+    from sentryfuse_ros.core.pruning.budget import check_budget
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model', type=pathlib.Path, default=ROOT / 'models' / 'sentryfuse_sim.pt')
     parser.add_argument('--data', type=pathlib.Path, default=ROOT.parent / 'shared' / 'data')
@@ -200,6 +203,7 @@ def main(argv=None) -> int:
     parser.add_argument('--budget', type=float, default=1.0, help='compute budget of the in-process engine runs')
     parser.add_argument('--engine-only', action='store_true', help='skip the DDS part (in-process engine only)')
     args = parser.parse_args(argv)
+    args.budget = check_budget(args.budget, '--budget')  # where the budget enters
     if not args.model.is_file():
         print(f'no checkpoint at {args.model}; train one (sentryfuse train --config config/train_sim.yaml '
               f'--out {args.model}) or pass --model', file=sys.stderr)

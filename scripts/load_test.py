@@ -49,8 +49,8 @@ def load_phase(obs: Observer, seconds: float, hogs: int) -> dict:
         t1 = time.monotonic()
         stop_hogs(hog_procs)
     with obs.lock:
-        predictions = [t for t, _, _ in obs.predictions]
-        stamps = sorted(s for t, s, _ in obs.predictions if t0 <= t <= t1)
+        predictions = [r.t for r in obs.records]
+        stamps = sorted(r.stamp_s for r in obs.records if t0 <= r.t <= t1)
         health = list(obs.health)
     g = gaps(predictions, t0, t1)
     stamp_gaps = [b - a for a, b in zip(stamps, stamps[1:])]

@@ -79,13 +79,15 @@ class NodeProcess:
 
 
 class Observer:
-    """An rclpy node in this process, spun in a thread, recording receive times [s, monotonic] of
-    predictions, health messages (with their live flags) and latency messages."""
+    """An rclpy node in this process, spun in a thread, recording each inference (Prediction +
+    InferenceLatency as an InferenceRecord whose ``t`` is the Prediction's receive time [s, monotonic])
+    and health messages (with their live flags)."""
 
     def __init__(self):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
+        from sentryfuse_ros.msg_arrays.inference import RecordPairer
         self._rclpy = rclpy
         self.context = rclpy.context.Context()
         rclpy.init(context=self.context)
@@ -93,16 +95,17 @@ class Observer:
         self.lock = threading.Lock()
         # receive times t are time.monotonic(); stamps are the publisher's header.stamp [s, wall
         # clock], unaffected when this process itself is starved
-        self.predictions: List[tuple] = []   # (t, header stamp = newest sensor sample used, modalities_used)
+        self.records: List = []              # InferenceRecord of each inference; t = when its Prediction came
         self.health: List[tuple] = []        # (t, header stamp = publication, modalities, live, rate_hz)
-        self.latency_ms: List[float] = []    # InferenceLatency.total_ms
+        self._pairer = RecordPairer(self.records.append)
         self.camera: List[tuple] = []        # (t, header stamp) of camera frames (raw, not deserialized)
         self.node.create_subscription(Prediction, '/sentryfuse/prediction', self._on_prediction, 50)
         self.node.create_subscription(ModalityHealth, '/sentryfuse/health', self._on_health, 50)
         self.node.create_subscription(InferenceLatency, '/sentryfuse/latency', self._on_latency, 50)
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
-        self.node.create_subscription(Image, '/camera/image_raw', self._on_camera, qos_profile_sensor_data,
+        from sentryfuse_ros.core.data.topics import SENSOR_TOPICS  # noqa: PLC0415
+        self.node.create_subscription(Image, SENSOR_TOPICS['camera'][0], self._on_camera, qos_profile_sensor_data,
                                       raw=True)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -118,7 +121,7 @@ class Observer:
 
     def _on_prediction(self, msg) -> None:
         with self.lock:
-            self.predictions.append((time.monotonic(), _stamp(msg.header.stamp), tuple(msg.modalities_used)))
+            self._pairer.prediction(msg, time.monotonic())
 
     def _on_health(self, msg) -> None:
         with self.lock:
@@ -132,13 +135,13 @@ class Observer:
 
     def _on_latency(self, msg) -> None:
         with self.lock:
-            self.latency_ms.append(float(msg.total_ms))
+            self._pairer.latency(msg)
 
     def wait_all_live(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
-                if self.health and all(self.health[-1][3]) and self.predictions:
+                if self.health and all(self.health[-1][3]) and self.records:
                     return True
             time.sleep(0.1)
         return False

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
             raise SystemExit(f'the nodes never made every modality live; logs in {folder}')
         t0 = time.monotonic()
         with obs.lock:
-            del obs.latency_ms[:]
+            del obs.records[:]  # latency is measured from here on
         end = t0 + args.minutes * 60.0
         while time.monotonic() < end:
             for p in procs:
@@ -51,9 +51,9 @@ def main(argv=None) -> int:
         obs.close()
         exit_codes = {p.name: p.stop() for p in procs}
     with obs.lock:
-        received = [t for t, _, _ in obs.predictions if t0 <= t <= t1]
-        stamps = sorted(s for t, s, _ in obs.predictions if t0 <= t <= t1)
-        latency = np.array(obs.latency_ms)
+        received = [r.t for r in obs.records if t0 <= r.t <= t1]
+        stamps = sorted(r.stamp_s for r in obs.records if t0 <= r.t <= t1)
+        latency = np.array([r.total_ms for r in obs.records])
     g = gaps(received, t0, t1)
     stamp_gaps = np.diff(stamps) if len(stamps) > 1 else np.array([np.nan])
     results = {

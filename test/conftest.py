@@ -14,6 +14,13 @@ _DOMAIN_BASE, _DOMAIN_COUNT = (int(v) for v in os.environ.get('SENTRYFUSE_TEST_D
 _domain_ids = itertools.count(os.getpid() % 50)
 
 
+def pytest_configure(config):
+    """Register the project's markers (``make test-fast`` deselects ``slow`` with ``-m "not slow"``)."""
+    config.addinivalue_line(
+        'markers', 'slow: spins ROS nodes or processes, runs the ros2 CLI, the demo, training, DDP or an '
+                   'export, or takes over ~3 s here; left out by `make test-fast`')
+
+
 def domain_for(offset: int = 0) -> int:
     """A DDS domain id inside this run's range (offset picks a fixed one, e.g. for a CLI test)."""
     return _DOMAIN_BASE + (offset % _DOMAIN_COUNT)

@@ -632,6 +632,7 @@ def _png_bomb(width: int, height: int) -> bytes:
             + chunk(b'IDAT', idat) + chunk(b'IEND', b''))
 
 
+@pytest.mark.slow
 def test_compressed_image_of_420_kb_declaring_12000x12000_pixels_is_refused_before_decoding():
     # old code: cv2.imdecode allocated 432 MB and took ~6 s for one message of 420 kB
     msg = CompressedImage(format='png')

@@ -55,6 +55,7 @@ def images(draw):
                                  is_bigendian=draw(st.sampled_from([0, 1, 2])), data=data)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(images())
 def test_image_converters_return_rgb_or_raise_conversion_error(msg):

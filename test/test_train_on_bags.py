@@ -19,6 +19,8 @@ from sentryfuse_ros.core.data.bagdataset import BagDataset  # noqa: E402
 from sentryfuse_ros.core.data.preprocess import PreprocessConfig  # noqa: E402
 from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse  # noqa: E402
 
+pytestmark = pytest.mark.slow  # bags -> dataset -> training runs, and torchrun with two processes
+
 SIM6 = 'person,cyclist,car,dog,delivery_robot,drone'
 
 

@@ -13,9 +13,11 @@ from typing import Dict, List, Optional
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from sentryfuse_ros.core.replay.phases import Record, format_summary, scenario_phases, summarize
+from sentryfuse_ros.core.replay.phases import format_summary, scenario_phases, summarize
+from sentryfuse_ros.core.runtime.record import InferenceRecord
 from sentryfuse_ros.core.sim.scenario import Scenario, load_scenario
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
+from sentryfuse_ros.msg_arrays.inference import RecordPairer
 from sentryfuse_ros.nodes.sensor_sim import resolve_path
 
 TRANSITION_S = 0.6  # predictions this soon after a scene change are not scored (newest samples may be the old scene)
@@ -34,12 +36,11 @@ class DemoView(Node):
     def __init__(self, phases, live_view: bool = True, out=sys.stdout, **kwargs):
         super().__init__('demo_view', **kwargs)
         self.phases = phases
-        self.records: List[Record] = []
+        self.records: List[InferenceRecord] = []
         self._t0 = self._now()
+        self._pairer = RecordPairer(self.records.append, origin_s=self._t0)  # t_sample: since the view started
         self._truth: Optional[str] = None
         self._truth_changed = -math.inf
-        self._latency = {}   # header stamp -> InferenceLatency, waiting for its Prediction
-        self._pending = {}   # header stamp -> (t, truth, Prediction), waiting for its latency
         self._health: Optional[ModalityHealth] = None
         self.went_dead: Dict[str, int] = {}  # modality -> times the health monitor declared it dead after live
         self._out, self._live_view = out, live_view
@@ -69,25 +70,11 @@ class DemoView(Node):
         self._health = msg
 
     def _on_latency(self, msg: InferenceLatency) -> None:
-        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        self._latency[key] = msg
-        self._match(key)
+        self._pairer.latency(msg)
 
     def _on_prediction(self, msg: Prediction) -> None:
-        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         t = self.t()
-        truth = self._truth if t - self._truth_changed >= TRANSITION_S else None
-        self._pending[key] = (t, truth, msg)
-        self._match(key)
-
-    def _match(self, key) -> None:
-        if key in self._pending and key in self._latency:
-            t, truth, msg = self._pending.pop(key)
-            lat = self._latency.pop(key)
-            self.records.append(Record(
-                t=t, label=msg.label, truth=truth, modalities=tuple(msg.modalities_used),
-                budget=msg.compute_budget, gflops=msg.gflops, subnetwork=msg.subnetwork,
-                total_ms=lat.total_ms, inference_ms=lat.inference_ms, reconfigure_ms=lat.reconfigure_ms))
+        self._pairer.prediction(msg, t, self._truth if t - self._truth_changed >= TRANSITION_S else None)
 
     def _print_status(self) -> None:
         if not self._live_view:
@@ -113,14 +100,14 @@ class DemoView(Node):
 
 
 def run_demo(params_file=None, duration: Optional[float] = None, sets=(), live_view: bool = True,
-             json_out: Optional[str] = None, domain_id: Optional[int] = None) -> dict:
-    """Run the demo; returns the summary dict (also printed)."""
-    from sentryfuse_ros.apps.graph import GRAPH, NodeSpec, default_params_file, load_parameters, parse_sets, run_graph
+             json_out: Optional[str] = None, domain_id: Optional[int] = None, overlays=()) -> dict:
+    """Run the demo (``params_file``, then the ``overlays``, then ``sets``); returns the summary dict
+    (also printed)."""
+    from sentryfuse_ros.apps.graph import GRAPH, NodeSpec, default_params_file, graph_parameters, run_graph
 
     params_file = params_file or default_params_file()
-    params = load_parameters(params_file)
-    scenario_path = parse_sets(sets).get('sensor_sim', {}).get(
-        'scenario', params.get('sensor_sim', {}).get('scenario', ''))
+    params = graph_parameters(params_file, overlays, sets)
+    scenario_path = params.get('sensor_sim', {}).get('scenario', '')
     scenario = load_scenario(resolve_path(scenario_path)) if scenario_path else Scenario()
     duration = float(duration or scenario.duration or 60.0)
     phases = scenario_phases(scenario, duration)
@@ -137,7 +124,7 @@ def run_demo(params_file=None, duration: Optional[float] = None, sets=(), live_v
         print(f'  {p.start:5.1f}-{p.end:5.1f} s  {p.name}')
     t0 = time.monotonic()
     run_graph(specs, params_file=params_file, use_sim=True, duration=duration, sets=sets,
-              domain_id=domain_id)
+              domain_id=domain_id, overlays=overlays)
     wall = time.monotonic() - t0
     records = views[0].records if views else []
     summary = summarize(records, phases)

@@ -14,7 +14,8 @@ Every malformed input raises :class:`ConversionError` naming the field, its valu
 expected.
 
 Modules: ``image`` (Image, CompressedImage), ``cloud`` (PointCloud2, LaserScan), ``audio``
-(AudioFrame, AudioDataStamped), ``_buffers`` (buffer views, stamps, headers). Everything public is
+(AudioFrame, AudioDataStamped), ``inference`` (inference record <-> Prediction + InferenceLatency),
+``_buffers`` (buffer views, stamps, headers). Everything public is
 re-exported here, so callers write ``msg_arrays.image_to_rgb(msg)``.
 """
 from sentryfuse_ros.core.data.resample import resample  # noqa: F401  (part of this package's API)
@@ -28,3 +29,5 @@ from sentryfuse_ros.msg_arrays.cloud import (  # noqa: F401
     array_to_pointcloud2, laserscan_to_points, pointcloud2_to_array)
 from sentryfuse_ros.msg_arrays.image import (  # noqa: F401
     array_to_compressed_image, array_to_image, compressed_image_to_array, image_to_array, image_to_rgb)
+from sentryfuse_ros.msg_arrays.inference import (  # noqa: F401
+    RecordPairer, latency_msg, prediction_msg, record_from_messages)

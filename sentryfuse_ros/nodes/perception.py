@@ -7,6 +7,7 @@ current (live set, compute budget) zero-shot; publishes Prediction on /sentryfus
 InferenceLatency on /sentryfuse/latency and /diagnostics. All logic is in
 sentryfuse_ros.core.runtime.engine; this node converts messages and publishes results.
 """
+import dataclasses
 import math
 import re
 import time
@@ -17,18 +18,20 @@ from rclpy.node import Node
 
 from sentryfuse_ros import msg_arrays
 from sentryfuse_ros.msg_arrays.modality_inputs import audio_converter, lidar_converter
+from sentryfuse_ros.core.pruning.budget import is_budget
 from sentryfuse_ros.core.runtime.engine import PerceptionEngine
 from sentryfuse_ros.core.errors import ConfigError, ExportError, RuntimeChoiceError, SentryFuseError
 from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, resolve_choice
 from sentryfuse_ros.core.runtime import stamps
 from sentryfuse_ros.core.runtime.latency import LatencyStats
+from sentryfuse_ros.core.runtime.record import STAGES, InferenceRecord, build_record
 from sentryfuse_ros.core.data.preprocess import MODALITIES
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.nodes import common
+from sentryfuse_ros.core.runtime import params
 from sentryfuse_ros.nodes.perception_params import (  # noqa: F401  (public here too)
-    DEFAULTS, ERROR_HOLD_S, READ_ONLY, build_engine_config, check_values, default_model_path)
+    ERROR_HOLD_S, build_engine_config, check_values, default_model_path)
 
-STAGES = ('convert_ms', 'preprocess_ms', 'reconfigure_ms', 'inference_ms', 'total_ms', 'sensor_age_ms')
 
 
 class Perception(Node):
@@ -41,9 +44,12 @@ class Perception(Node):
         super().__init__('perception', **kwargs)
         self._capabilities = capabilities
         self._runtime = ('', '', '')  # (requested, running, refusal) runtime descriptions
-        values = common.declare_parameters(self, DEFAULTS)
-        self._param_errors = common.fall_back_to_defaults(self, values, DEFAULTS, [
-            (tuple(k for k in DEFAULTS if k != 'model_path'), check_values)])
+        schema = params.PERCEPTION
+        defaults = params.defaults(schema)
+        values = common.declare_parameters(self, schema)
+        self._param_errors = common.fall_back_to_defaults(self, values, defaults, common.spec_checks(schema) + [
+            (tuple(k for k in defaults if k != 'model_path'), check_values)])
+        common.fix_descriptors(self, schema)
         self._values = values
         self._stats = LatencyStats(int(values['stats_window']))
         self._health: Optional[ModalityHealth] = None
@@ -53,13 +59,13 @@ class Perception(Node):
         self._error_at: Dict[str, float] = {}     # node time its count last grew
         self._model_error = ''
         self._prebuild_ms = 0.0
-        self._last: Optional[Any] = None
+        self._last: Optional[InferenceRecord] = None  # the newest published inference
         self._count = 0
         self._audio_push_ms = 0.0  # audio conversion since the last inference (done in push)
         self.engine: Optional[PerceptionEngine] = None
         self._health_timeout = float(values['health_timeout'])
         self._load_engine(values)
-        common.install_validator(self, DEFAULTS, self._build_runtime, self._apply_runtime, READ_ONLY)
+        common.install_validator(self, schema, self._build_runtime, self._apply_runtime)
 
         qos = common.qos_profile(values['qos'])
         self._types = {m: values[f'{m}.type'] for m in MODALITIES}
@@ -173,8 +179,18 @@ class Perception(Node):
         check_values(values)
         return values
 
-    def _apply_runtime(self, values: Mapping[str, Any]) -> None:
+    def _apply_runtime(self, values: Mapping[str, Any], changed) -> None:
+        """Make settable parameters take effect: timers re-created, freshness limits replaced."""
+        self._values = dict(values)
         self._health_timeout = float(values['health_timeout'])
+        if 'rate' in changed and self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = self.create_timer(1.0 / float(values['rate']), self._on_timer)
+        if 'diagnostics_period' in changed:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
+        if self.engine is not None:
+            self.engine.inputs.max_age_s = tuple(float(values[f'{m}.max_age']) for m in MODALITIES)
 
     # -- callbacks -----------------------------------------------------------------------
     def _now(self) -> float:
@@ -231,7 +247,7 @@ class Perception(Node):
             return None, 1.0, 'no health message: own freshness check, budget 1.0'
         live = [m for m, ok in zip(self._health.modalities, self._health.live) if ok]
         budget = float(self._health.compute_budget)
-        if not (0 < budget <= 1) or math.isnan(budget):
+        if not is_budget(budget):  # where a budget enters the node: fall back instead of raising
             return live, 1.0, f'health compute_budget={budget!r} invalid: using 1.0'
         return live, budget, 'health monitor'
 
@@ -250,30 +266,14 @@ class Perception(Node):
         self._report_new_errors(now)
         if result is None:
             return
-        pred = Prediction()
-        pred.header.stamp = _stamp_msg(result.stamp_s)
-        pred.header.frame_id = 'sentryfuse'
-        pred.label = result.label
-        pred.class_id = result.class_id
-        pred.confidence = float(result.confidence)
-        pred.scores = [float(x) for x in result.scores]
-        pred.modalities_used = list(result.modalities_used)
-        pred.compute_budget = float(result.compute_budget)
-        pred.gflops = float(result.gflops)
-        pred.subnetwork = result.subnetwork
+        # the record is published as built, except total_ms, which covers the Prediction's publish too
+        record = build_record(result, t=now, origin_s=0.0, total_ms=0.0)
+        pred = msg_arrays.prediction_msg(record)
         self._pred_pub.publish(pred)
-        total_ms = (time.perf_counter() - t0) * 1e3 + push_ms
-        lat = InferenceLatency()
-        lat.header = pred.header
-        lat.convert_ms = float(result.convert_ms)
-        lat.preprocess_ms = float(result.preprocess_ms)
-        lat.inference_ms = float(result.inference_ms)
-        lat.reconfigure_ms = float(result.reconfigure_ms)
-        lat.total_ms = float(total_ms)
-        lat.sensor_age_ms = float(result.sensor_age_ms)
-        self._lat_pub.publish(lat)
-        self._stats.add(**{k: getattr(lat, k) for k in STAGES})
-        self._last = result
+        record = dataclasses.replace(record, total_ms=(time.perf_counter() - t0) * 1e3 + push_ms)
+        self._lat_pub.publish(msg_arrays.latency_msg(record, header=pred.header))
+        self._stats.add(**{k: getattr(record, k) for k in STAGES})
+        self._last = record
         self._count += 1
 
     def _note_errors(self, now: float) -> None:
@@ -310,7 +310,7 @@ class Perception(Node):
             values: Dict[str, Any] = {
                 'inferences': self._count, 'health_source': source, 'compute_budget': budget,
                 'subnetwork': last.subnetwork if last else '', 'gflops': last.gflops if last else 0.0,
-                'modalities_used': '+'.join(last.modalities_used) if last else '',
+                'modalities_used': '+'.join(last.modalities) if last else '',
                 'subnetwork_switches': self.engine.switches,
                 'subnetworks_built': self.engine.runners.stats.get('builds', 0),
                 'prebuild_ms': self._prebuild_ms,
@@ -351,12 +351,6 @@ def _onnx_runners(values: Mapping[str, Any], choice, capabilities):
         raise ExportError("backend='onnxruntime' needs onnx_dir (the folder of `sentryfuse export`)")
     threads = int(values['torch_threads']) or 1
     return OnnxRunners(values['onnx_dir'], choice, capabilities, threads=threads)
-
-
-def _stamp_msg(t: float):
-    from builtin_interfaces.msg import Time  # noqa: PLC0415
-    sec, nanosec = msg_arrays.sec_to_stamp(t)
-    return Time(sec=int(sec), nanosec=int(nanosec))
 
 
 def main(args=None) -> int:

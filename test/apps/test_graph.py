@@ -49,6 +49,7 @@ def test_to_parameters_makes_mixed_number_lists_float():
         graph.to_parameters({'x': {'a': 1}})
 
 
+@pytest.mark.slow
 def test_config_builds_the_graph_with_valid_parameters(ros_context):
     params = graph.load_parameters(CONFIG)
     nodes = graph.build_graph(graph.GRAPH, params, use_sim=True, context=ros_context)
@@ -70,6 +71,7 @@ def test_config_builds_the_graph_with_valid_parameters(ros_context):
         node.destroy_node()
 
 
+@pytest.mark.slow
 def test_run_graph_stops_after_duration():
     lines = []
     start = time.monotonic()

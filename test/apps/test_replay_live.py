@@ -34,6 +34,8 @@ from sentryfuse_ros.core.errors import BagError  # noqa: E402
 from sentryfuse_ros.core.replay.replay import Faults, ReplayConfig  # noqa: E402
 from sentryfuse_ros.apps.replay_live import graph_parameters, replay_live  # noqa: E402
 
+pytestmark = pytest.mark.slow  # live replay: nodes spinning over DDS
+
 DOMAIN = 60 + os.getpid() % 30  # away from conftest's 100-199 and test_graph's 231
 
 
@@ -70,7 +72,7 @@ def test_live_replay_injects_faults_and_records_health(tmp_path, checkpoint):
     assert result.mode == 'live' and result.records
     assert result.read['injected_drops'] == {'battery_replaced': 2}
     # the override wins over the profile (float32 on the wire)
-    assert {round(r['budget'], 5) for r in result.records} == {0.5}  # the fixed budget 0.55 snaps down to the 0.5 level
+    assert {round(r.budget, 5) for r in result.records} == {0.5}  # the fixed budget 0.55 snaps down to the 0.5 level
     assert result.availability and {round(a['budget'], 5) for a in result.availability} == {0.55}
     assert any(all(a['live'].values()) for a in result.availability)
     # unmapped topics are not played; the label topic gives the ground truth
@@ -88,6 +90,23 @@ def test_graph_parameters_follow_the_bag_mapping():
     assert (p['camera.type'], p['model_path'], h['compute_budget_override']) == (
         'sensor_msgs/msg/CompressedImage', '/m.pt', 0.7)
     assert params['**'] == {'use_sim_time': True}
+
+
+def test_graph_parameters_are_the_graph_files_and_follow_the_schema(tmp_path, monkeypatch):
+    """The live replay starts its nodes with the graph's own parameters (--params / config/perception.yaml;
+    schema defaults where unset), not a copy of them."""
+    import dataclasses
+
+    from sentryfuse_ros.core.replay.replay import load_replay_config
+    from sentryfuse_ros.core.runtime import param_files, params
+    monkeypatch.setattr(params, 'PERCEPTION', tuple(
+        dataclasses.replace(s, default=0.9 if s.name == 'camera.max_age' else s.default) for s in params.PERCEPTION))
+    graph_file = tmp_path / 'graph.yaml'
+    graph_file.write_text('health_monitor:\n  ros__parameters:\n    lidar: {timeout: 0.6}\n', encoding='utf-8')
+    config = load_replay_config(None, param_files.graph_parameters(graph_file))
+    params_ = graph_parameters(config, {}, {}, Faults(), '/m.pt', use_sim_time=False)
+    assert params_['perception']['camera.max_age'] == 0.9 and params_['health_monitor']['lidar.timeout'] == 0.6
+    assert config.health.lidar.timeout == 0.6 and config.engine.max_age_s[0] == 0.9
 
 
 def test_live_errors(tmp_path, checkpoint):

@@ -3,6 +3,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 CORE = pathlib.Path(__file__).resolve().parents[2] / 'sentryfuse_ros' / 'core'
 
 BLOCKER = r'''
@@ -22,6 +24,7 @@ print(len(names))
 '''
 
 
+@pytest.mark.slow  # a subprocess that imports every core module
 def test_core_modules_import_without_ros():
     out = subprocess.run([sys.executable, '-c', BLOCKER], capture_output=True, text=True,
                          cwd=CORE.parents[1], timeout=300)

@@ -22,6 +22,8 @@ from sentryfuse_ros.nodes.health_monitor import HealthMonitor  # noqa: E402
 from sentryfuse_ros.nodes.perception import Perception  # noqa: E402
 from ros_helpers import spin_until  # noqa: E402  (test/ is on sys.path via conftest)
 
+pytestmark = pytest.mark.slow  # ROS end to end: nodes spinning over DDS
+
 ALL = ['camera', 'lidar', 'audio']
 RATE = 10.0                 # [Hz] perception inferences
 HEALTH_RATE = 20.0          # [Hz] health monitor checks

@@ -26,6 +26,8 @@ from sentryfuse_ros.msg import Prediction  # noqa: E402
 from sentryfuse_ros.nodes.perception import Perception  # noqa: E402
 from ros_helpers import spin_until  # noqa: E402
 
+pytestmark = pytest.mark.slow  # ROS end to end: nodes and node processes, ONNX export
+
 RUNTIME = 'sentryfuse: perception runtime'
 
 

@@ -22,7 +22,7 @@ import json
 import pathlib
 import shutil
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sentryfuse_ros.core.replay.faults import LabelTrack, read_csv_rows
 from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource, bag_dir
@@ -157,13 +157,39 @@ def build_dataset(bags: Sequence, out, *, pre: PreprocessConfig, modalities: Seq
         shutil.rmtree(out)
     modalities = tuple(m for m in SENSOR_MODALITIES if m in modalities)
     shapes = sample_shapes(pre)
+    paths, names, tables = _bags_and_labels(bags, label_csv)
+    settings = {'preprocess': preprocess_dict(pre), 'modalities': list(modalities), 'replay': to_dict(config),
+                'class_names': list(class_names) if class_names else None,
+                'label_csv': str(pathlib.Path(label_csv).resolve()) if label_csv else None,
+                'bags': [str(p) for p in paths]}
+    build = _Build(partial, settings, overwrite, len(paths), log)
+    wall, bag_seconds = 0.0, 0.0
+    for k, (path, name) in enumerate(zip(paths, names)):
+        if name in build.state['done']:
+            continue
+        t0 = time.perf_counter()
+        entry = build.bag(k, path, name, class_names, progress, pre=pre, modalities=modalities, shapes=shapes,
+                          config=config, make_converters=make_converters,
+                          rows=None if tables is None else tables.get(None, tables.get(name)))
+        if entry is not None:
+            wall += time.perf_counter() - t0
+            bag_seconds += entry['duration_s']
+    done = [build.state['done'][n] for n in names if n in build.state['done']]
+    _require_samples(partial, done, build.state['skipped'])
+    manifest = _finish(partial, out, done, build.state['skipped'], class_names, settings, shapes, pre, command)
+    return BuildResult(out, manifest, wall, bag_seconds)
+
+
+def _bags_and_labels(bags: Sequence, label_csv) -> Tuple[List[pathlib.Path], List[str], Optional[Dict]]:
+    """(bag folders, their unique names, the label table or None); ConfigError when the label file's bags
+    do not match the bags given."""
     tables = read_label_table(label_csv) if label_csv else None
     paths = []
     for b in bags:
         try:
             paths.append(bag_dir(b).resolve())
         except BagError:
-            paths.append(pathlib.Path(b).resolve())  # reported below as a skipped bag
+            paths.append(pathlib.Path(b).resolve())  # reported as a skipped bag
     names = _unique_names(paths)
     if tables is not None and None in tables and len(paths) > 1:
         raise ConfigError(f'label file {str(label_csv)!r} has header "t,label": that labels one bag, but '
@@ -173,77 +199,81 @@ def build_dataset(bags: Sequence, out, *, pre: PreprocessConfig, modalities: Seq
         if unknown:
             raise ConfigError(f'label file {str(label_csv)!r} names bags {unknown} that were not given; '
                               f'bags: {names}')
-    settings = {'preprocess': preprocess_dict(pre), 'modalities': list(modalities), 'replay': to_dict(config),
-                'class_names': list(class_names) if class_names else None,
-                'label_csv': str(pathlib.Path(label_csv).resolve()) if label_csv else None,
-                'bags': [str(p) for p in paths]}
-    state = {'settings': settings, 'done': {}, 'skipped': {}}
-    if partial.exists():
-        try:
-            old = json.loads((partial / PROGRESS).read_text())
-        except (OSError, ValueError):
-            old = None
-        if old is not None and old.get('settings') == settings:
-            state = old
-            if state['done']:
-                log(f'resuming {partial}: {len(state["done"])} of {len(paths)} bags already done')
-        elif overwrite or old is None:
-            shutil.rmtree(partial)
-        else:
-            diff = [k for k in settings if settings[k] != old.get('settings', {}).get(k)]
-            raise ConfigError(f'{str(partial)!r} is an unfinished build with other settings ({", ".join(diff)} '
-                              'differ); rerun with the same arguments to resume, or pass --overwrite')
-    partial.mkdir(parents=True, exist_ok=True)
+    return paths, names, tables
 
-    def save_state() -> None:
-        tmp = partial / (PROGRESS + '.tmp')
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(partial / PROGRESS)
 
-    save_state()
-    wall, bag_seconds = 0.0, 0.0
-    for k, (path, name) in enumerate(zip(paths, names)):
+class _Build:
+    """The ``OUT.partial`` folder and its ``progress.json``: which bags are done or skipped.
+
+    Opening resumes an unfinished build of the same settings, starts afresh (``overwrite``, or an
+    unreadable progress file), or refuses one of other settings (ConfigError naming what differs).
+    """
+
+    def __init__(self, partial: pathlib.Path, settings: Dict[str, Any], overwrite: bool, n_bags: int,
+                 log: Callable[[str], None]):
+        self.partial, self.log, self.n_bags = partial, log, n_bags
+        self.state = {'settings': settings, 'done': {}, 'skipped': {}}
+        if partial.exists():
+            try:
+                old = json.loads((partial / PROGRESS).read_text())
+            except (OSError, ValueError):
+                old = None
+            if old is not None and old.get('settings') == settings:
+                self.state = old
+                if self.state['done']:
+                    log(f'resuming {partial}: {len(self.state["done"])} of {n_bags} bags already done')
+            elif overwrite or old is None:
+                shutil.rmtree(partial)
+            else:
+                diff = [k for k in settings if settings[k] != old.get('settings', {}).get(k)]
+                raise ConfigError(f'{str(partial)!r} is an unfinished build with other settings ({", ".join(diff)} '
+                                  'differ); rerun with the same arguments to resume, or pass --overwrite')
+        partial.mkdir(parents=True, exist_ok=True)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.partial / (PROGRESS + '.tmp')
+        tmp.write_text(json.dumps(self.state, indent=1))
+        tmp.replace(self.partial / PROGRESS)
+
+    def bag(self, k: int, path: pathlib.Path, name: str, class_names, progress, **sample_args) -> Optional[Dict]:
+        """Sample bag ``k`` into its shard and record it as done (its entry) or skipped (None)."""
         shard = f'shard-{k:04d}'
-        if name in state['done']:
-            continue
-        state['skipped'].pop(name, None)
+        self.state['skipped'].pop(name, None)
         bag_progress = None
         if progress is not None:
-            bag_progress = (lambda frac, text, k=k, name=name:  # noqa: E731
-                            progress((k + frac) / len(paths), f'bag {k + 1}/{len(paths)} {name}: {text}'))
-        t0 = time.perf_counter()
+            bag_progress = (lambda frac, text:  # noqa: E731
+                            progress((k + frac) / self.n_bags, f'bag {k + 1}/{self.n_bags} {name}: {text}'))
         try:
-            entry = _sample_bag(path, name, partial / shard, pre=pre, modalities=modalities, shapes=shapes,
-                                config=config, make_converters=make_converters,
-                                rows=None if tables is None else tables.get(None, tables.get(name)),
-                                progress=bag_progress)
+            entry = _sample_bag(path, name, self.partial / shard, progress=bag_progress, **sample_args)
         except (BagError, DataError) as exc:
-            shutil.rmtree(partial / shard, ignore_errors=True)
-            state['skipped'][name] = {'path': str(path), 'error': str(exc)}
-            save_state()
-            if len(paths) > 1:  # a single bag's reason is the build's error
-                log(f'skipped bag {str(path)!r}: {exc}')
-            continue
+            shutil.rmtree(self.partial / shard, ignore_errors=True)
+            self.state['skipped'][name] = {'path': str(path), 'error': str(exc)}
+            self.save()
+            if self.n_bags > 1:  # a single bag's reason is the build's error
+                self.log(f'skipped bag {str(path)!r}: {exc}')
+            return None
         outside = sorted(set(entry['classes']) - set(class_names)) if class_names else []
         if outside:
             raise ConfigError(f'bag {name!r} has labels {outside} that are not among --classes {list(class_names)}; '
                               'add them, or relabel')
-        wall += time.perf_counter() - t0
-        bag_seconds += entry['duration_s']
         entry['shard'] = shard
-        state['done'][name] = entry
-        save_state()
-        log(f"bag {name}: {entry['samples']} samples from {entry['duration_s']:.1f} s "
-            f"({', '.join(f'{s} x{n}' for s, n in entry['modality_sets'].items()) or 'none'}); "
-            f"{entry['unlabelled']} unlabelled, {entry['no_input']} with no live sensor")
-    done = [state['done'][n] for n in names if n in state['done']]
-    if not any(e['samples'] for e in done):
-        reasons = [s['error'] for s in state['skipped'].values()] + [f"bag {e['name']!r}: 0 samples" for e in done]
-        if not done:
-            shutil.rmtree(partial)  # nothing worth resuming
-        raise DataError(reasons[0] if len(reasons) == 1 else f'no samples from any bag: {"; ".join(reasons)}')
-    manifest = _finish(partial, out, done, state['skipped'], class_names, settings, shapes, pre, command)
-    return BuildResult(out, manifest, wall, bag_seconds)
+        self.state['done'][name] = entry
+        self.save()
+        self.log(f"bag {name}: {entry['samples']} samples from {entry['duration_s']:.1f} s "
+                 f"({', '.join(f'{s} x{n}' for s, n in entry['modality_sets'].items()) or 'none'}); "
+                 f"{entry['unlabelled']} unlabelled, {entry['no_input']} with no live sensor")
+        return entry
+
+
+def _require_samples(partial: pathlib.Path, done: List[Dict[str, Any]], skipped: Mapping[str, Any]) -> None:
+    """DataError naming each bag and why, when no bag gave a sample (``partial`` removed when nothing is done)."""
+    if any(e['samples'] for e in done):
+        return
+    reasons = [s['error'] for s in skipped.values()] + [f"bag {e['name']!r}: 0 samples" for e in done]
+    if not done:
+        shutil.rmtree(partial)  # nothing worth resuming
+    raise DataError(reasons[0] if len(reasons) == 1 else f'no samples from any bag: {"; ".join(reasons)}')
 
 
 def _sample_bag(path: pathlib.Path, name: str, folder: pathlib.Path, *, pre, modalities, shapes, config,

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from sentryfuse_ros.core.runtime.record import InferenceRecord
 from sentryfuse_ros.core.sim.scenario import Scenario
 
 
@@ -48,31 +49,9 @@ def scenario_phases(scenario: Scenario, duration: Optional[float] = None) -> Lis
     return phases
 
 
-def phase_of(phases: Sequence[Phase], t: float) -> Optional[Phase]:
-    for phase in phases:
-        if phase.start <= t < phase.end:
-            return phase
-    return None
-
-
-@dataclasses.dataclass
-class Record:
-    """One inference as the summary sees it."""
-    t: float                  # [s] since the run started
-    label: str                # predicted class
-    truth: Optional[str]      # ground truth, None when unknown or in a scene transition
-    modalities: Tuple[str, ...]
-    budget: float
-    gflops: float
-    subnetwork: str
-    total_ms: float
-    inference_ms: float
-    reconfigure_ms: float
-
-
-def summarize(records: Sequence[Record], phases: Sequence[Phase]) -> Dict:
+def summarize(records: Sequence[InferenceRecord], phases: Sequence[Phase]) -> Dict:
     """Per phase and overall: n, accuracy, latency p50/p95, modalities, sub-networks; switches."""
-    def block(rs: Sequence[Record]) -> Dict:
+    def block(rs: Sequence[InferenceRecord]) -> Dict:
         scored = [r for r in rs if r.truth is not None]
         total = np.array([r.total_ms for r in rs]) if rs else np.zeros(0)
         infer = np.array([r.inference_ms for r in rs]) if rs else np.zeros(0)

@@ -19,88 +19,22 @@ ROS-free: messages are ``rosbags`` objects and the message -> array converters a
 (the CLI passes ``sentryfuse_ros.msg_arrays.modality_inputs``, the node's own).
 """
 import dataclasses
-import pathlib
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 
 from sentryfuse_ros.core.replay.faults import (  # noqa: F401  (re-exported: a replay's inputs)
     DropWindow, Faults, LabelTrack, faults_dict, load_battery_profile, load_label_csv, parse_drop, profile_at)
-from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource, ReadStats, TopicMap, iter_messages
-from sentryfuse_ros.core.config import check, from_dict, read_yaml
-from sentryfuse_ros.core.runtime.engine import EngineConfig, PerceptionEngine
+from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource, ReadStats, iter_messages
+from sentryfuse_ros.core.runtime.engine import PerceptionEngine
 from sentryfuse_ros.core.runtime.inputs import SensorInputs
-from sentryfuse_ros.core.errors import BagError, ConfigError
-from sentryfuse_ros.core.runtime.health import (DEFAULT_MODALITY_CONFIGS, STATUS_NAMES, BatteryBudgetConfig,
-                                                HealthState, HealthTracker, TopicMonitorConfig)
+from sentryfuse_ros.core.runtime.health import STATUS_NAMES, HealthState, HealthTracker
+from sentryfuse_ros.core.replay.settings import (  # noqa: F401  (re-exported: a replay's configuration)
+    HealthSettings, ReplayConfig, ReplaySettings, health_settings, load_replay_config)
+from sentryfuse_ros.core.runtime.record import STAGES, InferenceRecord, build_record  # noqa: F401  (STAGES re-exported)
+from sentryfuse_ros.core.replay.schedule import TickSchedule
 
-STAGES = ('convert_ms', 'preprocess_ms', 'reconfigure_ms', 'inference_ms', 'total_ms', 'sensor_age_ms')
 MakeConverters = Callable[[Mapping[str, str], int], Dict[str, Callable]]
-
-
-@dataclasses.dataclass(frozen=True)
-class HealthSettings:
-    """The health_monitor node's parameters, for the replayed tracker."""
-    update_rate: float = 10.0  # [Hz] health checks on the bag clock
-    camera: TopicMonitorConfig = DEFAULT_MODALITY_CONFIGS['camera']  # thresholds
-    lidar: TopicMonitorConfig = DEFAULT_MODALITY_CONFIGS['lidar']
-    audio: TopicMonitorConfig = DEFAULT_MODALITY_CONFIGS['audio']
-    battery: BatteryBudgetConfig = BatteryBudgetConfig()  # battery -> compute budget table
-
-    def __post_init__(self):
-        check(isinstance(self.update_rate, (int, float)) and 0 < self.update_rate <= 1000,
-              'health.update_rate', self.update_rate, 'a rate in (0, 1000] Hz')
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplaySettings:
-    """How the replay itself runs."""
-    rate: float = 10.0                 # [Hz] inferences on the bag clock (trigger: timer)
-    trigger: str = 'timer'             # 'timer' (at rate) | 'camera' (one inference per camera frame)
-    label_transition_s: float = 1.0    # predictions this soon after a label change are not scored
-    battery_feed_hz: float = 1.0       # [Hz] a battery profile is fed to the budget table this often
-    device: str = 'cpu'                # 'cpu' | 'cuda'
-    checkpoint: str = ''               # model; '' = models/sentryfuse_sim.pt
-    use_health: bool = True            # false (--ignore-health): infer on every fresh sample, without the
-                                       # health monitor's rate limits (short or sparse bags); budgets still apply
-
-    def __post_init__(self):
-        check(isinstance(self.rate, (int, float)) and 0 < self.rate <= 1000, 'replay.rate',
-              self.rate, 'a rate in (0, 1000] Hz')
-        check(self.trigger in ('timer', 'camera'), 'replay.trigger', self.trigger, "'timer' or 'camera'")
-        check(isinstance(self.label_transition_s, (int, float)) and self.label_transition_s >= 0,
-              'replay.label_transition_s', self.label_transition_s, 'seconds >= 0')
-        check(isinstance(self.battery_feed_hz, (int, float)) and self.battery_feed_hz > 0,
-              'replay.battery_feed_hz', self.battery_feed_hz, 'a positive rate [Hz]')
-        check(self.device in ('cpu', 'cuda'), 'replay.device', self.device, "'cpu' or 'cuda'")
-        check(isinstance(self.use_health, bool), 'replay.use_health', self.use_health, 'true or false')
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplayConfig:
-    """config/replay.yaml: topic map, health, engine and replay settings."""
-    topics: TopicMap = TopicMap()               # bag topic of each modality
-    health: HealthSettings = HealthSettings()   # health monitor thresholds and battery table
-    engine: EngineConfig = EngineConfig()       # perception engine (max ages, budget levels)
-    replay: ReplaySettings = ReplaySettings()   # inference rate, trigger, labels, device
-
-
-def load_replay_config(path=None) -> ReplayConfig:
-    """ReplayConfig from a YAML file (defaults when ``path`` is None); unknown keys rejected."""
-    if path is None:
-        return ReplayConfig()
-    path = pathlib.Path(path)
-    data = read_yaml(path, 'replay config')
-    try:
-        return from_dict(ReplayConfig, data, where='')
-    except (ConfigError, BagError) as exc:
-        raise ConfigError(f'replay config {str(path)!r}: {exc}') from exc
-
-
-# ---------------------------------------------------------------------------- fault injection
-
-
-# ---------------------------------------------------------------------------- ground truth
 
 
 # ---------------------------------------------------------------------------- the replay
@@ -112,7 +46,7 @@ class ReplayResult:
     mapping: Dict[str, str]                  # modality -> topic
     notes: List[str]
     class_names: Tuple[str, ...]
-    records: List[Dict[str, Any]]            # one per inference (t, label, truth, modalities, ...)
+    records: List[InferenceRecord]           # one per inference
     availability: List[Dict[str, Any]]       # one per health check (t, live, budget, battery)
     read: Dict[str, Any]                     # ReadStats.to_dict() + injected drops
     faults: Dict[str, Any]
@@ -147,10 +81,11 @@ class BagDriver:
     """The replay loop: one bag drives HealthTracker + the engine's input stage on the bag clock.
 
     Every sensor message is an arrival for the tracker and a sample for ``inputs`` (camera and lidar
-    converted on arrival, so every malformed frame is counted, used or not); health checks, battery
-    feeds and inference ticks run on the bag clock as in the nodes. What an inference tick does is
-    :meth:`on_infer`: :class:`OfflineReplay` runs the model, the bag-dataset builder
-    (``core/replay/dataset.py``) stores the prepared inputs for training.
+    converted on arrival, see :meth:`_push_sample`); health checks, battery feeds and inference
+    ticks run on the bag clock (:class:`TickSchedule`) as the nodes' timers do. What an inference
+    tick does is :meth:`on_infer`:
+    :class:`OfflineReplay` runs the model, the bag-dataset builder (``core/replay/dataset.py``)
+    stores the prepared inputs for training.
 
     Args:
         inputs: the input stage (a PerceptionEngine's ``inputs``, or a model-free SensorInputs).
@@ -171,7 +106,11 @@ class BagDriver:
             battery = dataclasses.replace(battery, compute_budget_override=float(faults.budget))
         self.tracker = HealthTracker({m: getattr(config.health, m) for m in SENSOR_MODALITIES}, battery)
         self.track = LabelTrack(config.replay.label_transition_s)
-        self.arrival_ms: Dict[str, float] = {}   # conversion time of the newest camera/lidar sample [ms]
+        self.origin = 0.0                          # bag start [s] of the bag being driven
+        self.state: Optional[HealthState] = None   # the newest health check (None before the first)
+        self.availability: List[Dict[str, Any]] = []  # one row per health check
+        self.injected: Dict[str, int] = {}         # messages removed or replaced by fault injection
+        self.arrival_ms: Dict[str, float] = {}     # conversion time of the newest camera/lidar sample [ms]
 
     def on_infer(self, t: float, origin: float, live: Optional[List[str]], budget: float) -> None:
         """An inference tick at ``t`` s of bag time (``origin`` = bag start [s]); ``live`` None = no health
@@ -186,102 +125,111 @@ class BagDriver:
 
         Returns {'info', 'mapping', 'stats', 'availability', 'injected', 'unknown_types', 'labels_source'}.
         """
-        cfg, rp = self.config, self.config.replay
         stats = ReadStats()
-        availability: List[Dict[str, Any]] = []
-        injected: Dict[str, int] = {}
         bag_labels = self.labels is None
-        self.track = self.labels if self.labels is not None else LabelTrack(rp.label_transition_s)
-        track = self.track
-        arrival_ms = self.arrival_ms
+        self.track = self.labels if self.labels is not None else LabelTrack(self.config.replay.label_transition_s)
+        self.state, self.availability, self.injected = None, [], {}
         with BagSource(bag_path) as bag:
             info = bag_info(bag)
-            mapping, _ = bag.resolve(cfg.topics)
-            types = {m: bag.topics[t]['type'] for m, t in mapping.items()}
-            converters = self.make_converters(types, self.inputs.pre.audio_rate)
+            mapping, _ = bag.resolve(self.config.topics)
+            converters = self.make_converters({m: bag.topics[t]['type'] for m, t in mapping.items()},
+                                              self.inputs.pre.audio_rate)
             start_ns, duration = info['start_ns'], info['duration_s']
-            origin = start_ns / 1e9
-            clock = {'health': 0, 'infer': 1, 'battery': 0}
-            state: List[Optional[HealthState]] = [None]
-
-            def health_tick(t: float) -> None:
-                state[0] = self.tracker.check(origin + t)
-                s = state[0]
-                availability.append({'t': t, 'live': dict(zip(s.modalities, s.live)),
-                                     'status': dict(zip(s.modalities, s.status)),
-                                     'budget': s.compute_budget, 'battery': s.battery_percentage})
-
-            def infer(t: float) -> None:
-                s = state[0]
-                live = None if s is None or not rp.use_health else [m for m, ok in zip(s.modalities, s.live) if ok]
-                budget = 1.0 if s is None else float(s.compute_budget)
-                self.on_infer(t, origin, live, budget)
-
-            def battery_feed(t: float) -> None:
-                self.tracker.on_battery(origin + t, profile_at(self.faults.battery_profile, t))
-                state[0] = self.tracker.check(origin + t, advance=False)
-
-            periods = {'health': 1.0 / cfg.health.update_rate, 'infer': 1.0 / rp.rate,
-                       'battery': 1.0 / rp.battery_feed_hz}
-            actions = {'health': health_tick, 'infer': infer, 'battery': battery_feed}
-            active = ['health'] + (['infer'] if rp.trigger == 'timer' else []) + \
-                (['battery'] if self.faults.battery_profile else [])
-
-            def advance_to(t_end: float, inclusive: bool = False) -> None:
-                while True:
-                    due = min(active, key=lambda k: (clock[k] * periods[k], active.index(k)))
-                    t_due = clock[due] * periods[due]
-                    if t_due > t_end or (t_due == t_end and not inclusive):
-                        return
-                    actions[due](t_due)
-                    clock[due] += 1
-
-            n_done = 0
-            for bm in iter_messages(bag, cfg.topics, stats=stats):
+            self.origin = start_ns / 1e9
+            schedule = self._schedule()
+            for n_done, bm in enumerate(iter_messages(bag, self.config.topics, stats=stats), start=1):
                 t = (bm.t_ns - start_ns) / 1e9
-                advance_to(t)
-                n_done += 1
+                self._run_due(schedule, t)
                 if self.progress is not None and n_done % 200 == 0:
-                    self.progress(min(1.0, t / duration) if duration else 1.0,
-                                  f'{t:.1f}/{duration:.1f} s bag time, {self.progress_text()}')
-                if self.faults.dropped(bm.modality, t):
-                    injected[bm.modality] = injected.get(bm.modality, 0) + 1
-                    continue
-                if bm.msg is None:
-                    continue
-                if bm.modality in SENSOR_MODALITIES:
-                    self.tracker.on_message(bm.modality, origin + t)   # an arrival, as the raw subscription sees
-                    payload, converter = bm.msg, converters[bm.modality]
-                    if bm.modality != 'audio':
-                        # converted on arrival, so every malformed frame is counted, used or not (a
-                        # short bag's frames may never be inferred on); audio is converted by push
-                        c0 = time.perf_counter()
-                        try:
-                            payload, converter = converter(bm.msg), None
-                        except Exception as exc:  # noqa: BLE001 - counted like the node's, never fatal
-                            self.inputs.record_error(bm.modality, exc)
-                            continue
-                        arrival_ms[bm.modality] = (time.perf_counter() - c0) * 1e3
-                    self.inputs.push(bm.modality, payload, stamp_seconds(bm.msg, origin + t),
-                                     converter, received_s=origin + t)
-                    if bm.modality == 'camera' and rp.trigger == 'camera':
-                        infer(t)
-                elif bm.modality == 'battery':
-                    if self.faults.battery_profile:
-                        injected['battery_replaced'] = injected.get('battery_replaced', 0) + 1
-                        continue
-                    self.tracker.on_battery(origin + t, float(bm.msg.percentage),
-                                            float(bm.msg.charge), float(bm.msg.capacity))
-                    state[0] = self.tracker.check(origin + t, advance=False)
-                elif bm.modality == 'labels' and bag_labels:
-                    track.add(t, str(bm.msg.data))
-            advance_to(duration, inclusive=True)
+                    self._report_progress(t, duration)
+                self._on_message(bm, t, converters, bag_labels)
+            self._run_due(schedule, duration, inclusive=True)
         if self.progress is not None:
-            self.progress(1.0, f'{duration:.1f}/{duration:.1f} s bag time, {self.progress_text()}')
-        return {'info': info, 'mapping': mapping, 'stats': stats, 'availability': availability,
-                'injected': injected, 'unknown_types': dict(bag.unknown_types),
+            self._report_progress(duration, duration)
+        return {'info': info, 'mapping': mapping, 'stats': stats, 'availability': self.availability,
+                'injected': self.injected, 'unknown_types': dict(bag.unknown_types),
                 'labels_source': ('file' if not bag_labels else
                                   f'topic {mapping["labels"]}' if 'labels' in mapping else '')}
+
+    # -- the bag clock's timers ------------------------------------------------------------
+    def _schedule(self) -> TickSchedule:
+        """Health checks from 0 s, inference ticks from one period (trigger: timer), battery feeds from 0 s
+        (with a battery profile)."""
+        rp = self.config.replay
+        order = ['health'] + (['infer'] if rp.trigger == 'timer' else []) + \
+            (['battery'] if self.faults.battery_profile else [])
+        periods = {'health': 1.0 / self.config.health.update_rate, 'infer': 1.0 / rp.rate,
+                   'battery': 1.0 / rp.battery_feed_hz}
+        return TickSchedule(periods, order, first={'infer': 1})
+
+    def _run_due(self, schedule: TickSchedule, t_end: float, inclusive: bool = False) -> None:
+        actions = {'health': self._health_tick, 'infer': self._infer_tick, 'battery': self._battery_feed}
+        for name, t in schedule.due(t_end, inclusive):
+            actions[name](t)
+
+    def _health_tick(self, t: float) -> None:
+        s = self.state = self.tracker.check(self.origin + t)
+        self.availability.append({'t': t, 'live': dict(zip(s.modalities, s.live)),
+                                  'status': dict(zip(s.modalities, s.status)),
+                                  'budget': s.compute_budget, 'battery': s.battery_percentage})
+
+    def _infer_tick(self, t: float) -> None:
+        s = self.state
+        use = s is not None and self.config.replay.use_health
+        live = [m for m, ok in zip(s.modalities, s.live) if ok] if use else None
+        self.on_infer(t, self.origin, live, 1.0 if s is None else float(s.compute_budget))
+
+    def _battery_feed(self, t: float) -> None:
+        self.tracker.on_battery(self.origin + t, profile_at(self.faults.battery_profile, t))
+        self.state = self.tracker.check(self.origin + t, advance=False)
+
+    # -- the bag's messages ----------------------------------------------------------------
+    def _on_message(self, bm, t: float, converters: Mapping[str, Callable], bag_labels: bool) -> None:
+        """One bag message at ``t`` s of bag time: a sensor sample, a battery reading or a label."""
+        if self.faults.dropped(bm.modality, t):
+            self.injected[bm.modality] = self.injected.get(bm.modality, 0) + 1
+            return
+        if bm.msg is None:
+            return
+        now = self.origin + t
+        if bm.modality in SENSOR_MODALITIES:
+            self.tracker.on_message(bm.modality, now)   # an arrival, as the raw subscription sees
+            if self._push_sample(bm.modality, bm.msg, now, converters[bm.modality]) and \
+                    bm.modality == 'camera' and self.config.replay.trigger == 'camera':
+                self._infer_tick(t)
+        elif bm.modality == 'battery':
+            if self.faults.battery_profile:
+                self.injected['battery_replaced'] = self.injected.get('battery_replaced', 0) + 1
+                return
+            self.tracker.on_battery(now, float(bm.msg.percentage), float(bm.msg.charge), float(bm.msg.capacity))
+            self.state = self.tracker.check(now, advance=False)
+        elif bm.modality == 'labels' and bag_labels:
+            self.track.add(t, str(bm.msg.data))
+
+    def _push_sample(self, modality: str, msg: Any, now: float, converter: Callable) -> bool:
+        """Push one sensor message into the input stage; False when its conversion failed (counted).
+
+        Camera and lidar are converted here, on arrival, where the node converts when an inference
+        uses them: the replay's report names every malformed frame of the bag, inferred on or not
+        (a short bag's frames may never be). The predictions are the same either way; the time is
+        kept in ``arrival_ms`` and counted in the next inference that uses the sample, as the node
+        counts it. Audio is converted by ``push``, as in the node.
+        """
+        payload = msg
+        if modality != 'audio':
+            c0 = time.perf_counter()
+            try:
+                payload, converter = converter(msg), None
+            except Exception as exc:  # noqa: BLE001 - counted like the node's, never fatal
+                self.inputs.record_error(modality, exc)
+                return False
+            self.arrival_ms[modality] = (time.perf_counter() - c0) * 1e3
+        self.inputs.push(modality, payload, stamp_seconds(msg, now), converter, received_s=now)
+        return True
+
+    def _report_progress(self, t: float, duration: float) -> None:
+        self.progress(min(1.0, t / duration) if duration else 1.0,
+                      f'{t:.1f}/{duration:.1f} s bag time, {self.progress_text()}')
 
 
 class OfflineReplay(BagDriver):
@@ -297,7 +245,7 @@ class OfflineReplay(BagDriver):
                  progress: Optional[Callable[[float, str], None]] = None):
         super().__init__(engine.inputs, config, make_converters, faults=faults, labels=labels, progress=progress)
         self.engine = engine
-        self.records: List[Dict[str, Any]] = []
+        self.records: List[InferenceRecord] = []
 
     def progress_text(self) -> str:
         return f'{len(self.records)} inferences'
@@ -310,19 +258,11 @@ class OfflineReplay(BagDriver):
         # camera/lidar were converted on arrival; their conversion counts here, as in the node
         arrival = sum(self.arrival_ms.get(m, 0.0) for m in result.modalities_used)
         result.convert_ms += arrival
-        total_ms = (time.perf_counter() - t0) * 1e3 + arrival
         t_sample = result.stamp_s - origin  # the newest sample used, on the bag clock
-        track = self.track
-        self.records.append({
-            't': t, 't_sample': t_sample, 'label': result.label, 'class_id': result.class_id,
-            'truth': track.truth(t_sample) if len(track) else None,
-            'confidence': result.confidence, 'scores': [float(x) for x in result.scores],
-            'modalities': list(result.modalities_used), 'budget': result.compute_budget,
-            'gflops': result.gflops, 'subnetwork': result.subnetwork, 'stamp_s': result.stamp_s,
-            'stamps': {m: self.engine.stamp_of(m) - origin for m in result.modalities_used},
-            'convert_ms': result.convert_ms, 'preprocess_ms': result.preprocess_ms,
-            'reconfigure_ms': result.reconfigure_ms, 'inference_ms': result.inference_ms,
-            'total_ms': total_ms, 'sensor_age_ms': result.sensor_age_ms})
+        self.records.append(build_record(
+            result, t=t, origin_s=origin, total_ms=(time.perf_counter() - t0) * 1e3 + arrival,
+            truth=self.track.truth(t_sample) if len(self.track) else None,
+            stamps={m: self.engine.stamp_of(m) - origin for m in result.modalities_used}))
 
     def run(self, bag_path) -> ReplayResult:
         """Replay ``bag_path``; BagError for a missing/corrupt bag or a required topic that is absent."""
@@ -348,7 +288,7 @@ class OfflineReplay(BagDriver):
 
 
 def never_used_warnings(config: ReplayConfig, mapping: Mapping[str, str], read: Mapping[str, int],
-                        availability: List[Dict[str, Any]], records: List[Dict[str, Any]],
+                        availability: List[Dict[str, Any]], records: List[InferenceRecord],
                         injected: Optional[Mapping[str, int]] = None) -> List[str]:
     """Why each mapped sensor was never used: its message count against the health limits it failed.
 
@@ -356,7 +296,7 @@ def never_used_warnings(config: ReplayConfig, mapping: Mapping[str, str], read: 
     limits, so no modality becomes live and nothing is inferred: say which topics, how many
     messages, which limit, and the flag that relaxes it.
     """
-    used = {m for r in records for m in r['modalities']}
+    used = {m for r in records for m in r.modalities}
     out = []
     for m in SENSOR_MODALITIES:
         if m not in mapping or m in used:

@@ -15,8 +15,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from sentryfuse_ros.core.errors import ConfigError
-from sentryfuse_ros.core.replay.phases import Phase, Record, format_summary, summarize
+from sentryfuse_ros.core.replay.phases import Phase, format_summary, summarize
 from sentryfuse_ros.core.replay.replay import STAGES, ReplayResult
+from sentryfuse_ros.core.runtime.record import InferenceRecord
 
 PLOTS = ('accuracy_budget.png', 'availability.png', 'latency.png', 'overview.png')
 MODALITY_COLOURS = {'camera': 'tab:blue', 'lidar': 'tab:orange', 'audio': 'tab:green'}
@@ -30,19 +31,22 @@ def _pcts(values: Sequence[float]) -> Dict[str, Any]:
             'mean': float(arr.mean()), 'max': float(arr.max())}
 
 
-def _accuracy(records: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    scored = [r for r in records if r['truth'] is not None]
-    correct = sum(r['label'] == r['truth'] for r in scored)
+def _accuracy(records: Sequence[InferenceRecord]) -> Dict[str, Any]:
+    scored = [r for r in records if r.truth is not None]
+    correct = sum(r.label == r.truth for r in scored)
     return {'n': len(records), 'n_scored': len(scored),
             'accuracy': correct / len(scored) if scored else None}
 
 
-def condition_of(record: Dict[str, Any]) -> str:
-    return f"{'+'.join(record['modalities'])} @ {record['budget']:.2f}"
+def condition_of(record: InferenceRecord) -> str:
+    return f"{'+'.join(record.modalities)} @ {record.budget:.2f}"
 
 
 def build_metrics(result: ReplayResult, phases: Sequence[Phase] = ()) -> Dict[str, Any]:
     """All figures of one replay as JSON-ready data.
+
+    Longer than most: most of it is the one literal that is the layout of metrics.json, kept whole
+    so the file's structure reads in one place.
 
     Args:
         result: what the replay produced.
@@ -52,27 +56,24 @@ def build_metrics(result: ReplayResult, phases: Sequence[Phase] = ()) -> Dict[st
     recs = result.records
     duration = result.bag.get('duration_s', 0.0)
     phases = list(phases) or [Phase(0.0, max(duration, 1e-9) + 1e-6, 'whole bag')]
-    has_labels = any(r['truth'] is not None for r in recs)
-    summary = summarize([Record(t=r['t'], label=r['label'], truth=r['truth'], modalities=tuple(r['modalities']),
-                                budget=r['budget'], gflops=r['gflops'], subnetwork=r['subnetwork'],
-                                total_ms=r['total_ms'], inference_ms=r['inference_ms'],
-                                reconfigure_ms=r['reconfigure_ms']) for r in recs], phases)
-    conditions: Dict[str, List[Dict[str, Any]]] = {}
+    has_labels = any(r.truth is not None for r in recs)
+    summary = summarize(recs, phases)
+    conditions: Dict[str, List[InferenceRecord]] = {}
     for r in recs:
         conditions.setdefault(condition_of(r), []).append(r)
     classes = list(result.class_names)
-    truths = sorted({r['truth'] for r in recs if r['truth'] is not None} - set(classes))
+    truths = sorted({r.truth for r in recs if r.truth is not None} - set(classes))
     rows = classes + truths  # truth labels the model does not know get their own rows
     confusion = [[0] * len(classes) for _ in rows]
     for r in recs:
-        if r['truth'] is not None:
-            confusion[rows.index(r['truth'])][classes.index(r['label'])] += 1
+        if r.truth is not None:
+            confusion[rows.index(r.truth)][classes.index(r.label)] += 1
     modalities = sorted({m for a in result.availability for m in a['live']},
                         key=lambda m: list(MODALITY_COLOURS).index(m) if m in MODALITY_COLOURS else 9)
     avail = result.availability
     budgets: Dict[str, int] = {}
     for r in recs:
-        budgets[f"{r['budget']:.2f}"] = budgets.get(f"{r['budget']:.2f}", 0) + 1
+        budgets[f"{r.budget:.2f}"] = budgets.get(f"{r.budget:.2f}", 0) + 1
     wall = result.wall_s
     return {
         'mode': result.mode,
@@ -93,7 +94,7 @@ def build_metrics(result: ReplayResult, phases: Sequence[Phase] = ()) -> Dict[st
             'confusion': {'rows_truth': rows, 'cols_predicted': classes, 'counts': confusion},
             'unknown_truth_labels': truths,
         },
-        'latency_ms': {stage: _pcts([r[stage] for r in recs]) for stage in STAGES},
+        'latency_ms': {stage: _pcts([getattr(r, stage) for r in recs]) for stage in STAGES},
         'availability': {
             'fraction_live': {m: (sum(a['live'][m] for a in avail) / len(avail)) if avail else None
                               for m in modalities},
@@ -132,16 +133,16 @@ def plot_accuracy_budget(ax, result: ReplayResult, phases: Sequence[Phase], wind
     recs = result.records
     t_end = result.bag.get('duration_s', 0.0)
     _shade(ax, phases, t_end)
-    scored = [r for r in recs if r['truth'] is not None]
+    scored = [r for r in recs if r.truth is not None]
     if scored:
-        ts = np.array([r['t'] for r in scored])
-        ok = np.array([r['label'] == r['truth'] for r in scored], dtype=float)
+        ts = np.array([r.t for r in scored])
+        ok = np.array([r.label == r.truth for r in scored], dtype=float)
         acc = [ok[(ts > t - window_s) & (ts <= t)].mean() for t in ts]  # trailing window
         ax.plot(ts, acc, color='tab:purple', label=f'accuracy (trailing {window_s:g} s)')
     else:
         ax.text(0.5, 0.5, 'no labels: accuracy not available', transform=ax.transAxes, ha='center')
     if recs:
-        ax.step([r['t'] for r in recs], [r['budget'] for r in recs], where='post', color='k',
+        ax.step([r.t for r in recs], [r.budget for r in recs], where='post', color='k',
                 lw=1.2, label='compute budget used')
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlim(0, max(t_end, 1e-3))
@@ -160,7 +161,7 @@ def plot_availability(ax, result: ReplayResult, phases: Sequence[Phase]) -> None
     for row, m in enumerate(mods):
         spans = [(a['t'], step) for a in avail if a['live'].get(m)]
         ax.broken_barh(spans, (row + 0.55, 0.4), color=MODALITY_COLOURS[m], alpha=0.5)
-        used = [r['t'] for r in recs if m in r['modalities']]
+        used = [r.t for r in recs if m in r.modalities]
         ax.plot(used, [row + 0.35] * len(used), '|', color=MODALITY_COLOURS[m], ms=4)
     ax.set_yticks([i + 0.5 for i in range(len(mods))], mods)
     ax.set_ylim(0, max(len(mods), 1))
@@ -173,7 +174,7 @@ def plot_latency(ax, result: ReplayResult) -> None:
     recs = result.records
     for stage, colour in (('total_ms', 'k'), ('inference_ms', 'tab:red'),
                           ('preprocess_ms', 'tab:blue'), ('convert_ms', 'tab:green')):
-        values = np.array([r[stage] for r in recs if r[stage] > 0])
+        values = np.array([getattr(r, stage) for r in recs if getattr(r, stage) > 0])
         if len(values):
             bins = np.logspace(np.log10(max(values.min(), 1e-3)), np.log10(values.max() * 1.01 + 1e-3), 40)
             ax.hist(values, bins=bins, histtype='step', color=colour,
@@ -291,7 +292,7 @@ def write_report(out, result: ReplayResult, phases: Sequence[Phase] = (), *, ove
         (staging / 'metrics.json').write_text(json.dumps(metrics, indent=1, default=float), encoding='utf-8')
         with open(staging / 'records.jsonl', 'w', encoding='utf-8') as fh:
             for r in result.records:
-                fh.write(json.dumps(r) + '\n')
+                fh.write(json.dumps(r.to_dict()) + '\n')
         (staging / 'report.md').write_text(report_markdown(metrics), encoding='utf-8')
         if out.exists():
             shutil.rmtree(out)

@@ -38,12 +38,13 @@ from sentryfuse_ros.core.runtime import manifest_check
 from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.pruning.prune import SubnetworkCache, Subnetwork
 from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
+from sentryfuse_ros.core.runtime.params import BUDGET_LEVELS
 
 MANIFEST = 'manifest.json'
 STAGE = '.export.partial'  # graphs and manifest are written here first, moved into the folder when all are done
 MANIFEST_FORMAT = 'sentryfuse-onnx'
 MANIFEST_VERSION = 1
-DEFAULT_BUDGETS = (1.0, 0.85, 0.7, 0.5, 0.4)  # the perception node's default budget_levels
+DEFAULT_BUDGETS = BUDGET_LEVELS  # the perception node's default budget_levels
 OUTPUT = 'logits'
 
 
@@ -223,7 +224,7 @@ def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, path
     Args:
         checkpoint: written by ``sentryfuse train``.
         out: output folder (created; existing .onnx files of the same names are replaced).
-        budgets: budget levels (fractions of prunable MACs in (0, 1]).
+        budgets: budget levels (fractions of the live set's dense forward FLOPs, checked by the caller).
         subsets: 'camera+lidar' style names; None = every non-empty subset of the model's modalities.
         samples: sample inputs per graph for the torch check.
         atol: allowed max |logits difference| between onnxruntime and torch.

@@ -95,6 +95,7 @@ def _test_set(model):
     return MultimodalTensors(x, torch.arange(10) % 2, ('a', 'b'))
 
 
+@pytest.mark.slow
 def test_quick_grid_end_to_end_and_resume(tmp_path, capsys):
     out, cache = tmp_path / 'q.json', tmp_path / 'cache'
     args = ['bench', '--quick', '--config', str(ROOT / 'config' / 'bench.yaml'), '--out', str(out),

@@ -80,6 +80,7 @@ def _features(modality, x):
     return torch.nn.functional.avg_pool2d(x, 2).flatten(1)
 
 
+@pytest.mark.slow
 def test_single_modality_confuses_the_designed_pairs():
     torch.manual_seed(0)
     cfg, pre, n, n_train = scenes.SceneConfig(), PreprocessConfig(image_size=16, bev_size=16), 480, 360

@@ -17,6 +17,7 @@ def exported(tmp_path_factory, checkpoint):
     return export_dir(tmp_path_factory, checkpoint)
 
 
+@pytest.mark.slow
 def test_onnxruntime_accuracy_equals_torch_fp32(exported, checkpoint, tmp_path, capsys):
     out = tmp_path / 'ort.json'
     assert cli.main(['evaluate', '--checkpoint', str(checkpoint), '--seed', '1000', '--n', '40', '--budgets',
@@ -38,6 +39,7 @@ def test_bf16_accuracy_is_reported_against_fp32(checkpoint):
     assert 'torch cpu bf16 vs eager torch fp32' in format_runtime_table(result)
 
 
+@pytest.mark.slow
 def test_refused_runtimes_and_foreign_exports(exported, checkpoint, tmp_path):
     with pytest.raises(RuntimeChoiceError, match="precision='bf16': this CPU has no native bf16"):
         runtime_accuracy(checkpoint, seed=1000, n=4, choice=RuntimeChoice(precision='bf16'),

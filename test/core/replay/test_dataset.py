@@ -42,6 +42,7 @@ def bags(tmp_path_factory):
             sim_bag(tmp / 'plain_sqlite', duration=4.0, storage='sqlite3'))
 
 
+@pytest.mark.slow
 def test_samples_are_the_replays_inferences(trained, bags, tmp_path):
     result = build(bags, tmp_path / 'ds')
     ds = BagDataset(result.path)
@@ -53,15 +54,15 @@ def test_samples_are_the_replays_inferences(trained, bags, tmp_path):
     engine = PerceptionEngine(model, gate.scores)
     with torch.inference_mode():
         records = OfflineReplay(engine, ReplayConfig(), engine_converters).run(bags[0]).records
-    labelled = [r for r in records if r['truth'] is not None]
+    labelled = [r for r in records if r.truth is not None]
     drop = m['bags'][0]
     assert drop['samples'] == len(labelled) and drop['unlabelled'] == len(records) - len(labelled)
     mask = ds.bag_index == 0
     t = np.fromfile(result.path / 'shard-0000' / 't.f64')
-    assert np.allclose(t, [r['t'] for r in labelled])
+    assert np.allclose(t, [r.t for r in labelled])
     assert [tuple(m for m, p in zip(ALL, row) if p) for row in ds.present[mask]] == \
-        [tuple(r['modalities']) for r in labelled]
-    assert [ds.class_names[i] for i in ds.labels[mask]] == [r['truth'] for r in labelled]
+        [tuple(r.modalities) for r in labelled]
+    assert [ds.class_names[i] for i in ds.labels[mask]] == [r.truth for r in labelled]
     # the 2 s lidar dropout gives real camera+audio samples, kept (half its ticks are label transitions)
     assert drop['modality_sets'].get('camera+audio', 0) >= 8
     assert sum(drop['modality_sets'].values()) == drop['samples']
@@ -111,6 +112,7 @@ def test_kitti_frames_with_a_label_csv(shared_data, tmp_path):
     assert len(ds) == 17 and ds.inputs(np.arange(17), ('camera',))['camera'].std() > 0.1
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption(bags, tmp_path):
     def interrupt(frac, text):
         if 'bag 2/2' in text:

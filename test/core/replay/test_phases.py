@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from sentryfuse_ros.core.replay.phases import Phase, Record, format_summary, phase_of, scenario_phases, summarize
+from sentryfuse_ros.core.replay.phases import Phase, format_summary, scenario_phases, summarize
+from sentryfuse_ros.core.runtime.record import InferenceRecord
 from sentryfuse_ros.core.sim.scenario import Scenario
 
 
@@ -44,16 +45,12 @@ def test_phases_end_at_duration_when_events_come_later():
     assert scenario_phases(s, duration=10.0) == [Phase(0.0, 10.0, 'all sensors')]
 
 
-def test_phase_of():
-    phases = [Phase(0.0, 5.0, 'a'), Phase(5.0, math.inf, 'b')]
-    assert phase_of(phases, 0.0).name == 'a' and phase_of(phases, 5.0).name == 'b'
-    assert phase_of(phases, 1e9).name == 'b' and phase_of(phases, -0.1) is None
-
-
 def rec(t, label, truth, sub='c+l+a@1.00', total=10.0, infer=4.0, reconf=0.0, mods=('camera', 'lidar', 'audio'),
         gflops=0.02):
-    return Record(t=t, label=label, truth=truth, modalities=mods, budget=1.0, gflops=gflops, subnetwork=sub,
-                  total_ms=total, inference_ms=infer, reconfigure_ms=reconf)
+    return InferenceRecord(t=t, t_sample=t, label=label, class_id=0, truth=truth, confidence=1.0, scores=(1.0,),
+                           modalities=mods, budget=1.0, gflops=gflops, subnetwork=sub, stamp_s=t, convert_ms=0.0,
+                           preprocess_ms=0.0, reconfigure_ms=reconf, inference_ms=infer, total_ms=total,
+                           sensor_age_ms=0.0)
 
 
 def test_summarize_per_phase_and_switches():

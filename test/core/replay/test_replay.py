@@ -44,7 +44,7 @@ def direct_scores(trained, record, stream: SceneStream) -> np.ndarray:
     model, gate = trained
     engine = PerceptionEngine(model, gate.scores)
     tensors = {}
-    for m, t in record['stamps'].items():
+    for m, t in record.stamps.items():
         if m == 'camera':
             x = pp.preprocess_camera(stream.camera(t), engine.pre)
         elif m == 'lidar':
@@ -56,7 +56,7 @@ def direct_scores(trained, record, stream: SceneStream) -> np.ndarray:
             pcm = np.concatenate(frames)[-n:]
             x[n - len(pcm):] = pcm
         tensors[m] = torch.as_tensor(np.asarray(x)).unsqueeze(0)  # (1, ...)
-    sub = engine.cache.get(tuple(record['stamps']), record['budget'])
+    sub = engine.cache.get(tuple(record.stamps), record.budget)
     with torch.inference_mode():
         return torch.softmax(sub.model(tensors), dim=-1)[0].numpy()  # (K,)
 
@@ -67,21 +67,21 @@ def test_simulated_bag_replays_with_the_engine_accuracy_on_the_same_arrays(tmp_p
     result = replay(trained, bag)
     recs = result.records
     assert result.mapping['labels'] == SIM.labels_topic and len(recs) >= 30  # 10 Hz after warm-up
-    assert [r['t'] for r in recs] == sorted(r['t'] for r in recs)
+    assert [r.t for r in recs] == sorted(r.t for r in recs)
     stream = SceneStream(dataclasses.replace(SCENE_PRESETS['sim6'], image_size=SIM.image_size,
                                              lidar_points=SIM.lidar_points), seed=SIM.seed,
                          scene_duration_s=SIM.scene_duration_s)
     direct = [direct_scores(trained, r, stream) for r in recs]
     # the bag path (render -> CDR -> rosbags -> converters) changes only audio (16-bit PCM)
-    np.testing.assert_allclose(np.array([r['scores'] for r in recs]), np.array(direct), atol=2e-3)
-    truth = [r['truth'] for r in recs]
-    assert {t for t in truth if t is not None} <= {stream.scene_at(r['t_sample']).label for r in recs}
-    assert all(t is None or t == stream.scene_at(r['t_sample']).label for t, r in zip(truth, recs))
-    scored = [(r, d) for r, d in zip(recs, direct) if r['truth'] is not None]
+    np.testing.assert_allclose(np.array([r.scores for r in recs]), np.array(direct), atol=2e-3)
+    truth = [r.truth for r in recs]
+    assert {t for t in truth if t is not None} <= {stream.scene_at(r.t_sample).label for r in recs}
+    assert all(t is None or t == stream.scene_at(r.t_sample).label for t, r in zip(truth, recs))
+    scored = [(r, d) for r, d in zip(recs, direct) if r.truth is not None]
     assert len(scored) >= 20
-    acc_replay = np.mean([r['label'] == r['truth'] for r, _ in scored])
+    acc_replay = np.mean([r.label == r.truth for r, _ in scored])
     names = result.class_names
-    acc_direct = np.mean([names[int(np.argmax(d))] == r['truth'] for r, d in scored])
+    acc_direct = np.mean([names[int(np.argmax(d))] == r.truth for r, d in scored])
     assert abs(acc_replay - acc_direct) <= 1 / len(scored) + 1e-9
 
 
@@ -89,7 +89,7 @@ def test_replay_is_deterministic(tmp_path, trained):
     bag = sim_bag(tmp_path / 'bag', duration=2.0)
     a, b = replay(trained, bag), replay(trained, bag)
     keys = ('t', 'label', 'scores', 'modalities', 'budget', 'stamps')
-    assert [{k: r[k] for k in keys} for r in a.records] == [{k: r[k] for k in keys} for r in b.records]
+    assert [{k: getattr(r, k) for k in keys} for r in a.records] == [{k: getattr(r, k) for k in keys} for r in b.records]
     assert a.availability == b.availability
 
 
@@ -100,26 +100,25 @@ def test_injected_drops_change_modalities_used_exactly_in_their_windows(tmp_path
     hit = replay(trained, bag, faults=Faults(drops=drops))
     cfg = ReplayConfig().health
     warm = 1.0  # every modality live in the baseline from here on
-    assert all(set(r['modalities']) == {'camera', 'lidar', 'audio'} for r in base.records if r['t'] >= warm)
+    assert all(set(r.modalities) == {'camera', 'lidar', 'audio'} for r in base.records if r.t >= warm)
     for window, mon in ((drops[0], cfg.lidar), (drops[1], cfg.audio)):
         m = window.modality
-        # dead once the health timeout passes (+ one check); live again after the rate window
-        # refills and recover_count healthy checks
+        # dead once the health timeout passes (+ one check); live again as fast: within the
+        # timeout and recover_count healthy checks of its return (the gap is not in the rate)
         dead_by = window.start + mon.timeout + 2 / cfg.update_rate
-        back_by = window.end + mon.window_size / (10.0 if m == 'lidar' else 50.0) + \
-            (mon.recover_count + 1) / cfg.update_rate
+        back_by = window.end + mon.timeout + (mon.recover_count + 1) / cfg.update_rate
         for r in hit.records:
-            if r['t'] < warm:
+            if r.t < warm:
                 continue
-            if dead_by <= r['t'] <= window.end:
-                assert m not in r['modalities'], (m, r['t'])
-            elif not window.start <= r['t'] <= back_by:
-                assert m in r['modalities'], (m, r['t'])
-        missing = [r['t'] for r in hit.records if r['t'] >= warm and m not in r['modalities']]
+            if dead_by <= r.t <= window.end:
+                assert m not in r.modalities, (m, r.t)
+            elif not window.start <= r.t <= back_by:
+                assert m in r.modalities, (m, r.t)
+        missing = [r.t for r in hit.records if r.t >= warm and m not in r.modalities]
         assert window.start < min(missing) <= dead_by and window.end <= max(missing) <= back_by
     # before the first window nothing differs at all
-    before = [r for r in base.records if r['t'] < 1.5]
-    assert [r['scores'] for r in before] == [r['scores'] for r in hit.records[:len(before)]]
+    before = [r for r in base.records if r.t < 1.5]
+    assert [r.scores for r in before] == [r.scores for r in hit.records[:len(before)]]
     assert hit.read['injected_drops'] == {'lidar': 15, 'audio': 30}
     live = {a['t']: a['live']['lidar'] for a in hit.availability}
     assert not any(v for t, v in live.items() if dead_by <= t <= 3.0)
@@ -128,20 +127,20 @@ def test_injected_drops_change_modalities_used_exactly_in_their_windows(tmp_path
 def test_fixed_budget_and_battery_profile(tmp_path, trained):
     bag = sim_bag(tmp_path / 'bag', duration=2.0)
     fixed = replay(trained, bag, faults=Faults(budget=0.55))
-    assert {r['budget'] for r in fixed.records} == {0.5}  # 0.55 snaps down to the 0.5 level
+    assert {r.budget for r in fixed.records} == {0.5}  # 0.55 snaps down to the 0.5 level
     profile = ((0.0, 1.0), (0.5, 1.0), (0.6, 0.1))  # fed at 1 Hz: seen at t = 0 and 1 s
     low = replay(trained, bag, faults=Faults(battery_profile=profile))
     assert low.read['injected_drops']['battery_replaced'] == 2
-    assert {r['budget'] for r in low.records if r['t'] < 1.0} == {1.0}
-    assert {r['budget'] for r in low.records if r['t'] >= 1.05} == {0.5}  # battery 10% -> budget 0.5 (a level)
+    assert {r.budget for r in low.records if r.t < 1.0} == {1.0}
+    assert {r.budget for r in low.records if r.t >= 1.05} == {0.5}  # battery 10% -> budget 0.5 (a level)
 
 
 def test_bag_without_labels_still_gives_latency_and_availability(tmp_path, trained):
     bag = sim_bag(tmp_path / 'bag', duration=1.5)
     config = dataclasses.replace(ReplayConfig(), topics=TopicMap(labels=''))
     result = replay(trained, bag, config)
-    assert result.records and all(r['truth'] is None for r in result.records)
-    assert all(r['inference_ms'] > 0 and r['total_ms'] >= r['inference_ms'] for r in result.records)
+    assert result.records and all(r.truth is None for r in result.records)
+    assert all(r.inference_ms > 0 and r.total_ms >= r.inference_ms for r in result.records)
     assert len(result.availability) == 16 and result.labels_source == ''
 
 
@@ -234,6 +233,8 @@ def test_cli_errors_name_the_value(tmp_path, checkpoint):
         _run(base + [str(bag), '--topic', 'radar=/r'])
     with pytest.raises(ConfigError, match=r'--budget=1.5: expected a compute budget in \(0, 1\]'):
         _run(base + [str(bag), '--budget', '1.5'])
+    with pytest.raises(ConfigError, match=r'--budget=0.0: expected a compute budget in \(0, 1\]'):
+        _run(base + [str(bag), '--budget', '0'])   # 0 is not "off": only an absent flag is
     assert not pathlib.Path(out).exists() and not pathlib.Path(out + '.partial').exists()
     # unknown storage plugin and a corrupt storage file
     odd = tmp_path / 'odd'
@@ -253,6 +254,7 @@ def test_cli_errors_name_the_value(tmp_path, checkpoint):
         _run(base + [str(bag)])
 
 
+@pytest.mark.slow
 def test_label_file_gives_the_label_topics_truth(tmp_path, checkpoint):
     from sentryfuse_ros.core.sim.simulate import scene_truth
     bag = sim_bag(tmp_path / 'bag', duration=3.0)
@@ -292,6 +294,7 @@ def _two_per_topic_bag(path, *, malformed_camera: bool = False) -> pathlib.Path:
     return pathlib.Path(path)
 
 
+@pytest.mark.slow
 def test_bag_with_2_messages_per_sensor_topic_explains_0_inferences_and_ignore_health_relaxes_it(
         tmp_path, checkpoint, capsys):
     # old code: 0 inferences, rc 1, no explanation; its malformed frame never reported

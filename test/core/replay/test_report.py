@@ -14,14 +14,15 @@ from sentryfuse_ros.core.replay import report  # noqa: E402
 from sentryfuse_ros.core.errors import ConfigError  # noqa: E402
 from sentryfuse_ros.core.replay.phases import Phase  # noqa: E402
 from sentryfuse_ros.core.replay.replay import STAGES, ReplayResult  # noqa: E402
+from sentryfuse_ros.core.runtime.record import InferenceRecord  # noqa: E402
 
 
 def _record(t, label, truth, modalities=('camera', 'lidar'), budget=1.0, total=5.0):
-    return {'t': t, 't_sample': t, 'label': label, 'class_id': 0, 'truth': truth, 'confidence': 0.9,
-            'scores': [0.9, 0.1], 'modalities': list(modalities), 'budget': budget, 'gflops': 0.01,
-            'subnetwork': f"{'+'.join(modalities)}@{budget:.2f}", 'stamp_s': t, 'convert_ms': 1.0,
-            'preprocess_ms': 2.0, 'reconfigure_ms': 0.01, 'inference_ms': total - 3.0, 'total_ms': total,
-            'sensor_age_ms': 10.0}
+    return InferenceRecord(t=t, t_sample=t, label=label, class_id=0, truth=truth, confidence=0.9,
+                           scores=(0.9, 0.1), modalities=tuple(modalities), budget=budget, gflops=0.01,
+                           subnetwork=f"{'+'.join(modalities)}@{budget:.2f}", stamp_s=t, convert_ms=1.0,
+                           preprocess_ms=2.0, reconfigure_ms=0.01, inference_ms=total - 3.0, total_ms=total,
+                           sensor_age_ms=10.0)
 
 
 def make_result(records, availability=None) -> ReplayResult:
@@ -52,7 +53,7 @@ def test_metrics_from_known_records():
     assert acc['confusion'] == {'rows_truth': ['cat', 'dog', 'fox'], 'cols_predicted': ['cat', 'dog'],
                                 'counts': [[1, 1], [0, 1], [1, 0]]}
     assert acc['unknown_truth_labels'] == ['fox']
-    totals = [r['total_ms'] for r in recs]
+    totals = [r.total_ms for r in recs]
     for q in (50, 95, 99):
         assert m['latency_ms']['total_ms'][f'p{q}'] == pytest.approx(np.percentile(totals, q))
     assert set(m['latency_ms']) == set(STAGES) and m['latency_ms']['convert_ms']['n'] == 5
@@ -71,6 +72,7 @@ def test_metrics_without_labels_or_records():
     assert 'No labels' in report.report_markdown(empty)
 
 
+@pytest.mark.slow
 def test_write_report_is_atomic(tmp_path, monkeypatch):
     result = make_result([_record(0.1 * k, 'cat', 'cat' if k % 3 else 'dog') for k in range(1, 19)])
     out = tmp_path / 'r'

@@ -40,6 +40,7 @@ def feed(engine, seed=0):
     engine.push('audio', audio, 1.0)
 
 
+@pytest.mark.slow
 def test_engine_on_onnxruntime_predicts_what_torch_predicts(exported, trained):
     model, gate = trained
     torch_engine = PerceptionEngine(model, gate.scores, EngineConfig(budget_levels=BUDGETS))
@@ -56,6 +57,7 @@ def test_engine_on_onnxruntime_predicts_what_torch_predicts(exported, trained):
     assert ort_engine.runners.stats['builds'] == 14 and ort_engine.switches == 2
 
 
+@pytest.mark.slow
 def test_switching_between_prebuilt_sessions_is_a_lookup(exported):
     runners = OnnxRunners(exported, ORT_CPU, CAPS)
     runners.prebuild()
@@ -69,6 +71,7 @@ def test_switching_between_prebuilt_sessions_is_a_lookup(exported):
     assert runners.stats['builds'] == 14
 
 
+@pytest.mark.slow
 def test_a_subset_that_was_not_exported_is_named(tmp_path, checkpoint):
     export_checkpoint(checkpoint, tmp_path, budgets=(1.0,), subsets=['audio'], samples=1)
     runners = OnnxRunners(tmp_path, ORT_CPU, CAPS)
@@ -77,6 +80,7 @@ def test_a_subset_that_was_not_exported_is_named(tmp_path, checkpoint):
         runners.get(['camera'], 1.0)
 
 
+@pytest.mark.slow
 def test_onnx_runners_need_an_onnxruntime_choice(exported):
     with pytest.raises(RuntimeChoiceError, match="backend='torch': expected 'onnxruntime'"):
         OnnxRunners(exported, RuntimeChoice(), CAPS)
@@ -97,6 +101,7 @@ def test_bf16_runners_stay_close_to_fp32(checkpoint):
     assert (got - ref).abs().max() < 0.1 * ref.abs().max()
 
 
+@pytest.mark.slow
 def test_cuda_sessions_ask_for_tensorrt_with_an_engine_cache_in_the_export(exported):
     import shutil
     jetson = Capabilities(cuda=True, ort_providers=('TensorrtExecutionProvider', 'CUDAExecutionProvider',

@@ -26,6 +26,7 @@ def exported(tmp_path_factory, checkpoint):
     return folder
 
 
+@pytest.mark.slow
 def test_every_subset_at_two_budgets_matches_torch_in_onnxruntime(exported, trained):
     model, gate = trained
     manifest = export.load_manifest(exported)
@@ -47,6 +48,7 @@ def test_every_subset_at_two_budgets_matches_torch_in_onnxruntime(exported, trai
         assert entry.max_abs_diff <= 1e-4
 
 
+@pytest.mark.slow
 def test_manifest_holds_what_the_runtime_needs(exported, checkpoint, trained):
     model, _ = trained
     data = json.loads((exported / 'manifest.json').read_text())
@@ -64,6 +66,7 @@ def test_manifest_holds_what_the_runtime_needs(exported, checkpoint, trained):
     assert not list(exported.glob('*.partial'))
 
 
+@pytest.mark.slow
 def test_a_graph_that_differs_from_torch_is_not_written(tmp_path, checkpoint):
     with pytest.raises(ExportError, match=r'camera@1.00: onnxruntime differs from torch by max \|diff\| = .*'
                                           r'expected <= 1e-12; not written'):
@@ -71,6 +74,7 @@ def test_a_graph_that_differs_from_torch_is_not_written(tmp_path, checkpoint):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_exports_one_subset_at_opset_18(tmp_path, checkpoint, capsys):
     assert cli.main(['export', '--checkpoint', str(checkpoint), '--out', str(tmp_path / 'e'), '--budgets', '0.7',
                      '--subsets', 'audio', '--samples', '1', '--opset', '18']) == 0   # STFT: opset >= 17
@@ -78,8 +82,13 @@ def test_cli_exports_one_subset_at_opset_18(tmp_path, checkpoint, capsys):
     manifest = export.load_manifest(tmp_path / 'e')
     assert [s.key for s in manifest.subnetworks] == ['audio@0.70']
     assert json.loads((tmp_path / 'e' / 'manifest.json').read_text())['opset'] == 18
+    assert cli.main(['export', '--checkpoint', str(checkpoint), '--out', str(tmp_path / 'f'), '--budgets', '0',
+                     '--subsets', 'audio', '--samples', '1']) == 2
+    assert "--budgets=(0.0,): expected one or more budgets in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / 'f').exists()
 
 
+@pytest.mark.slow
 def test_an_opset_the_exporter_does_not_write_is_refused(tmp_path, checkpoint):
     with pytest.raises(ExportError, match='audio@1.00: torch.onnx.export wrote opset 18, not the requested 17'):
         export.export_checkpoint(checkpoint, tmp_path, budgets=(1.0,), subsets=['audio'], samples=1, opset=17)
@@ -98,6 +107,7 @@ def test_parse_subsets_sorts_into_canonical_order():
         (('camera', 'audio'), ('lidar',))
 
 
+@pytest.mark.slow
 def test_broken_export_folders_are_refused_by_name(tmp_path, exported):
     with pytest.raises(ExportError, match='has no manifest.json'):
         export.load_manifest(tmp_path)

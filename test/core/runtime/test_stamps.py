@@ -6,7 +6,7 @@ import pytest
 
 from sentryfuse_ros.core.data.preprocess import PreprocessConfig
 from sentryfuse_ros.core.errors import StampError
-from sentryfuse_ros.core.runtime.health import DEFAULT_MODALITY_CONFIGS, BatteryBudgetConfig, HealthTracker
+from sentryfuse_ros.core.runtime.health import BatteryBudgetConfig, HealthTracker, TopicMonitorConfig
 from sentryfuse_ros.core.runtime.inputs import SensorInputs
 from sentryfuse_ros.core.runtime.stamps import ClockWatch, check_stamp
 
@@ -60,7 +60,7 @@ def test_a_clock_jump_back_forgets_every_buffered_sample():
 
 
 def test_health_tracker_starts_over_after_a_clock_jump_back():
-    tracker = HealthTracker(dict(DEFAULT_MODALITY_CONFIGS), BatteryBudgetConfig())
+    tracker = HealthTracker({'camera': TopicMonitorConfig(recover_count=1)}, BatteryBudgetConfig())
     for i in range(40):
         tracker.on_message('camera', 1000.0 + i * 0.05)
         tracker.check(1000.0 + i * 0.05)

@@ -15,6 +15,8 @@ from bag_training_fixtures import ddp_worker, write_dataset  # noqa: E402
 from sentryfuse_ros.core.errors import ConfigError  # noqa: E402
 from sentryfuse_ros.core.training.distributed import DistContext, init_distributed  # noqa: E402
 
+pytestmark = pytest.mark.slow  # DDP: two training processes
+
 ALL = ('camera', 'lidar', 'audio')
 
 

@@ -48,6 +48,7 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.mark.slow
 def test_cli_train_writes_a_checkpoint_that_reloads_identically(tmp_path):
     config = _write_yaml(tmp_path / 'tiny.yaml')
     out = tmp_path / 'tiny.pt'
@@ -75,6 +76,7 @@ def test_cli_train_writes_a_checkpoint_that_reloads_identically(tmp_path):
     assert any(float(a.abs().sum() + f.abs().sum()) > 0 for a, f in gate.scores(model.modalities))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('saliency', ['taylor', 'fisher'])
 def test_resume_continues_from_the_saved_step(tmp_path, saliency):
     cfg = dataclasses.replace(TINY, train=dataclasses.replace(
@@ -201,6 +203,7 @@ def test_per_modality_backbones_train_through_modality_dropout(tmp_path, backbon
             assert all(torch.isfinite(a).all() and torch.isfinite(f).all() for a, f in rows)
 
 
+@pytest.mark.slow
 def test_training_is_bit_reproducible_across_processes(tmp_path):
     """Issue 10: the same command, seed and thread count give bit-identical weights, gate and teacher in two
     separate processes, whether the data came from a cache or not; the metadata records seed, threads, device."""
