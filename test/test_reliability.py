@@ -28,12 +28,14 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 SIM = ROOT / 'models' / 'sentryfuse_sim.pt'
 MAX_RSS_MB = 1024
-CHILD = ('import resource, sys\n'
+CHILD = ('import sys\n'
+         'sys.path.insert(0, sys.argv.pop(1))\n'
          'from sentryfuse_ros.cli import main\n'
+         'from test_reliability_fuzz import peak_rss_mb\n'
          'try:\n'
          '    rc = main(sys.argv[1:])\n'
          'finally:\n'
-         '    sys.stderr.write("\\nPEAK_RSS_MB %.0f\\n" % (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))\n'
+         '    sys.stderr.write("\\nPEAK_RSS_MB %.0f\\n" % peak_rss_mb())\n'
          'sys.exit(rc)\n')
 
 pytestmark = pytest.mark.slow
@@ -42,7 +44,7 @@ pytestmark = pytest.mark.slow
 def sentryfuse(*args, timeout: float = 180.0, cwd=None):
     """(returncode, stdout, stderr without the RSS line, peak RSS MiB) of `sentryfuse ARGS` in a child."""
     try:
-        proc = subprocess.run([sys.executable, '-c', CHILD, *map(str, args)], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, '-c', CHILD, str(HERE), *map(str, args)], capture_output=True, text=True,
                               timeout=timeout, cwd=str(cwd or ROOT), env=dict(os.environ, OMP_NUM_THREADS='1'))
     except subprocess.TimeoutExpired:
         pytest.fail(f'sentryfuse {" ".join(map(str, args))} ran past {timeout} s')
