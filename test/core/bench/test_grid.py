@@ -77,7 +77,7 @@ def _tiny():
 def test_every_method_gives_sliceable_masks_within_budget(method):
     model, gate = _tiny()
     calib = [(model.example_inputs(('camera', 'audio'), batch=4), torch.tensor([0, 1, 0, 1]))]
-    scorer = bench.MethodScorer(model, gate, calib, seed=0, variants={'noalign': (model, gate)})
+    scorer = bench.MethodScorer(model, gate, {'calib': calib}, seed=0, variants={'noalign': (model, gate)})
     full = bench.evaluate_cell(model, None, _test_set(model), ('camera',), batch=8, latency_repeats=None)
     for budget in (0.7, 0.4):
         masks, score_ms = scorer.masks(method, ('camera',), budget)
@@ -205,7 +205,7 @@ def test_shards_are_disjoint_cover_the_grid_and_balance_trainings(n):
     assert sorted(flat) == sorted(bench.model_jobs(cfg)) and len(flat) == len(set(flat))
     # per job: sentryfuse + conventional + conventional_nocurr, + noalign and nocurr on the ablation seed
     trainings = [sum(len(cfg.models) + 2 * (j[2] in cfg.ablation_seeds) for j in p) for p in parts]
-    assert sum(trainings) == 9 * 5 + 18 * 3
+    assert sum(trainings) == 12 * 5 + 48 * 3  # 4 datasets x 3 backbones, 5 seeds
     if n == 15:
         assert max(trainings) - min(trainings) <= 3
 
@@ -214,7 +214,7 @@ def test_models_filter():
     cfg = bench.load_bench_config(ROOT / 'config' / 'bench.yaml', 'full')
     jobs = bench.select_jobs(cfg, models=['sim6/*/s0', 'avmnist/mid/*'])
     assert sorted(map(bench.model_name, jobs)) == sorted(
-        ['sim6/early/s0', 'sim6/mid/s0', 'sim6/bottleneck/s0', 'avmnist/mid/s0', 'avmnist/mid/s1', 'avmnist/mid/s2'])
+        ['sim6/early/s0', 'sim6/mid/s0', 'sim6/bottleneck/s0'] + [f'avmnist/mid/s{s}' for s in range(5)])
     with pytest.raises(ConfigError, match="no grid model matches; names look like 'sim6/early/s0'"):
         bench.select_jobs(cfg, models=['imagenet/*'])
 
@@ -285,8 +285,8 @@ def test_read_results_accepts_gzip(tmp_path):
     payload = {'meta': {'x': 1}, 'records': [{'method': 'random'}]}
     (tmp_path / 'r.json.gz').write_bytes(gzip.compress(_json.dumps(payload).encode()))
     # a record from before issue 10 reads as the SentryFuse model's (every method pruned it)
-    assert bench.read_results(tmp_path / 'r.json.gz') == {'meta': {'x': 1},
-                                                          'records': [{'method': 'random', 'model': 'sentryfuse'}]}
+    assert bench.read_results(tmp_path / 'r.json.gz') == {
+        'meta': {'x': 1}, 'records': [{'method': 'random', 'model': 'sentryfuse', 'protocol': 'P1P2'}]}
     (tmp_path / 'bad.json.gz').write_bytes(b'not gzip')
     with pytest.raises(DataError, match=r"bench results .*bad.json.gz' are unreadable"):
         bench.read_results(tmp_path / 'bad.json.gz')
