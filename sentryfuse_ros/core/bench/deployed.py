@@ -1,9 +1,9 @@
 """Protocol P0, deployed static: what a user of Torch-Pruning or Kwon et al. ships, against SentryFuse.
 
 A baseline prunes a conventional model (``conventional`` or ``conventional_nocurr``) once, offline, with every
-sensor present, at budget = 1 - ratio of the prunable MACs; that one sliced model is deployed unchanged and
+sensor present, keeping keep_fraction = 1 - ratio of the prunable MACs; that one sliced model is deployed unchanged and
 run on every live set (blocks of absent sensors are skipped, as in every protocol). SentryFuse re-prunes
-its own checkpoint per live set with SentryGate's table row, at the budget whose realised FLOPs on that
+its own checkpoint per live set with SentryGate's table row, at the keep_fraction whose realised FLOPs on that
 live set match what the static model costs there (``matched_masks``: within ``MATCH_TOLERANCE``, relative,
 of the static model's whole forward, fixed parts included). Each SentryGate record names the static model it
 is matched to (``matched_to`` = 'model/method') and carries both FLOP counts.
@@ -80,9 +80,9 @@ def run_p0(cfg: BenchConfig, job: Tuple[str, str, int], data, test, sets: Dict[s
     for model_name, ratio, method in todo:
         if model_name not in scorers:
             scorers[model_name] = MethodScorer(*load(model_name), sets, seed, {})
-        scorer, budget = scorers[model_name], 1.0 - ratio
-        masks, _ = scorer.masks(method, full, budget)  # solved once, every sensor present
-        static = slice_model(scorer.model_for(method, full, budget), masks).eval()
+        scorer, keep = scorers[model_name], 1.0 - ratio
+        masks, _ = scorer.masks(method, full, keep)  # solved once, every sensor present
+        static = slice_model(scorer.model_for(method, full, keep), masks).eval()
         name = f'{model_name}/{method}'
         for live in lives:
             common = {**base, 'condition': condition_name(live), 'ratio': ratio}

@@ -4,9 +4,10 @@ For each (backbone, dataset, seed) the grid trains (checkpoints cached under ``c
 ``cfg.models``: ``sentryfuse`` (SentryGate + alignment + pruned steps + the modality-dropout curriculum)
 and, for protocol P1, ``conventional`` / ``conventional_nocurr`` (same architecture, data and steps; no gate
 alignment, no pruned steps; with / without the curriculum). Then for each modality condition (live set) x
-pruning ratio x method, the method's unit choice for (live, budget = 1 - ratio) is sliced out of the
-model's checkpoint (zero-shot: no gradient step; kwon_tuned alone rescales kept units in closed form) and
-evaluated on the held-out test split restricted to the live modalities.
+pruning ratio x method, the method's unit choice for (live, keep_fraction = 1 - ratio of the prunable
+MACs, not a compute budget: see ``core/pruning/budget.py``) is sliced out of the model's checkpoint
+(zero-shot: no gradient step; kwon_tuned alone rescales kept units in closed form) and evaluated on the
+held-out test split restricted to the live modalities.
 
 Protocol P2 (criterion): every method prunes the ``sentryfuse`` checkpoint. Protocol P1 (system, the
 paper's reading): SentryGate on ``sentryfuse`` vs every zero-shot baseline on a conventional model. In both
@@ -16,8 +17,8 @@ runs on every live set, against SentryGate re-pruned per live set at the static 
 
 Every cell is one JSON record ``{model, backbone, dataset, condition, ratio, method, seed, accuracy,
 gflops, params, latency_ms, peak_mem_mb, score_ms, n_test, n_classes, protocol, calibration, tuning_data, mask,
-calib_samples}`` (labels: ``core/bench/methods.py``; P0's SentryGate records add matched_to, target_gflops); the output file is
-``{"meta": {...}, "records": [...]}``, rewritten atomically after every job, and ``resume`` skips the
+calib_samples}`` (labels: ``core/bench/methods.py``; P0's SentryGate records add matched_to, target_gflops);
+the output file is ``{"meta": {...}, "records": [...]}``, rewritten atomically after every job, and ``resume`` skips the
 cells already in it.
 
 Methods (see ``core/pruning/baselines.py`` and ``masktune.py`` for what each criterion computes):
@@ -231,9 +232,9 @@ def _run_model(cfg: BenchConfig, dataset: str, backbone: str, seed: int, cache_d
         scorer = MethodScorer(model, gate, sets, seed, {k: v for k, v in models.items() if k != main})
         start = time.perf_counter()
         for live, ratio, method in cells:
-            budget = 1.0 - ratio
-            masks, score_ms = (None, 0.0) if method in DENSE_METHODS else scorer.masks(method, live, budget)
-            result = evaluate_cell(scorer.model_for(method, live, budget), masks, test, live, batch=cfg.eval_batch,
+            keep = 1.0 - ratio  # keep_fraction of the prunable MACs
+            masks, score_ms = (None, 0.0) if method in DENSE_METHODS else scorer.masks(method, live, keep)
+            result = evaluate_cell(scorer.model_for(method, live, keep), masks, test, live, batch=cfg.eval_batch,
                                    latency_repeats=cfg.latency_repeats if seed in cfg.latency_seeds else None)
             rec = {'model': which, 'backbone': backbone, 'dataset': dataset, 'condition': condition_name(live),
                    'ratio': ratio, 'method': method, 'seed': seed, **result, 'score_ms': round(score_ms, 3),

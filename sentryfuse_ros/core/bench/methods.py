@@ -86,10 +86,10 @@ class MethodScorer:
             self.static_ms[key] = (time.perf_counter() - start) * 1e3
         return self._static[key]
 
-    def model_for(self, method: str, live: Sequence[str] = (), budget: float = 1.0):
+    def model_for(self, method: str, live: Sequence[str] = (), keep_fraction: float = 1.0):
         """The model a method's masks slice: kwon_tuned's tuned / flap's compensated copy after ``masks``."""
         if method in ('kwon_tuned', 'flap'):
-            return self._weighted[(method, tuple(live), round(float(budget), 6))]
+            return self._weighted[(method, tuple(live), round(float(keep_fraction), 6))]
         return self._base(method)
 
     def samples_for(self, method: str) -> int:
@@ -105,16 +105,17 @@ class MethodScorer:
     def _grads(self, key: str, batches: Batches):
         return self._cached(key, lambda: bl.calibration_grads(self.model, batches))
 
-    def masks(self, method: str, live: Tuple[str, ...], budget: float):
-        """(masks, score_ms): score_ms is the per-condition scoring time (static scores: 0, see static_ms)."""
+    def masks(self, method: str, live: Tuple[str, ...], keep_fraction: float):
+        """(masks, score_ms) keeping ``keep_fraction`` of the prunable MACs (1 - ratio); score_ms is the
+        per-condition scoring time (static scores: 0, see static_ms)."""
         m = self._base(method)
         costs = unit_costs(m, live)
         start = time.perf_counter()
-        key = (method, tuple(live), round(float(budget), 6))
+        key = (method, tuple(live), round(float(keep_fraction), 6))
         if method in ('kwon', 'kwon_tuned'):
             grads = self._grads('kwon_grads', self.kwon)
             fisher = self._cached('kwon_fisher', lambda: bl.fisher_scores(grads))
-            masks = bl.kwon_rearrange(bl.kwon_mask_search(fisher, costs, budget), grads)
+            masks = bl.kwon_rearrange(bl.kwon_mask_search(fisher, costs, keep_fraction), grads)
             if method == 'kwon':
                 return masks, 0.0
             self._weighted[key] = tuned_model(m, masks, self.kwon, live)[0]  # tuned on the live set's data
@@ -122,7 +123,7 @@ class MethodScorer:
         if method == 'flap':
             stats = self._cached('flap_stats', lambda: bl.flap_statistics(m, self.flap))
             scores = self._cached('flap', lambda: bl.flap_scores(m, stats))
-            masks = bl.flap_select(scores, costs, budget)
+            masks = bl.flap_select(scores, costs, keep_fraction)
             self._weighted[key] = bl.flap_compensate(m, masks, stats)
             return masks, 0.0
         scores = self._scores(method, m, live)
@@ -130,7 +131,7 @@ class MethodScorer:
             else 0.0
         if method == 'taylor_recal':
             score_ms = self.static_ms[f'recal:{condition_name(live)}']
-        return select_units(scores, costs, budget), score_ms
+        return select_units(scores, costs, keep_fraction), score_ms
 
     def _scores(self, method: str, m, live: Tuple[str, ...]):
         if method == 'random':

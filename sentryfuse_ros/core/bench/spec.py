@@ -46,7 +46,7 @@ class BenchConfig:
     datasets: tuple = DATASETS                      # scene presets (core/data/scenes.py) and/or 'avmnist'
     seeds: tuple = (0, 1, 2, 3, 4)                  # training seeds (model init, batch order, curriculum)
     ratios: tuple = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # fractions of prunable MACs removed
-                                                    # (budget = 1 - ratio)
+                                                    # (keep_fraction = 1 - ratio)
     methods: tuple = METHODS                        # which rows to compute (module docstring)
     models: tuple = ('sentryfuse',)                 # trained models per job (MODELS); conventional ones run the
                                                     # baselines, the oracle and dense only
