@@ -8,7 +8,7 @@ live set match what the static model costs there (``matched_masks``: within ``MA
 of the static model's whole forward, fixed parts included). Each SentryGate record names the static model it
 is matched to (``matched_to`` = 'model/method') and carries both FLOP counts.
 """
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -52,7 +52,8 @@ def matched_masks(model, scores: UnitScores, live: Sequence[str], target_macs: f
 
 
 def run_p0(cfg: BenchConfig, job: Tuple[str, str, int], data, test, sets: Dict[str, Any],
-           records: List[Dict[str, Any]], done: set, load: Callable[[str], Tuple[Any, Any]]) -> int:
+           records: List[Dict[str, Any]], done: set, load: Callable[[str], Tuple[Any, Any]],
+           scorers: Optional[Dict[str, MethodScorer]] = None) -> int:
     """Protocol P0's records of one grid job (module docstring); returns the number of new records.
 
     Args:
@@ -60,6 +61,7 @@ def run_p0(cfg: BenchConfig, job: Tuple[str, str, int], data, test, sets: Dict[s
         data: the job's splits ({'train', ...}); test: its test split on the model's device.
         sets: calibration sets (``methods.calibration_sets``), every sensor.
         load: variant name ('main', 'conventional', 'conventional_nocurr') -> (model, gate), trained if absent.
+        scorers: {model name: MethodScorer} already built for these models (their cached scores are reused).
     """
     dataset, backbone, seed = job
     mods = data['train'].modalities
@@ -76,7 +78,7 @@ def run_p0(cfg: BenchConfig, job: Tuple[str, str, int], data, test, sets: Dict[s
     if not todo:
         return 0
     ours, gate = load('main')
-    new, scorers = 0, {}
+    new, scorers = 0, dict(scorers or {})
     for model_name, ratio, method in todo:
         if model_name not in scorers:
             scorers[model_name] = MethodScorer(*load(model_name), sets, seed, {})

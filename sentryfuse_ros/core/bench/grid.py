@@ -211,7 +211,7 @@ def _run_model(cfg: BenchConfig, dataset: str, backbone: str, seed: int, cache_d
     sets = calibration_sets(data['train'], cfg)
     test = _on(data['test'], device)
     n_classes = len(data['train'].class_names)
-    new = 0
+    new, scorers = 0, {}
     for which in cfg.models:
         cells = [c for c in _cells(cfg, data['train'].modalities, seed, which)
                  if (which, backbone, dataset, condition_name(c[0]), round(c[1], 4), c[2], seed) not in done]
@@ -230,6 +230,7 @@ def _run_model(cfg: BenchConfig, dataset: str, backbone: str, seed: int, cache_d
                              'val_accuracy': training.get('val_accuracy'), 'bench_train_s': round(wall, 1)}
         model, gate = models[main]
         scorer = MethodScorer(model, gate, sets, seed, {k: v for k, v in models.items() if k != main})
+        scorers[which] = scorer
         start = time.perf_counter()
         for live, ratio, method in cells:
             keep = 1.0 - ratio  # keep_fraction of the prunable MACs
@@ -248,5 +249,6 @@ def _run_model(cfg: BenchConfig, dataset: str, backbone: str, seed: int, cache_d
     if any(m in cfg.models for m in ('conventional', 'conventional_nocurr')):
         new += run_p0(cfg, (dataset, backbone, seed), data, test, sets, records, done,
                       lambda variant: load_sentryfuse(trained_checkpoint(cfg, backbone, dataset, seed, variant, data,
-                                                                         cache_dir, log)[0], device=device)[:2])
+                                                                         cache_dir, log)[0], device=device)[:2],
+                      scorers={k: v for k, v in scorers.items() if k != 'sentryfuse'})
     return new

@@ -87,9 +87,10 @@ class MethodScorer:
         return self._static[key]
 
     def model_for(self, method: str, live: Sequence[str] = (), keep_fraction: float = 1.0):
-        """The model a method's masks slice: kwon_tuned's tuned / flap's compensated copy after ``masks``."""
+        """The model a method's masks slice: kwon_tuned's tuned / flap's compensated copy made by the last
+        ``masks`` call for (live, keep_fraction), handed over once (the scorer keeps no copy)."""
         if method in ('kwon_tuned', 'flap'):
-            return self._weighted[(method, tuple(live), round(float(keep_fraction), 6))]
+            return self._weighted.pop((method, tuple(live), round(float(keep_fraction), 6)))
         return self._base(method)
 
     def samples_for(self, method: str) -> int:

@@ -42,6 +42,7 @@ def headline_sections(records: Sequence[Dict[str, Any]], headline: Dict[str, str
              'and after-the-fact readings stand beside it. Pooled intervals resample seeds jointly over cells; the '
              'paired ones resample training runs (backbone x dataset x seed: SentryGate minus the baseline, same '
              'seed). A tie (equal accuracy) is not a win.', '']
+    lines += test_set_sizes(records)
     for proto in PROTOCOL_NAMES:
         what = stats.PROTOCOLS[proto][0]
         fixed = headline[proto]
@@ -64,6 +65,25 @@ def headline_sections(records: Sequence[Dict[str, Any]], headline: Dict[str, str
         if proto == 'P0':
             lines += p0_matching(records)
     return lines
+
+
+def test_set_sizes(records: Sequence[Dict[str, Any]]) -> List[str]:
+    """Test samples per cell per dataset, and for sets under 2,000 the binomial sampling error of one cell."""
+    by: Dict[str, Dict[str, Any]] = {}
+    for r in records:
+        if r.get('n_test'):
+            d = by.setdefault(r['dataset'], {'n': int(r['n_test']), 'accs': []})
+            d['accs'].append(float(r['accuracy']))
+    if not by:
+        return []
+    parts = []
+    for ds, d in sorted(by.items()):
+        p = sum(d['accs']) / len(d['accs'])
+        sd = 100.0 * math.sqrt(max(p * (1 - p), 0.0) / d['n'])
+        note = '' if d['n'] >= 2000 else f' (under 2,000: one cell\'s accuracy carries about +-{sd:.1f} points of ' \
+                                          f'sampling error at its mean accuracy {p:.2f}; the seed intervals include it)'
+        parts.append(f'{ds} {d["n"]}{note}')
+    return ['Test samples per cell: ' + '; '.join(parts) + '.', '']
 
 
 def p0_matching(records: Sequence[Dict[str, Any]]) -> List[str]:

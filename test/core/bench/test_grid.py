@@ -102,25 +102,34 @@ def test_quick_grid_end_to_end_and_resume(tmp_path, capsys):
             '--cache-dir', str(cache)]
     assert cli_main(args) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert [line.split(' ')[0] for line in printed[-2:]] == ['P1', 'P2'] and all('SentryGate vs' in x for x in printed[-2:])
+    assert [line.split(' ')[0] for line in printed[-3:]] == ['P0', 'P1', 'P2']
+    assert all('SMOKE RUN' in x and 'SentryGate vs' in x and '(fixed in advance)' in x for x in printed[-3:])
     data = json.loads(out.read_text())
     recs = data['records']
     cfg = bench.load_bench_config(ROOT / 'config' / 'bench.yaml', 'quick')
-    assert cfg.models == ('sentryfuse', 'conventional')
+    assert cfg.models == ('sentryfuse', 'conventional', 'conventional_nocurr')
     pruned = [m for m in cfg.methods if m not in bench.DENSE_METHODS]
     conv = [m for m in pruned if m in bench.CONVENTIONAL_METHODS]
-    assert len(recs) == 4 * (len(cfg.ratios) * len(pruned) + 1) + 4 * (len(cfg.ratios) * len(conv) + 1)
-    assert {r['method'] for r in recs if r['model'] == 'conventional'} == set(conv) | {'dense'}
+    p0 = [m for m in pruned if m in bench.P0_METHODS]
+    live = [r for r in recs if r['protocol'] == 'P1P2']
+    assert len(live) == 4 * (len(cfg.ratios) * len(pruned) + 1) + 2 * 4 * (len(cfg.ratios) * len(conv) + 1)
+    assert len(recs) - len(live) == 2 * len(p0) * len(cfg.ratios) * 4 * 2  # P0: static + matched, 4 live sets
+    assert {r['method'] for r in live if r['model'] == 'conventional'} == set(conv) | {'dense'}
     for r in recs:
         assert set(bench.RECORD_KEYS) <= set(r) and r['model'] in bench.MODELS and r['n_classes'] == 6
         assert 0.0 <= r['accuracy'] <= 1.0 and r['gflops'] > 0 and r['params'] > 0
-        assert all(math.isfinite(r[k]) for k in ('accuracy', 'gflops', 'latency_ms', 'peak_mem_mb'))
+        assert r['calibration'] in ('static', 'per_live_set') and r['tuning_data'] in (
+            'none', 'all_sensors', 'live_sensors')
+        if r['protocol'] == 'P1P2':
+            assert all(math.isfinite(r[k]) for k in ('accuracy', 'gflops', 'latency_ms', 'peak_mem_mb'))
+        elif r['method'] == 'sentrygate':
+            assert r['flops_matched'] and abs(r['flops_gap']) <= 0.03
     for which in cfg.models:
-        for cond in {r['condition'] for r in recs}:
-            for m in {r['method'] for r in recs if r['model'] == which} - set(bench.DENSE_METHODS):
-                g = {r['ratio']: r['gflops'] for r in recs
+        for cond in {r['condition'] for r in live}:
+            for m in {r['method'] for r in live if r['model'] == which} - set(bench.DENSE_METHODS):
+                g = {r['ratio']: r['gflops'] for r in live
                      if r['model'] == which and r['condition'] == cond and r['method'] == m}
-                dense = [r['gflops'] for r in recs if r['model'] == which and r['condition'] == cond
+                dense = [r['gflops'] for r in live if r['model'] == which and r['condition'] == cond
                          and r['method'] == 'dense'][0]
                 ratios = sorted(g)
                 assert all(g[a] > g[b] for a, b in zip(ratios, ratios[1:])) and g[ratios[0]] < dense
