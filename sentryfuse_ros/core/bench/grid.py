@@ -57,7 +57,7 @@ from sentryfuse_ros.core.errors import ConfigError, DataError
 from sentryfuse_ros.core.data.scenes import SCENE_PRESETS, SceneConfig
 from sentryfuse_ros.core.bench.spec import (  # noqa: F401  (re-exported: the grid's public names)
     BASELINES, CONVENTIONAL_METHODS, DATASETS, DENSE_METHODS, GATE_METHODS, METHODS, MODELS, ORACLES, RECORD_KEYS,
-    VARIANT_OF, BenchConfig,
+    P0_METHODS, VARIANT_OF, BenchConfig,
     _cells, condition_name, conditions_for, load_bench_config, model_jobs, model_name)
 from sentryfuse_ros.core.bench.results import (  # noqa: F401
     cell_key, merge_results, parse_shard, read_results, select_jobs, write_results)

@@ -215,16 +215,7 @@ def render_markdown(data: Dict[str, Any], plots: Sequence[pathlib.Path], title: 
         lines.append(f'| {s["method"]} | {s["cells"]} | {_fmt(s["accuracy"])} | {_fmt(s["gflops"], ".4f")} | '
                      f'{_fmt(s["params"], ".0f")} | {_fmt(s["latency_ms"], ".2f")} | {_fmt(s["peak_mem_mb"], ".2f")} | '
                      f'{_fmt(s["score_ms"], ".1f")} |')
-    dense = collections.defaultdict(lambda: collections.defaultdict(list))
-    for r in records:
-        if r['method'] in DENSE_METHODS:
-            dense[(r['dataset'], r['backbone'], r['condition'])][r['method']].append(float(r['accuracy']))
-    if dense:
-        lines += ['', '### Dense models (no pruning): with and without the curriculum', '',
-                  '| dataset | backbone | condition | dense (curriculum) | dense_nocurr |', '|---|---|---|---|---|']
-        for (ds, bb, cond), per in sorted(dense.items()):
-            cells = [('%.3f +- %.3f' % _mean_std(per[m])) if per.get(m) else 'n/a' for m in DENSE_METHODS]
-            lines.append(f'| {ds} | {bb} | {cond} | {cells[0]} | {cells[1]} |')
+    lines += _dense_table(records)
     lines += ['', '### Per cell: SentryGate vs the best baseline (mean +- std over seeds)', '',
               '| dataset | backbone | condition | ratio | SentryGate | best baseline | its acc | gain |',
               '|---|---|---|---|---|---|---|---|']
@@ -236,6 +227,22 @@ def render_markdown(data: Dict[str, Any], plots: Sequence[pathlib.Path], title: 
         lines += ['', '### Accuracy vs pruning ratio', '']
         lines += [f'![{p.stem}]({p.name})' for p in plots]
     return '\n'.join(lines) + '\n'
+
+
+def _dense_table(records: Sequence[Dict[str, Any]]) -> List[str]:
+    """The unpruned SentryFuse models with and without the curriculum, mean +- std over seeds."""
+    dense = collections.defaultdict(lambda: collections.defaultdict(list))
+    for r in records:
+        if r['method'] in DENSE_METHODS:
+            dense[(r['dataset'], r['backbone'], r['condition'])][r['method']].append(float(r['accuracy']))
+    if not dense:
+        return []
+    lines = ['', '### Dense models (no pruning): with and without the curriculum', '',
+             '| dataset | backbone | condition | dense (curriculum) | dense_nocurr |', '|---|---|---|---|---|']
+    for (ds, bb, cond), per in sorted(dense.items()):
+        cells = [('%.3f +- %.3f' % _mean_std(per[m])) if per.get(m) else 'n/a' for m in DENSE_METHODS]
+        lines.append(f'| {ds} | {bb} | {cond} | {cells[0]} | {cells[1]} |')
+    return lines
 
 
 def write_report(data: Dict[str, Any], out_dir: pathlib.Path, *, title: str = 'Pruning benchmark',

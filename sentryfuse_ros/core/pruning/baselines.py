@@ -102,6 +102,15 @@ def magnitude_scores(model: SentryFuseModel, p: int = 1) -> UnitScores:
     return out
 
 
+def _live_inputs(inputs: Dict[str, Tensor], live: Optional[Sequence[str]], device) -> Dict[str, Tensor]:
+    """The batch's tensors of ``live`` (default: all of them) on ``device``; PruningError if one is missing."""
+    mods = list(inputs) if live is None else list(live)
+    missing = [m for m in mods if m not in inputs]
+    if missing:
+        raise PruningError(f'calibration batch lacks live modalities {missing}: it has {sorted(inputs)}')
+    return {m: inputs[m].to(device) for m in mods}
+
+
 def calibration_grads(model: SentryFuseModel, batches: Iterable[Tuple[Dict[str, Tensor], Tensor]],
                       live: Optional[Sequence[str]] = None) -> UnitGrads:
     """Per-sample gradients dL_n/dg of every unit's gate (fixed at 1) on calibration batches.
@@ -124,11 +133,7 @@ def calibration_grads(model: SentryFuseModel, batches: Iterable[Tuple[Dict[str, 
     n = 0
     try:
         for inputs, labels in batches:
-            mods = list(inputs) if live is None else list(live)
-            missing = [m for m in mods if m not in inputs]
-            if missing:
-                raise PruningError(f'calibration batch lacks live modalities {missing}: it has {sorted(inputs)}')
-            x = {m: inputs[m].to(device) for m in mods}
+            x = _live_inputs(inputs, live, device)
             y = labels.to(device)
             b = int(y.shape[0])
             gates = ones_gates(layout, device=device, batch_size=b)
@@ -301,11 +306,7 @@ def flap_statistics(model: SentryFuseModel, batches: Iterable[Tuple[Dict[str, Te
     model.eval()
     try:
         for inputs, _ in batches:
-            mods = list(inputs) if live is None else list(live)
-            missing = [m for m in mods if m not in inputs]
-            if missing:
-                raise PruningError(f'calibration batch lacks live modalities {missing}: it has {sorted(inputs)}')
-            model({m: inputs[m].to(device) for m in mods})
+            model(_live_inputs(inputs, live, device))
             n += 1
     finally:
         for h in handles:

@@ -6,14 +6,11 @@ import pathlib
 import pytest
 import torch
 
+from bench_fixtures import tiny_model_and_gate
 from sentryfuse_ros.cli import main as cli_main
 from sentryfuse_ros.core.bench import grid as bench
 from sentryfuse_ros.core.bench.plots import compare, headline, render_markdown, write_report
 from sentryfuse_ros.core.errors import ConfigError, DataError
-from sentryfuse_ros.core.pruning.gate import SentryGate
-from sentryfuse_ros.core.model.config import ModelConfig, SentryFuseConfig
-from sentryfuse_ros.core.data.preprocess import PreprocessConfig
-from sentryfuse_ros.core.model.backbone import SentryFuseModel
 from sentryfuse_ros.core.pruning.prune import slice_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -61,16 +58,7 @@ def test_config_file_sections_load():
 
 
 def _tiny():
-    torch.manual_seed(0)
-    m = ModelConfig(modalities=('camera', 'audio'), dim=16, depth=2, num_heads=4, num_kv_heads=2, ffn_dim=32,
-                    ffn_block=8, num_fusion_tokens=2, n_fft=128, hop=64, n_mels=16)
-    pre = PreprocessConfig(image_size=16, bev_size=16, audio_samples=1024)
-    model = SentryFuseModel(SentryFuseConfig(model=m, preprocess=pre, class_names=('a', 'b'))).eval()
-    gate = SentryGate(modalities=model.modalities, layout=model.unit_layout())
-    with torch.no_grad():
-        for p in gate.parameters():
-            p.normal_()
-    return model, gate
+    return tiny_model_and_gate()
 
 
 @pytest.mark.parametrize('method', [m for m in bench.METHODS if m not in bench.DENSE_METHODS])

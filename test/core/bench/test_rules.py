@@ -8,15 +8,12 @@ import dataclasses
 import pytest
 import torch
 
+from bench_fixtures import tiny_model_and_gate
 from sentryfuse_ros.core.bench import deployed, methods, plots, readings, stats
 from sentryfuse_ros.core.bench.spec import BenchConfig, P0_METHODS
 from sentryfuse_ros.core.data.datasets import MultimodalTensors
-from sentryfuse_ros.core.data.preprocess import PreprocessConfig
 from sentryfuse_ros.core.errors import ConfigError
-from sentryfuse_ros.core.model.backbone import SentryFuseModel
-from sentryfuse_ros.core.model.config import ModelConfig, SentryFuseConfig
 from sentryfuse_ros.core.pruning import baselines as bl
-from sentryfuse_ros.core.pruning.gate import SentryGate
 from sentryfuse_ros.core.pruning.masktune import tuned_model
 from sentryfuse_ros.core.pruning.prune import select_units, unit_costs
 
@@ -25,16 +22,7 @@ FRACTIONS = (0.9, 0.7, 0.5, 0.35)
 
 
 def _model(seed: int = 0, backbone: str = 'mid'):
-    torch.manual_seed(seed)
-    m = ModelConfig(modalities=MODS, backbone=backbone, mid_layers=1, dim=16, depth=3, num_heads=4, num_kv_heads=2,
-                    ffn_dim=32, ffn_block=4, num_fusion_tokens=2, n_fft=128, hop=64, n_mels=16)
-    pre = PreprocessConfig(image_size=16, bev_size=16, audio_samples=1024)
-    model = SentryFuseModel(SentryFuseConfig(model=m, preprocess=pre, class_names=('a', 'b'))).eval()
-    gate = SentryGate(modalities=model.modalities, layout=model.unit_layout())
-    with torch.no_grad():
-        for p in gate.parameters():
-            p.normal_()
-    return model, gate
+    return tiny_model_and_gate(seed, backbone=backbone, mid_layers=1, depth=3, ffn_block=4)
 
 
 def _data(model, n: int, seed: int) -> MultimodalTensors:
