@@ -27,8 +27,9 @@ from sentryfuse_ros.core.runtime.record import STAGES, InferenceRecord, build_re
 from sentryfuse_ros.core.data.preprocess import MODALITIES
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.nodes import common
+from sentryfuse_ros.core.runtime import params
 from sentryfuse_ros.nodes.perception_params import (  # noqa: F401  (public here too)
-    DEFAULTS, ERROR_HOLD_S, READ_ONLY, build_engine_config, check_values, default_model_path)
+    ERROR_HOLD_S, build_engine_config, check_values, default_model_path)
 
 
 
@@ -42,9 +43,12 @@ class Perception(Node):
         super().__init__('perception', **kwargs)
         self._capabilities = capabilities
         self._runtime = ('', '', '')  # (requested, running, refusal) runtime descriptions
-        values = common.declare_parameters(self, DEFAULTS)
-        self._param_errors = common.fall_back_to_defaults(self, values, DEFAULTS, [
-            (tuple(k for k in DEFAULTS if k != 'model_path'), check_values)])
+        schema = params.PERCEPTION
+        defaults = params.defaults(schema)
+        values = common.declare_parameters(self, schema)
+        self._param_errors = common.fall_back_to_defaults(self, values, defaults, common.spec_checks(schema) + [
+            (tuple(k for k in defaults if k != 'model_path'), check_values)])
+        common.fix_descriptors(self, schema)
         self._values = values
         self._stats = LatencyStats(int(values['stats_window']))
         self._health: Optional[ModalityHealth] = None
@@ -60,7 +64,7 @@ class Perception(Node):
         self.engine: Optional[PerceptionEngine] = None
         self._health_timeout = float(values['health_timeout'])
         self._load_engine(values)
-        common.install_validator(self, DEFAULTS, self._build_runtime, self._apply_runtime, READ_ONLY)
+        common.install_validator(self, schema, self._build_runtime, self._apply_runtime)
 
         qos = common.qos_profile(values['qos'])
         self._types = {m: values[f'{m}.type'] for m in MODALITIES}
@@ -172,8 +176,18 @@ class Perception(Node):
         check_values(values)
         return values
 
-    def _apply_runtime(self, values: Mapping[str, Any]) -> None:
+    def _apply_runtime(self, values: Mapping[str, Any], changed) -> None:
+        """Make settable parameters take effect: timers re-created, freshness limits replaced."""
+        self._values = dict(values)
         self._health_timeout = float(values['health_timeout'])
+        if 'rate' in changed and self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = self.create_timer(1.0 / float(values['rate']), self._on_timer)
+        if 'diagnostics_period' in changed:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
+        if self.engine is not None:
+            self.engine.inputs.max_age_s = tuple(float(values[f'{m}.max_age']) for m in MODALITIES)
 
     # -- callbacks -----------------------------------------------------------------------
     def _now(self) -> float:
