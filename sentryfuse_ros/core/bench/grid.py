@@ -247,8 +247,10 @@ def _run_model(cfg: BenchConfig, dataset: str, backbone: str, seed: int, cache_d
         info.setdefault('eval_s', {})[which] = round(time.perf_counter() - start, 1)
         new += len(cells)
     if any(m in cfg.models for m in ('conventional', 'conventional_nocurr')):
+        start = time.perf_counter()
         new += run_p0(cfg, (dataset, backbone, seed), data, test, sets, records, done,
                       lambda variant: load_sentryfuse(trained_checkpoint(cfg, backbone, dataset, seed, variant, data,
                                                                          cache_dir, log)[0], device=device)[:2],
                       scorers={k: v for k, v in scorers.items() if k != 'sentryfuse'})
+        info.setdefault('eval_s', {})['P0'] = round(time.perf_counter() - start, 1)
     return new

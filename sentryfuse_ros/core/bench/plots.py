@@ -17,6 +17,7 @@ import statistics
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from sentryfuse_ros.core.bench import report, stats
+from sentryfuse_ros.core.bench.readings import SMOKE_LABEL
 from sentryfuse_ros.core.bench.stats import full_condition
 from sentryfuse_ros.core.bench.spec import BASELINES, DENSE_METHODS, METHODS
 from sentryfuse_ros.core.errors import DataError
@@ -166,6 +167,8 @@ def render_markdown(data: Dict[str, Any], plots: Sequence[pathlib.Path], title: 
     rows = compare(records)
     head = headline(rows)
     lines = [f'## {title}', '']
+    if ' --quick' in str(meta.get('command', '')):
+        lines += [f'**{SMOKE_LABEL}.**', '']
     if meta:
         lines += [f'Run: `{meta.get("command", "")}` on {meta.get("machine", "?")} ({meta.get("cpu_count", "?")} cores, '
                   f'{meta.get("torch_threads", "?")} torch threads, device {meta.get("device", "?")}), '

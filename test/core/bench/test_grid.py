@@ -132,6 +132,8 @@ def test_quick_grid_end_to_end_and_resume(tmp_path, capsys):
     report = tmp_path / 'report'
     assert cli_main(['bench-report', '--in', str(out), '--out-dir', str(report)]) == 0
     assert (report / 'bench_report.md').is_file() and list(report.glob('*.png'))
+    text = (report / 'bench_report.md').read_text()
+    assert '**SMOKE RUN' in text and '#### P0 (deployed static' in text and '### Decomposition' in text
 
 
 def _synthetic_records():
