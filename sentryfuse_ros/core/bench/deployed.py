@@ -100,8 +100,8 @@ def run_p0(cfg: BenchConfig, job: Tuple[str, str, int], data, test, sets: Dict[s
                 sg, _, frac = matched_masks(ours, gate.scores(live), live, target)
                 cell = evaluate_cell(ours, sg, test, live, batch=cfg.eval_batch, latency_repeats=None)
                 gap = cell['gflops'] / (2.0 * target / 1e9) - 1.0
-                rec = {**common, 'model': 'sentryfuse', 'method': 'sentrygate', **cell, **method_labels('sentrygate', 'P0'),
-                       'calib_samples': 0, 'matched_to': name, 'target_gflops': round(2.0 * target / 1e9, 6),
+                rec = {**common, 'model': 'sentryfuse', 'method': 'sentrygate', **cell,
+                       **method_labels('sentrygate', 'P0'), 'calib_samples': 0, 'matched_to': name, 'target_gflops': round(2.0 * target / 1e9, 6),
                        'flops_gap': round(gap, 6), 'flops_matched': abs(gap) <= MATCH_TOLERANCE,
                        'matched_fraction': round(frac, 6)}
                 records.append(rec)

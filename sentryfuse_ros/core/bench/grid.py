@@ -214,7 +214,8 @@ def _run_model(cfg: BenchConfig, dataset: str, backbone: str, seed: int, cache_d
     new, scorers = 0, {}
     for which in cfg.models:
         cells = [c for c in _cells(cfg, data['train'].modalities, seed, which)
-                 if (which, backbone, dataset, condition_name(c[0]), round(c[1], 4), c[2], seed) not in done]
+                 if cell_key({'model': which, 'backbone': backbone, 'dataset': dataset, 'seed': seed,
+                              'condition': condition_name(c[0]), 'ratio': c[1], 'method': c[2]}) not in done]
         if not cells:
             continue
         main = VARIANT_FOR_MODEL[which]

@@ -109,7 +109,8 @@ def decomposition_section(records: Sequence[Dict[str, Any]], headline: Dict[str,
              f'paired per run: points [{LEVEL}] | runs ahead/tied/behind |', '|---|---|---|---|---|---|---|---|---|']
     for s in steps:
         p = s['paired']
-        lines.append(f'| {s["step"]} | {s["a"]} | {s["b"]} | {s["cells"]} | {s["pts"]:+.2f} {_ci(s["pts_ci"], False)} | '
+        lines.append(f'| {s["step"]} | {s["a"]} | {s["b"]} | {s["cells"]} | {s["pts"]:+.2f} '
+                     f'{_ci(s["pts_ci"], False)} | '
                      f'{_pct(s["gain"])} {_ci(s["gain_ci"])} | {_pct(s["dropout_gain"])} | {p["pts"]:+.2f} '
                      f'{_ci(p["pts_ci"], False)} | {p["ahead"]}/{p["tied"]}/{p["behind"]} |')
     return lines + ['']
