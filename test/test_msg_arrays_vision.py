@@ -87,7 +87,8 @@ def test_classification_reader_rejects(results, match):
 def test_readers_reject_other_messages_with_conversion_error():
     with pytest.raises(ConversionError, match=r'LabelInfo is not a readable vision_msgs/Classification'):
         conv.classification_to_probabilities(LabelInfo(), NAMES)
-    gap = LabelInfo(class_map=[VisionClass(class_id=0, class_name='a'), VisionClass(class_id=2, class_name='c')])
+    gap = LabelInfo(class_map=[VisionClass(class_id=0, class_name='a'),
+                               VisionClass(class_id=2, class_name='c')])
     with pytest.raises(ConversionError, match=r'LabelInfo.class_map ids are \[0, 2\], expected 0..1'):
         conv.label_info_to_class_names(gap)
     twice = LabelInfo(class_map=[VisionClass(class_id=0, class_name='a')] * 2)
