@@ -132,6 +132,11 @@ def _environment(profile):
     return env
 
 
+def _shown(path: pathlib.Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _machine() -> str:
     model = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo', encoding='utf-8')
                   if line.startswith('model name')), '?')
@@ -142,7 +147,7 @@ def run_all(args) -> int:
     """Every (transport, qos) in turn, each in its own publisher + subscriber processes."""
     print(f'machine: {_machine()}', flush=True)
     rows = []
-    for t, (name, profile) in enumerate((('Fast DDS defaults', None), (str(args.profile), args.profile))):
+    for t, (name, profile) in enumerate((('Fast DDS defaults', None), (_shown(args.profile), args.profile))):
         for q, qos in enumerate(args.qos):
             cmd = [sys.executable, __file__, '--role', 'pub', '--qos', qos, '--seconds', str(args.seconds),
                    '--rate', str(args.rate), '--kitti', str(args.kitti),
@@ -155,10 +160,11 @@ def run_all(args) -> int:
     res = rows[0][2]
     print(f"\n{args.seconds:g} s at {args.rate:g} Hz, camera {res['image']} {res['camera_mb']:.2f} MB, "
           f"cloud {res['points']} points {res['lidar_mb']:.2f} MB; machine after: {_machine()}")
-    print(f"{'transport':<40} {'qos':<12} {'sent':>5} {'camera':>15} {'lidar':>15}")
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{'transport':<{width}}  {'qos':<12} {'sent':>5} {'camera':>15} {'lidar':>15}")
     for name, qos, res in rows:
-        cells = [f"{res[k]:>5} {100.0 * res[k] / max(res['sent'], 1):6.1f}%  " for k in ('camera', 'lidar')]
-        print(f"{name[-40:]:<40} {qos:<12} {res['sent']:>5} {cells[0]:>15} {cells[1]:>15}")
+        cells = [f"{res[k]:>5} {100.0 * res[k] / max(res['sent'], 1):6.1f}%" for k in ('camera', 'lidar')]
+        print(f"{name:<{width}}  {qos:<12} {res['sent']:>5} {cells[0]:>15} {cells[1]:>15}")
     return 0
 
 
