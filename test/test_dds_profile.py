@@ -9,6 +9,7 @@ import time
 import xml.etree.ElementTree as ET
 
 import numpy as np
+import pytest
 
 from conftest import domain_for
 
@@ -67,6 +68,7 @@ def segment_of(proc: subprocess.Popen) -> int:
     return int(line.split()[1])
 
 
+@pytest.mark.slow
 def test_profile_parses_and_sizes_the_shared_memory_segment():
     size = segment_size()
     assert size >= 4 * 1_924_288, f'segment_size {size} holds < 4 KITTI clouds'
@@ -79,6 +81,7 @@ def test_profile_parses_and_sizes_the_shared_memory_segment():
     assert segments['shipped'] >= size > segments['default'] > 0, segments
 
 
+@pytest.mark.slow
 def test_publisher_with_the_profile_delivers_a_kitti_frame(ros_context):
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node

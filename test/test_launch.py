@@ -151,6 +151,7 @@ def dds_environment(*argument, **env):
     return ast.literal_eval(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_launch_sets_the_shipped_dds_profile_by_default():
     """Default: the installed config/fastdds_large_messages.xml (the variable Fast DDS 3 reads; the
     legacy one too where ROS_DISTRO has Fast DDS 2); replaced or disabled by dds_profile:=...;
