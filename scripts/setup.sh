@@ -16,16 +16,6 @@ log() { printf '[setup] %s\n' "$*"; }
 
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 
-# ../shared (upstream sources no registry serves) sits beside the checkout (CI, the main checkout);
-# a git worktree checked out elsewhere uses the one beside its main checkout. Empty when absent.
-shared_dir() {
-  local common
-  if [ -d "$ROOT/../shared" ]; then (cd "$ROOT/../shared" && pwd); return; fi
-  common="$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)" || return 0
-  if [ -d "$common/../../shared" ]; then (cd "$common/../../shared" && pwd); fi
-}
-SHARED="$(shared_dir)"
-
 # 1. virtual environment -------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
   if [ -n "${ROS_DISTRO:-}" ]; then
@@ -67,7 +57,8 @@ NUMPY_INCLUDE="$("$VPY" "$ROOT/scripts/fix_wheel_cmake.py" "$VENV")"
 # ../shared/ros-sources into install/, out of tree: the sources stay untouched (read-only in CI).
 # sensor_msgs_py is ament_python, which writes egg-info beside setup.py: it builds from a copy
 # under build/. vision_msgs: about 80 s once.
-ROS_SOURCES="${SHARED:+$SHARED/ros-sources}"
+ROS_SOURCES="$ROOT/../shared/ros-sources"
+[ -d "$ROS_SOURCES" ] && ROS_SOURCES="$(cd "$ROS_SOURCES" && pwd -P)"  # CMake caches this path: resolved
 in_underlay() {  # is package $1 in the ament index of a sourced prefix other than this install/?
   local prefix prefixes
   IFS=: read -ra prefixes <<< "${AMENT_PREFIX_PATH:-}"
@@ -81,10 +72,10 @@ UPSTREAM=()
 for pkg in vision_msgs sensor_msgs_py; do
   if [ -n "${ROS_DISTRO:-}" ] && in_underlay "$pkg"; then
     log "$pkg: from ROS_DISTRO=$ROS_DISTRO"
-  elif [ -n "$ROS_SOURCES" ] && [ -f "$ROS_SOURCES/$pkg/package.xml" ]; then
+  elif [ -f "$ROS_SOURCES/$pkg/package.xml" ]; then
     UPSTREAM+=("$pkg")
   else
-    log "warning: no $pkg (not in the sourced ROS 2, no ${ROS_SOURCES:-../shared/ros-sources}/$pkg):" \
+    log "warning: no $pkg (not in the sourced ROS 2, no $ROS_SOURCES/$pkg):" \
       "its tests will fail; on a robot: apt install ros-${ROS_DISTRO:-<distro>}-${pkg//_/-}"
   fi
 done
@@ -140,7 +131,7 @@ fi
 # Not on PyPI: built from ../shared/ros2cli (upstream sources) into .cache/ros2cli, once
 # (build.sh reuses a finished build). The end-to-end tests (test/test_ros2_launch.py) use it
 # and fail, naming it, when it is missing. A sourced ROS 2 brings its own `ros2`.
-ROS2CLI_SRC="${SHARED:-$ROOT/../shared}/ros2cli"
+ROS2CLI_SRC="$ROOT/../shared/ros2cli"
 if [ -n "${ROS_DISTRO:-}" ]; then
   log "ros2 command line: from ROS_DISTRO=$ROS_DISTRO"
 elif [ -x "$ROS2CLI_SRC/build.sh" ]; then
