@@ -17,8 +17,7 @@ from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.runtime.backends import OnnxRunner, OnnxRunners, TorchRunners
 from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, check_choice
 from sentryfuse_ros.core.runtime.export import file_sha256, load_manifest
-from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
-from sentryfuse_ros.core.eval.evaluate import _check_fresh_seed, scene_config_of
+from sentryfuse_ros.core.pruning.checkpoint import check_fresh_seed, load_sentryfuse, scene_config_of
 
 
 def runner_logits(runner, runners, inputs: Dict[str, torch.Tensor], batch: int = 64) -> torch.Tensor:
@@ -57,7 +56,7 @@ def runtime_accuracy(checkpoint, *, seed: int, choice: RuntimeChoice, n: int = 1
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f'--n={n!r}: expected a positive number of test scenes')
     ref_model, ref_gate, meta = load_sentryfuse(checkpoint, device='cpu')
-    _check_fresh_seed(seed, meta, checkpoint)
+    check_fresh_seed(seed, meta, checkpoint)
     data = SyntheticDataset(scene_config_of(meta, checkpoint), ref_model.config.preprocess, seed=int(seed),
                             n=n).subset(ref_model.modalities)
     reference = TorchRunners(ref_model, ref_gate.scores, budgets, device='cpu', precision='fp32')
