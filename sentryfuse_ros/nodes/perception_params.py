@@ -11,7 +11,8 @@ from sentryfuse_ros.nodes import common
 DEFAULTS = {
     'model_path': '',                 # checkpoint; '' = the shipped models/sentryfuse_sim.pt
     'device': 'cpu',                  # 'cpu' or 'cuda'
-    'precision': 'fp32',              # 'fp32', 'bf16' (CPU with native bf16, or CUDA), 'fp16' (CUDA)
+    'precision': 'fp32',              # 'fp32', 'bf16' (CPU with native bf16, or CUDA), 'fp16' (CUDA),
+                                      # 'int8' (backend 'onnxruntime', onnx_dir of an int8 export)
     'backend': 'torch',               # 'torch' (eager sub-networks) or 'onnxruntime' (sessions of onnx_dir)
     'onnx_dir': '',                   # export folder of `sentryfuse export` (backend 'onnxruntime')
     'runtime_fallback': True,         # a device/precision/backend this machine cannot run: true = run
@@ -24,7 +25,8 @@ DEFAULTS = {
     'diagnostics_period': 1.0,        # [s]
     'stats_window': 200,              # inferences in the latency percentile window
     'budget_levels': [1.0, 0.85, 0.7, 0.5, 0.4],  # budgets (fractions of the live set's dense FLOPs)
-    'max_cache_mb': 32.0,             # [MiB] gathered sub-network weights kept beyond the one dense copy (MRU)
+    'max_cache_mb': 32.0,             # [MiB] gathered sub-network weights kept beyond the one dense copy (MRU);
+                                      # backend 'onnxruntime': graph bytes of the sessions kept (MRU)
     'prebuild': True,                 # build every (live subset, budget level) sub-network at start-up
     'torch_threads': 1,               # CPU threads for torch ops (0 = torch's default); 1 keeps
                                       # OpenMP workers from spinning against the other nodes' callbacks

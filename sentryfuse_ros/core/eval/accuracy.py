@@ -43,7 +43,7 @@ def runtime_accuracy(checkpoint, *, seed: int, choice: RuntimeChoice, n: int = 1
         seed: test-set seed (not the training/validation seeds).
         choice: the runtime to measure (checked against ``caps``; refused choices raise).
         n: test scenes.
-        budgets: budget levels (onnxruntime: each must be exported).
+        budgets: budget levels (onnxruntime: each must be exported; the subsets are the export's).
         onnx_dir: export folder (``sentryfuse export``) for backend 'onnxruntime'; it must have
             been exported from this checkpoint (checked by sha256).
         threads: onnxruntime intra-op threads.
@@ -75,7 +75,10 @@ def runtime_accuracy(checkpoint, *, seed: int, choice: RuntimeChoice, n: int = 1
         runners = TorchRunners(model, gate.scores, budgets, device=choice.device, precision=choice.precision)
     labels = data.labels.numpy()
     records = []
-    for live in modality_subsets(ref_model.modalities):
+    subsets = modality_subsets(ref_model.modalities)
+    if choice.backend == 'onnxruntime':   # the subsets the export holds (`sentryfuse export --subsets`)
+        subsets = [live for live in subsets if live in {s.subset for s in manifest.subnetworks}]
+    for live in subsets:
         for b in budgets:
             ref = reference.get(live, b)
             run = runners.get(live, b)
