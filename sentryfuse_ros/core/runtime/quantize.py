@@ -25,6 +25,7 @@ logit difference.
 Shapes: samples {modality: (n, ...)} float32, labels (n,) int64; graphs take batch 1.
 """
 import dataclasses
+import logging
 import pathlib
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -162,6 +163,9 @@ def quantize_graph(fp32: pathlib.Path, out: pathlib.Path, config: QuantizeConfig
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static  # noqa: PLC0415
     common = dict(op_types_to_quantize=list(config.op_types), nodes_to_exclude=front_end_nodes(fp32),
                   weight_type=QuantType.QInt8, per_channel=config.quantization == 'static')
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)   # onnxruntime.quantization logs advice ('consider pre-processing') on root
     try:
         if config.quantization == 'dynamic':
             quantize_dynamic(str(fp32), str(out), extra_options={'MatMulConstBOnly': True}, **common)
@@ -174,6 +178,8 @@ def quantize_graph(fp32: pathlib.Path, out: pathlib.Path, config: QuantizeConfig
         out.unlink(missing_ok=True)
         raise ExportError(f'{fp32.stem}: onnxruntime {config.quantization} quantization failed: '
                           f'{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}') from exc
+    finally:
+        root.setLevel(level)
 
 
 def graph_logits(session, samples: Dict[str, np.ndarray]) -> np.ndarray:
