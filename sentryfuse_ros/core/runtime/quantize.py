@@ -92,6 +92,7 @@ class SampleSource:
     def __init__(self, checkpoint, meta: Dict[str, Any], model, config: QuantizeConfig):
         from sentryfuse_ros.core.pruning.checkpoint import check_fresh_seed, scene_config_of  # noqa: PLC0415
         self.config, self.pre, self.modalities = config, model.config.preprocess, model.modalities
+        self.class_names = tuple(model.config.class_names)
         self.scene = None
         try:
             self.scene = scene_config_of(meta, checkpoint)
@@ -106,6 +107,10 @@ class SampleSource:
             from sentryfuse_ros.core.data.bagdataset import BagDataset  # noqa: PLC0415
             self.dataset = BagDataset(config.calibration)
             self.dataset.check_preprocess(self.pre)
+            unknown = sorted(set(self.dataset.class_names) - set(self.class_names))
+            if unknown:
+                raise DataError(f'dataset {str(self.dataset.path)!r} has classes {unknown} the model lacks: '
+                                f'expected labels among {list(self.class_names)}')
         self._scenes: Dict[int, Any] = {}
 
     def _rendered(self, seed: int, n: int):
@@ -131,7 +136,8 @@ class SampleSource:
         if not len(index):
             raise DataError(f'dataset {str(self.dataset.path)!r} has no sample with {"+".join(live)} present '
                             f'for the {part} set; expected samples of every exported subset')
-        return (self.dataset.inputs(index, live), self.dataset.labels[index],
+        to_model = np.array([self.class_names.index(c) for c in self.dataset.class_names], np.int64)
+        return (self.dataset.inputs(index, live), to_model[self.dataset.labels[index]],
                 f'dataset {str(self.dataset.path)} ({"first" if part == "calibration" else "second"} half)')
 
 

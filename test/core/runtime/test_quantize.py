@@ -10,7 +10,7 @@ pytest.importorskip('onnxruntime')
 onnx = pytest.importorskip('onnx')
 from onnx_export import BUDGETS, INT8_CHECK_SAMPLES, INT8_SUBSETS, int8_export_dir  # noqa: E402
 
-from sentryfuse_ros.core.errors import ConfigError, ExportError  # noqa: E402
+from sentryfuse_ros.core.errors import ConfigError, DataError, ExportError  # noqa: E402
 from sentryfuse_ros.core.runtime import export, quantize  # noqa: E402
 from sentryfuse_ros.core.runtime.backends import OnnxRunners  # noqa: E402
 from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice  # noqa: E402
@@ -150,6 +150,23 @@ def test_static_qdq_is_calibrated_on_scenes_and_checked(tmp_path, checkpoint):
     found = ops(tmp_path / entry['file'])
     assert 'QuantizeLinear' in found and 'DequantizeLinear' in found and 'MatMulInteger' not in found
     assert export.load_manifest(tmp_path).quantization == 'static'
+
+
+def test_static_calibration_on_a_dataset_uses_its_samples_with_the_subset_present(tmp_path, checkpoint, trained):
+    from bag_training_fixtures import write_dataset
+    model, _ = trained
+    data = write_dataset(tmp_path / 'ds', [[('camera',)] * 6, [('camera', 'lidar')] * 6],
+                         pre=model.config.preprocess, classes=tuple(model.config.class_names[:2]))
+    config = quantize.QuantizeConfig(quantization='static', calibration=str(data), calibration_samples=4,
+                                     check_samples=20, max_drop_points=100.0)
+    manifest = export.export_checkpoint(checkpoint, tmp_path / 'camera', budgets=(0.5,), subsets=['camera'],
+                                        samples=1, precision='int8', quantize=config)
+    assert manifest['quantization']['calibration'] == str(data)
+    assert manifest['subnetworks'][0]['check']['samples'] == 'scenes seed 7002'   # checked on held-out scenes
+    with pytest.raises(DataError, match=r"has no sample with audio present for the calibration set"):
+        export.export_checkpoint(checkpoint, tmp_path / 'audio', budgets=(0.5,), subsets=['audio'], samples=1,
+                                 precision='int8', quantize=config)
+    assert not (tmp_path / 'audio' / 'manifest.json').exists() and not list((tmp_path / 'audio').iterdir())
 
 
 @pytest.mark.parametrize('kwargs,match', [
