@@ -77,7 +77,7 @@ def run(args) -> int:
                                  precision=args.precision, quantize=quantize,
                                  log=lambda s: print(s, file=sys.stderr, flush=True))
     subs = manifest['subnetworks']
-    print(f'exported {len(subs)} {args.precision} sub-networks to {args.out} in {time.perf_counter() - t0:.1f} s; '
+    print(f'exported {len(subs)} sub-networks ({args.precision}) to {args.out} in {time.perf_counter() - t0:.1f} s; '
           f'max |onnxruntime - torch| {max(s["max_abs_diff"] for s in subs):.2e} (atol {args.atol:g})')
     if quantize is not None:
         worst = min(subs, key=lambda s: s['check']['delta_points'])

@@ -46,7 +46,7 @@ def test_two_subsets_at_two_budgets_are_written_with_their_checked_accuracy(expo
     data = json.loads((exported / 'manifest.json').read_text())
     assert data['quantization']['op_types'] == ['MatMul', 'Gemm'] and data['quantization']['check_samples'] == 100
     printed = (exported.parent / 'cli_output.txt').read_text()
-    assert 'exported 4 int8 sub-networks' in printed and 'int8 dynamic:' in printed
+    assert 'exported 4 sub-networks (int8)' in printed and 'int8 dynamic:' in printed
 
 
 def test_weights_are_int8_and_the_log_mel_front_end_stays_fp32(exported):
