@@ -13,7 +13,7 @@ taskset -c 0 nice -n 5 python -m sentryfuse_ros.cli evaluate --checkpoint models
   --out bench/int8/evaluate_int8.json > bench/int8/evaluate_int8.txt 2> bench/int8/evaluate_int8.err &
 EVAL=$!
 taskset -c 1 nice -n 5 python scripts/bench_runtimes.py --checkpoint models/sentryfuse_robot.pt \
-  --fp32-dir "$W/robot_fp32" --int8-dir "$W/robot_int8" --static --check-samples 100 --warmup 5 --repeats 40 \
+  --fp32-dir "$W/robot_fp32" --int8-dir "$W/robot_int8" --warmup 5 --repeats 40 \
   --out bench/int8/bench_runtimes_robot.json > bench/int8/bench_runtimes_robot.txt 2> bench/int8/bench_runtimes_robot.err
 { date; uptime; } >> bench/int8/machine.txt
 wait $EVAL

@@ -33,6 +33,7 @@ import numpy as np
 
 from sentryfuse_ros.core.config import check
 from sentryfuse_ros.core.errors import CheckpointError, DataError, ExportError
+from sentryfuse_ros.core.pruning.checkpoint import check_fresh_seed, scene_config_of
 
 QUANTIZATIONS = ('dynamic', 'static')
 FRONT_END_MARK = '.logmel.'   # initializer names of the log-mel front end (STFT window, mel filterbank)
@@ -90,7 +91,6 @@ class SampleSource:
     """
 
     def __init__(self, checkpoint, meta: Dict[str, Any], model, config: QuantizeConfig):
-        from sentryfuse_ros.core.pruning.checkpoint import check_fresh_seed, scene_config_of  # noqa: PLC0415
         self.config, self.pre, self.modalities = config, model.config.preprocess, model.modalities
         self.class_names = tuple(model.config.class_names)
         self.scene = None
