@@ -14,6 +14,8 @@ from typing import Any, Dict, Tuple, Union
 
 import torch
 
+from sentryfuse_ros.core.config import from_dict
+from sentryfuse_ros.core.data.scenes import SceneConfig
 from sentryfuse_ros.core.model.backbone import SentryFuseModel
 from sentryfuse_ros.core.errors import CheckpointError, ConfigError, ModelError, PruningError
 from sentryfuse_ros.core.limits import DEFAULT_LIMITS, ReadLimits
@@ -231,3 +233,22 @@ def load_sentryfuse(path, device='cpu',
         raise CheckpointError(f'checkpoint {str(path)!r}: the SentryGate table must be finite, but {bad}')
     meta = {k: v for k, v in extra.items() if k != 'gate'}
     return model, gate.to(device).eval(), meta
+
+
+def scene_config_of(meta: Dict[str, Any], path) -> SceneConfig:
+    """The SceneConfig the checkpoint was trained on (from its training metadata)."""
+    try:
+        scene = meta['training']['train_config']['data']['scene']
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f'checkpoint {str(path)!r} has no training.train_config.data.scene; expected a '
+                              'checkpoint written by `sentryfuse train`') from exc
+    return from_dict(SceneConfig, scene, where='data.scene')
+
+
+def check_fresh_seed(seed: int, meta: Dict[str, Any], path) -> None:
+    """ConfigError when ``seed`` is one of the dataset seeds the checkpoint trained or validated on."""
+    data = meta['training']['train_config']['data']
+    used = {int(data['seed']), int(data['seed']) + 1}
+    if int(seed) in used:
+        raise ConfigError(f'--seed={seed}: the checkpoint {str(path)!r} trained/validated on dataset seeds '
+                          f'{sorted(used)}; expected another seed for a fresh test set')
