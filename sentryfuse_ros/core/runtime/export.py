@@ -42,11 +42,8 @@ from sentryfuse_ros.core.errors import ExportError
 from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.pruning.prune import SubnetworkCache, Subnetwork
 from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
-<<<<<<< HEAD
 from sentryfuse_ros.core.runtime.params import BUDGET_LEVELS
-=======
 from sentryfuse_ros.core.runtime.quantize import Int8Check, QuantizeConfig, SampleSource, check_int8, quantize_graph
->>>>>>> int8
 
 MANIFEST = 'manifest.json'
 MANIFEST_FORMAT = 'sentryfuse-onnx'
