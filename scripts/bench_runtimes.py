@@ -173,12 +173,9 @@ def main() -> int:
         return rss_probe(args.rss_probe)
     torch.set_num_threads(args.threads)
 
-<<<<<<< HEAD
     from sentryfuse_ros.core.pruning.budget import check_budget_levels
-=======
     from sentryfuse_ros.core.model.flops import count_flops
     from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
->>>>>>> int8
     from sentryfuse_ros.core.runtime.backends import OnnxRunners, TorchRunners
     from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice
 

@@ -65,16 +65,13 @@ def run(args) -> int:
         raise ConfigError(f'--samples={args.samples}: expected a positive int')
     if not args.atol > 0:
         raise ConfigError(f'--atol={args.atol}: expected a positive tolerance')
-<<<<<<< HEAD
     budgets = check_budget_levels(args.budgets or DEFAULT_BUDGETS, '--budgets')  # where the budgets enter
-=======
     quantize = None
     if args.precision == 'int8':
         quantize = QuantizeConfig(quantization=args.quantization, op_types=tuple(dict.fromkeys(args.int8_ops)),
                                   calibration=args.calibration, calibration_samples=args.calibration_samples,
                                   check_samples=args.check_samples, max_drop_points=args.max_drop_points,
                                   max_logit_diff=args.max_logit_diff)
->>>>>>> int8
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     manifest = export_checkpoint(args.checkpoint, args.out, budgets=budgets,
