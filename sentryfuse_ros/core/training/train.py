@@ -24,7 +24,7 @@ import dataclasses
 import pathlib
 import sys
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from sentryfuse_ros.core.model.config import SentryFuseConfig
 from sentryfuse_ros.core.pruning.checkpoint import save_checkpoint
 from sentryfuse_ros.core.pruning.gate import SaliencyTeacher, SentryGate
 from sentryfuse_ros.core.training.bagsource import BagBatches
+from sentryfuse_ros.core.training.balance import Balancer
 from sentryfuse_ros.core.training.batches import (  # noqa: F401  (accuracy, validate, subset_key: public here too)
     DataArg, accuracy, batch_source, class_names_of, scene_datasets, subset_key, validate)
 from sentryfuse_ros.core.training.config import (  # noqa: F401  (AUTOCASTS, RECIPES, load_train_config: public here too)
@@ -43,6 +44,7 @@ from sentryfuse_ros.core.training.config import (  # noqa: F401  (AUTOCASTS, REC
 from sentryfuse_ros.core.training.curriculum import Curriculum
 from sentryfuse_ros.core.training.distributed import LocalContext
 from sentryfuse_ros.core.training.inputnorm import fit_input_norm
+from sentryfuse_ros.core.training.monitor import TrainingMonitor, plot_progress, progress_plot_path
 from sentryfuse_ros.core.training.recipe import Recipe, autocast_context, lr_factor  # noqa: F401
 from sentryfuse_ros.core.training.state import _load_state, _save_state, state_path
 from sentryfuse_ros.core.training.step import TrainParts, train_step
@@ -95,11 +97,17 @@ def _build(cfg: TrainFileConfig, names: Sequence[str], device: torch.device):
     teacher = SaliencyTeacher(modalities=model.modalities, layout=layout, decay=cfg.train.gate.ema_decay)
     model, gate, teacher = model.to(device), gate.to(device), teacher.to(device)
     t = cfg.train
-    opt = torch.optim.AdamW([
+    groups = [
         {'params': list(model.parameters()), 'lr': t.lr, 'weight_decay': t.weight_decay, 'base_lr': t.lr},
         {'params': list(gate.parameters()), 'lr': t.gate.gate_lr, 'weight_decay': 0.0, 'base_lr': t.gate.gate_lr},
-    ])
-    return model, gate, teacher, opt
+    ]
+    balance = None
+    if t.balance.heads:  # the heads train with the backbone's settings; without them the optimizer is as before
+        balance = Balancer(t.balance, model, total_steps=t.steps).to(device)
+        groups.append({'params': list(balance.parameters()), 'lr': t.lr, 'weight_decay': t.weight_decay,
+                       'base_lr': t.lr})
+    return TrainParts(model=model, net=model, gate=gate, teacher=teacher, opt=torch.optim.AdamW(groups),
+                      balance=balance)
 
 
 @dataclasses.dataclass
@@ -139,15 +147,19 @@ class TrainingRun:
         self.cfg, self.out, self.device = cfg, pathlib.Path(out), torch.device(device)
         t = cfg.train
         torch.manual_seed(t.seed)
-        model, gate, teacher, opt = _build(cfg, class_names_of(cfg, data), self.device)
+        self.parts = p = _build(cfg, class_names_of(cfg, data), self.device)
+        model = p.model
         self.rng = np.random.default_rng(t.seed)
-        self.step, self.elapsed_before = 0, 0.0
+        self.step, self.elapsed_before, extra = 0, 0.0, {}
         self.spath = state_path(self.out)
         if resume:
-            self.step, self.elapsed_before = _load_state(self.spath, cfg, model, gate, teacher, opt, self.rng)
+            self.step, self.elapsed_before, extra = _load_state(self.spath, cfg, model, p.gate, p.teacher, p.opt,
+                                                                self.rng)
+            if p.balance is not None:
+                p.balance.load_state_dict(extra['balance'])
             self.log(f'resuming from {self.spath} at step {self.step}/{t.steps}')
-        # after a resume: DDP broadcasts rank 0's weights
-        self.parts = TrainParts(model=model, net=self.ctx.wrap(model), gate=gate, teacher=teacher, opt=opt)
+        p.net = self.ctx.wrap(model)  # after a resume: DDP broadcasts rank 0's weights
+        self.monitor = TrainingMonitor(model.modalities, extra.get('monitor'))
         self.source = batch_source(cfg, data, rng=self.rng, device=self.device, modalities=model.modalities,
                                    log=self.log)
         if cfg.model.input_norm and self.step == 0:  # a resumed run has them in its state
@@ -175,18 +187,31 @@ class TrainingRun:
             self.step = done = step + 1
             self._report(stats, step)
             if self.ctx.is_main and done % t.checkpoint_every == 0:
-                self.save_state()
+                self._checkpoint()
         if self.step < t.steps:
             if self.ctx.is_main and self.step % t.checkpoint_every:
                 self.save_state()
             self.log(f'stopped after step {self.step}; state in {self.spath}')
         return self.step
 
+    def _checkpoint(self) -> None:
+        """Every checkpoint_every steps: the monitor's probes (log line, progress plot), then the state file."""
+        p, t = self.parts, self.cfg.train
+        self.monitor.checkpoint(self.step, p.model, p.gate, self.source, batch=t.eval_batch, autocast=t.autocast,
+                                device=self.device, log=self.log)
+        plot_progress(self.monitor.history, progress_plot_path(self.out), title=self.out.stem)
+        self.save_state()
+
     def save_state(self) -> None:
         p = self.parts
-        _save_state(self.spath, self.cfg, self.step, self.elapsed(), p.model, p.gate, p.teacher, p.opt, self.rng)
+        extra = {'monitor': self.monitor.state()}
+        if p.balance is not None:
+            extra['balance'] = p.balance.state_dict()
+        _save_state(self.spath, self.cfg, self.step, self.elapsed(), p.model, p.gate, p.teacher, p.opt, self.rng,
+                    extra=extra)
 
     def _report(self, stats, step: int) -> None:
+        self.monitor.record_step(stats.grad_norms, stats.coefficients)
         self.ema_loss = stats.task if self.ema_loss is None else 0.95 * self.ema_loss + 0.05 * stats.task
         self.ema_acc = stats.acc if self.ema_acc is None else 0.95 * self.ema_acc + 0.05 * stats.acc
         if self.bar is not None:
@@ -208,10 +233,11 @@ class TrainingRun:
                 'torch_threads': torch.get_num_threads(), 'autocast': t.autocast, 'command': command,
                 'deterministic_algorithms': torch.are_deterministic_algorithms_enabled(),
                 'torch_version': str(torch.__version__),
-                'python_version': sys.version.split()[0], 'train_config': to_dict(self.cfg)}
+                'python_version': sys.version.split()[0], 'train_config': to_dict(self.cfg),
+                'progress': self.monitor.history}
         save_checkpoint(self.out, p.model, extra={
             'class_names': list(p.model.config.class_names), 'gate': p.gate.state_dict(),
-            'saliency_ema': p.teacher.state_dict(), 'training': meta})
+            'saliency_ema': p.teacher.state_dict(), 'training': meta}, dtype=getattr(torch, t.checkpoint_dtype))
         self.spath.unlink(missing_ok=True)
         for b, row in val.items():
             self.log(f'val accuracy @ budget {b}: ' + ', '.join(f'{k} {v:.3f}' for k, v in row.items()))
