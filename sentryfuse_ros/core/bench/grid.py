@@ -138,7 +138,7 @@ def trained_checkpoint(cfg: BenchConfig, backbone: str, dataset: str, seed: int,
     start = time.perf_counter()
     log(f'training {path.name} ({tcfg.train.steps} steps, {len(data["train"])} samples)')
     kwargs = {'progress': False, 'log': lambda s: None, 'command': f'sentryfuse bench ({variant})'}
-    tr.train(tcfg, path, datasets=(data['train'], data['val']), **kwargs)
+    tr.train(tcfg, path, data=(data['train'], data['val']), **kwargs)
     return path, time.perf_counter() - start
 
 

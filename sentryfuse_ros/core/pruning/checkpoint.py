@@ -27,30 +27,40 @@ VERSION = 1
 RESERVED = ('format', 'version', 'config', 'state_dict', 'kept_units')
 
 
-def save_checkpoint(path: Union[str, pathlib.Path], model: SentryFuseModel, extra: Dict[str, Any] = None) -> None:
+STORE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def save_checkpoint(path: Union[str, pathlib.Path], model: SentryFuseModel, extra: Dict[str, Any] = None, *,
+                    dtype: torch.dtype = torch.float32) -> None:
     """Write ``model`` (config, weights, slicing if any) and ``extra`` to ``path`` (parents created).
 
     Args:
         path: output file.
         model: the model; a sliced model also records which units it kept.
         extra: more top-level entries (plain data and tensors only); may not use reserved keys.
+        dtype: how the floating weights are stored (float16 halves the file; :func:`load_checkpoint`
+            casts them back to the dtype it is asked for). A non-finite weight (a diverged training, or
+            one the cast turns into inf) is an error: no checkpoint is written.
     """
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(RESERVED))
     if clash:
         raise CheckpointError(f'{path}: extra keys {clash} are reserved; expected other names')
-    data = {'format': FORMAT, 'version': VERSION, 'config': config_to_dict(model.config),
-            'state_dict': {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if dtype not in STORE_DTYPES:
+        raise CheckpointError(f'{path}: dtype={dtype}: expected one of {[str(d) for d in STORE_DTYPES]}')
+    state = {k: (v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu())
+             for k, v in model.state_dict().items()}
+    bad = _non_finite(state)
+    if bad:
+        raise CheckpointError(f'{path}: weights stored as {dtype} must be finite, but {bad} (training diverged, '
+                              'or out of its range?); not written')
+    data = {'format': FORMAT, 'version': VERSION, 'config': config_to_dict(model.config), 'state_dict': state}
     kept = model.kept_units()
     m = model.config.model
     nf_full = m.ffn_dim // m.ffn_block
     if any(g != list(range(m.kv_heads)) or f != list(range(nf_full)) for g, f in kept):
         data['kept_units'] = [[list(g), list(f)] for g, f in kept]
     data.update(extra)
-    bad = _non_finite(data['state_dict'])
-    if bad:
-        raise CheckpointError(f'{path}: refusing to write non-finite weights: {bad}; expected finite weights '
-                              '(training diverged?)')
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
@@ -173,9 +183,12 @@ def _mismatch(key: str, found: Any, expected: Tuple[int, ...]) -> str:
     return f'size mismatch for {key}: stored {found}, config {expected}'
 
 
-def load_checkpoint(path: Union[str, pathlib.Path], device='cpu',
+def load_checkpoint(path: Union[str, pathlib.Path], device='cpu', dtype: torch.dtype = torch.float32,
                     limits: ReadLimits = DEFAULT_LIMITS) -> Tuple[SentryFuseModel, Dict[str, Any]]:
     """Rebuild the model from a checkpoint alone; returns (model in eval mode on ``device``, extra).
+
+    The weights are cast to ``dtype`` (float32, or bfloat16 for a bf16 runtime) whatever they were stored
+    as, and checked for finiteness after the cast.
 
     Raises CheckpointError naming the path and the problem for a missing, corrupt or foreign file, a
     config that does not validate or exceeds ``limits``, or weights that do not match the config or
@@ -184,6 +197,8 @@ def load_checkpoint(path: Union[str, pathlib.Path], device='cpu',
     path = pathlib.Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint {str(path)!r} does not exist or is not a file')
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise CheckpointError(f'checkpoint {str(path)!r}: dtype={dtype}: expected torch.float32 or torch.bfloat16')
     data = _read(path, limits)
     try:
         cfg = config_from_dict(data['config'])
@@ -205,11 +220,15 @@ def load_checkpoint(path: Union[str, pathlib.Path], device='cpu',
         first = str(exc).split('\n\t')
         raise CheckpointError(f'checkpoint {str(path)!r}: state_dict does not match its config: '
                               f'{" ".join(s.strip() for s in first[:3])}') from exc
+    model = model.to(dtype)
+    bad = _non_finite(model.state_dict())
+    if bad:
+        raise CheckpointError(f'checkpoint {str(path)!r}: weights must be finite, but {bad}')
     extra = {k: v for k, v in data.items() if k not in RESERVED}
     return model.to(device).eval(), extra
 
 
-def load_sentryfuse(path, device='cpu',
+def load_sentryfuse(path, device='cpu', dtype: torch.dtype = torch.float32,
                     limits: ReadLimits = DEFAULT_LIMITS) -> Tuple[SentryFuseModel, SentryGate, Dict[str, Any]]:
     """Model, SentryGate and metadata from one trained checkpoint (what nodes and benchmarks call).
 
@@ -218,7 +237,7 @@ def load_sentryfuse(path, device='cpu',
         'training' (steps, seed, val accuracy, wall time, command, versions, config) and
         'saliency_ema' (the teacher's state dict).
     """
-    model, extra = load_checkpoint(path, device=device, limits=limits)
+    model, extra = load_checkpoint(path, device=device, dtype=dtype, limits=limits)
     if 'gate' not in extra:
         raise CheckpointError(f'checkpoint {str(path)!r} has no SentryGate table (key "gate"); expected a '
                               'checkpoint written by `sentryfuse train`')

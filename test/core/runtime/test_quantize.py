@@ -28,6 +28,7 @@ def ops(path):
     return [n.op_type for n in onnx.load(str(path)).graph.node]
 
 
+@pytest.mark.slow
 def test_two_subsets_at_two_budgets_are_written_with_their_checked_accuracy(exported):
     manifest = export.load_manifest(exported)
     assert manifest.precision == 'int8' and manifest.quantization == 'dynamic'
@@ -49,6 +50,7 @@ def test_two_subsets_at_two_budgets_are_written_with_their_checked_accuracy(expo
     assert 'exported 4 sub-networks (int8)' in printed and 'int8 dynamic:' in printed
 
 
+@pytest.mark.slow
 def test_weights_are_int8_and_the_log_mel_front_end_stays_fp32(exported):
     graph = exported / 'lidar+audio@1.00.int8.onnx'
     found = ops(graph)
@@ -59,6 +61,7 @@ def test_weights_are_int8_and_the_log_mel_front_end_stays_fp32(exported):
     assert filterbank and all(n.op_type == 'MatMul' for n in filterbank)   # the mel filterbank: fp32 MatMul
 
 
+@pytest.mark.slow
 def test_the_node_side_runs_int8_and_switches_levels(exported):
     runners = OnnxRunners(exported, INT8, CAPS)
     assert runners.levels == BUDGETS
@@ -70,6 +73,7 @@ def test_the_node_side_runs_int8_and_switches_levels(exported):
     assert runners.stats['builds'] == 2 and runners.stats['hits'] == 2
 
 
+@pytest.mark.slow
 def test_sessions_are_kept_within_max_cache_mb(exported):
     one = max(s.bytes for s in export.load_manifest(exported).subnetworks if s.subset == ('camera',)) / 2 ** 20
     runners = OnnxRunners(exported, INT8, CAPS, max_cache_mb=1.01 * one)   # room for one camera session only
@@ -83,6 +87,7 @@ def test_sessions_are_kept_within_max_cache_mb(exported):
         OnnxRunners(exported, INT8, CAPS, max_cache_mb=-1)
 
 
+@pytest.mark.slow
 def test_an_int8_export_refuses_fp32_and_an_fp32_manifest_refuses_int8(exported, tmp_path):
     with pytest.raises(ExportError, match=r"holds int8 graphs: precision='fp32' expected an export of "
                                           r'`sentryfuse export --precision fp32`'):
@@ -102,6 +107,7 @@ def test_an_int8_export_refuses_fp32_and_an_fp32_manifest_refuses_int8(exported,
         export.load_manifest(tmp_path)
 
 
+@pytest.mark.slow
 def test_tensorrt_int8_needs_a_static_export(exported):
     jetson = Capabilities(cuda=True, ort_providers=('TensorrtExecutionProvider', 'CPUExecutionProvider'))
     with pytest.raises(ExportError, match='holds dynamic int8 graphs: TensorRT .* expected static QDQ graphs'):
