@@ -52,8 +52,8 @@ def save_checkpoint(path: Union[str, pathlib.Path], model: SentryFuseModel, extr
              for k, v in model.state_dict().items()}
     bad = _non_finite(state)
     if bad:
-        raise CheckpointError(f'{path}: weights stored as {dtype} must be finite, but {bad} (training diverged, '
-                              'or out of its range?); not written')
+        raise CheckpointError(f'{path}: weights stored as {dtype} must be finite, but {bad} (out of its range?); '
+                              'not written (a diverged training leaves no checkpoint)')
     data = {'format': FORMAT, 'version': VERSION, 'config': config_to_dict(model.config), 'state_dict': state}
     kept = model.kept_units()
     m = model.config.model
