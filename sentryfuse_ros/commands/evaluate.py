@@ -78,7 +78,12 @@ def _write_report(out, result, table: str) -> int:
 
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + '\n', encoding='utf-8')
+    tmp = out.with_name(out.name + '.partial')  # a full disk leaves no half-written report under ``out``
+    try:
+        tmp.write_text(json.dumps(result, indent=1) + '\n', encoding='utf-8')
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(table)
     print(f'\nwrote {out}')
     return 0

@@ -73,8 +73,12 @@ def read_yaml(path: 'str | pathlib.Path', what: str) -> Any:
         return yaml.safe_load(path.read_text(encoding='utf-8')) or {}
     except FileNotFoundError as exc:
         raise ConfigError(f'{what} {str(path)!r} does not exist') from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f'{what} {str(path)!r} is a folder: expected a YAML file') from exc
+    except UnicodeDecodeError as exc:  # a binary file
+        raise ConfigError(f'{what} {str(path)!r} is not UTF-8 text (byte {exc.start}): expected a YAML file') from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f'{what} {str(path)!r} is not valid YAML: {exc}') from exc
+        raise ConfigError(f'{what} {str(path)!r} is not valid YAML: {" ".join(str(exc).split())}') from exc
 
 
 def load_yaml(cls: Type[T], path: 'str | pathlib.Path', section: str = '') -> T:

@@ -39,3 +39,11 @@ class RuntimeChoiceError(SentryFuseError, ValueError):
 
 class ExportError(SentryFuseError):
     """An ONNX export or its manifest is missing, corrupt, or does not match torch."""
+
+
+class TrainingError(SentryFuseError):
+    """Training cannot go on: a non-finite loss (non-finite data, a diverged model)."""
+
+
+class StampError(SentryFuseError, ValueError):
+    """A message stamp is far from the receiver's clock (unsynchronised sensor clock, a corrupt stamp)."""

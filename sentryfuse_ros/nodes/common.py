@@ -248,6 +248,19 @@ def diagnostic_array(stamp, statuses: Sequence[DiagnosticStatus]) -> DiagnosticA
     return msg
 
 
+# ---- time ------------------------------------------------------------------------------
+
+def jump_back_threshold():
+    """rclpy's JumpThreshold for a clock step back of more than core.runtime.stamps.JUMP_BACK_S, or a
+    clock change (use_sim_time switched): what a node's jump callback resets its time state on."""
+    from rclpy.clock import JumpThreshold  # noqa: PLC0415
+    from rclpy.duration import Duration  # noqa: PLC0415
+
+    from sentryfuse_ros.core.runtime.stamps import JUMP_BACK_S  # noqa: PLC0415
+    return JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-int(JUMP_BACK_S * 1e9)),
+                         on_clock_change=True)
+
+
 # ---- executables -----------------------------------------------------------------------
 
 def run_node(factory: Callable[[], Node], args=None) -> int:

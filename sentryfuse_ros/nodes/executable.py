@@ -1,5 +1,5 @@
-"""The body of the installed node executables (scripts/perception, ...): Ctrl-C ends a node with
-exit 0 and no traceback at any moment, not only while it spins.
+"""The body of the installed node executables (scripts/perception, ...): Ctrl-C (SIGINT) or SIGTERM
+ends a node with exit 0 and no traceback at any moment, not only while it spins.
 
 Start-up runs C++ that calls back into Python for seconds (``import torch``, ``rclpy.init``, node
 construction, the perception node's prebuild). A KeyboardInterrupt raised there crosses a pybind11
@@ -30,15 +30,18 @@ class InterruptRecorder:
 
 
 def interrupt_recorder() -> InterruptRecorder:
-    """The InterruptRecorder handling SIGINT in this process, installed now if another handler
-    (Python's default KeyboardInterrupt) is in place. Outside the main thread, where no handler
-    can be installed, a recorder that never fires is returned."""
+    """The InterruptRecorder handling SIGINT and SIGTERM in this process, installed now if another
+    handler (Python's default KeyboardInterrupt for SIGINT, the default "terminate" for SIGTERM,
+    which ended a node still importing torch with -15) is in place. Outside the main thread, where
+    no handler can be installed, a recorder that never fires is returned."""
     current = signal.getsignal(signal.SIGINT)
     if isinstance(current, InterruptRecorder):
         return current
     recorder = InterruptRecorder()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, recorder)
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, recorder)
     return recorder
 
 

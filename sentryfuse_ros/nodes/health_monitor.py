@@ -92,6 +92,8 @@ class HealthMonitor(Node):
         self._timer = self.create_timer(self._period, self._on_update)
         self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
         self._published = None  # last published HealthState
+        self._jump_handle = self.get_clock().create_jump_callback(
+            common.jump_back_threshold(), post_callback=self._on_clock_jump)
         self.get_logger().info(f'monitoring {dict(self._topics)}; battery on {values["battery_topic"]}')
 
     # -- parameters --------------------------------------------------------------------
@@ -125,6 +127,11 @@ class HealthMonitor(Node):
         state = self._tracker.check(now, advance=False)
         if state.changed_from(self._published):
             self._publish(state)
+
+    def _on_clock_jump(self, jump) -> None:
+        """The clock stepped back: the arrivals kept lie in the future; every sensor starts over."""
+        self._tracker.reset_time()
+        self._last_check = None
 
     def _on_update(self) -> None:
         # A check that runs late ran before the sensor callbacks queued meanwhile (a starved

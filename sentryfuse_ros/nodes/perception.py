@@ -22,6 +22,7 @@ from sentryfuse_ros.core.pruning.budget import is_budget
 from sentryfuse_ros.core.runtime.engine import PerceptionEngine
 from sentryfuse_ros.core.errors import ConfigError, ExportError, RuntimeChoiceError, SentryFuseError
 from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, resolve_choice
+from sentryfuse_ros.core.runtime import stamps
 from sentryfuse_ros.core.runtime.latency import LatencyStats
 from sentryfuse_ros.core.runtime.record import STAGES, InferenceRecord, build_record
 from sentryfuse_ros.core.data.preprocess import MODALITIES
@@ -89,6 +90,8 @@ class Perception(Node):
         if values['trigger'] == 'timer':
             self._timer = self.create_timer(1.0 / float(values['rate']), self._on_timer)
         self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
+        self._jump_handle = self.get_clock().create_jump_callback(
+            common.jump_back_threshold(), post_callback=self._on_clock_jump)
 
     @property
     def model_error(self) -> str:
@@ -212,8 +215,28 @@ class Perception(Node):
             self._infer()
 
     def _on_health(self, msg: ModalityHealth) -> None:
+        now = self._now()
+        try:  # a health message stamped far from this node's clock is an error, never obeyed
+            stamp = msg_arrays.stamp_to_sec(msg.header.stamp)
+            if stamp != 0.0:  # unstamped: taken as received now
+                stamps.check_stamp(stamp, now, 'health', self._max_stamp_offset())
+        except Exception as exc:  # noqa: BLE001 - counted under 'health', the message is dropped
+            if self.engine is not None:
+                self.engine.record_error('health', exc)
+            return
         self._health = msg
-        self._health_received = self._now()
+        self._health_received = now
+
+    def _max_stamp_offset(self) -> float:
+        return self.engine.config.max_stamp_offset_s if self.engine is not None else stamps.MAX_STAMP_OFFSET_S
+
+    def _on_clock_jump(self, jump) -> None:
+        """The clock stepped back (use_sim_time and a /clock that restarts): every time kept is "in the
+        future"; forget the buffered samples, the health message and when errors happened."""
+        if self.engine is not None:
+            self.engine.reset_time()
+        self._health, self._health_received = None, -math.inf
+        self._error_at.clear()
 
     def _on_timer(self) -> None:
         self._infer()
@@ -303,6 +326,7 @@ class Perception(Node):
             recent = self._recent_errors(now)
             errors = self.engine.errors
             values['inference_errors'] = errors.get('inference', 0)
+            values['health_errors'] = errors.get('health', 0)  # health messages refused (e.g. stamps far off)
             if 'inference' in recent:   # e.g. non-finite logits: nothing is published, say why
                 level = common.LEVEL_ERROR
                 message = f'inference failed: {recent["inference"]}; {message}'

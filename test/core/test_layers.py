@@ -19,7 +19,7 @@ ALLOWED = {
     'replay': {'data', 'bags', 'model', 'pruning', 'training', 'runtime', 'sim'},
     'bench': {'data', 'model', 'pruning', 'training'},
 }
-OPEN = {'errors', 'config'}
+OPEN = {'errors', 'config', 'limits'}
 
 
 def core_imports(path: pathlib.Path):

@@ -222,25 +222,41 @@ def wait_until_loaded(proc, library: str, timeout: float = 60.0) -> None:
     raise AssertionError(f'{library} never loaded in {timeout} s (rc {proc.poll()})')
 
 
+def signal_during_start_up(signum, delays, argv, offset):
+    """[(delay, rc, output)]: ``argv`` started once per delay, ``signum`` sent that long after libtorch loaded
+    (one after the other: each runs alone on its domain)."""
+    results = []
+    for delay_s in delays:
+        proc = start(argv, offset)
+        wait_until_loaded(proc, 'libtorch')
+        time.sleep(delay_s)
+        proc.send_signal(signum)
+        out = proc.communicate(timeout=60)[0]
+        results.append((delay_s, proc.returncode, out))
+    return results
+
+
 @pytest.mark.slow
 def test_ctrl_c_at_every_start_up_phase_of_perception_exits_0_without_traceback():
     """A SIGINT during start-up used to raise KeyboardInterrupt inside C++ calling back into Python
     (torch's import, rclpy.init, the node's construction, the prebuild): a traceback, or
     "terminate called after throwing an instance of 'pybind11::error_already_set'" and rc -6.
     The sweep's delays land in every phase; one of them at least before the node was ready."""
-    results = []
-    for delay_s in CTRL_C_DELAYS:  # one after the other: each runs alone on its domain
-        proc = start(executable('perception'), 15)
-        wait_until_loaded(proc, 'libtorch')
-        time.sleep(delay_s)
-        proc.send_signal(signal.SIGINT)
-        out = proc.communicate(timeout=60)[0]
-        results.append((delay_s, proc.returncode, out))
+    results = signal_during_start_up(signal.SIGINT, CTRL_C_DELAYS, executable('perception'), 15)
     for delay_s, rc, out in results:
         assert rc == 0 and 'Traceback' not in out and 'terminate called' not in out, \
             f'Ctrl-C {delay_s} s into the import of torch: rc {rc}:\n{out[-3000:]}'
     during_start_up = [d for d, _, out in results if 'prebuilt' not in out]
     assert during_start_up, 'every Ctrl-C came after the node was ready: the sweep missed start-up'
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_first_seconds_of_perception_start_up_exits_0():
+    """SIGTERM (what `kill`, systemd and a launch shutdown send) while perception still imports torch
+    used to end it with the default action, rc -15; now it is recorded like Ctrl-C."""
+    argv = executable('perception') + ['--ros-args', '-p', 'prebuild:=false']
+    for delay_s, rc, out in signal_during_start_up(signal.SIGTERM, (0.0, 0.5, 1.0, 1.5), argv, 17):
+        assert rc == 0 and 'Traceback' not in out, f'SIGTERM {delay_s} s into start-up: rc {rc}:\n{out[-3000:]}'
 
 
 @pytest.mark.slow

@@ -440,16 +440,17 @@ def test_checkpoint_with_nan_weights_or_gate_table_reports_error(make_harness, c
     assert h.latest_status('sentryfuse: perception') is None   # no OK "no inference yet"
 
 
-def test_lidar_stamp_sec_2_31_minus_1_gives_a_prediction_stamp_without_overflow(make_harness, checkpoint):
-    # old code: Prediction.header.stamp.sec = -2147483648
+def test_lidar_stamp_sec_2_31_minus_1_is_refused_and_predictions_keep_real_stamps(make_harness, checkpoint):
+    # older code: Prediction.header.stamp.sec = -2147483648; then a prediction stamped 2**31 - 1 s
     h = make_harness(perception_overrides(checkpoint), health_overrides())
     h.stream('camera', 'audio')
     late = msg_arrays.array_to_pointcloud2(np.ones((200, 4), np.float32))
     late.header.stamp.sec, late.header.stamp.nanosec = 2**31 - 1, 999_999_999
     h.bad['lidar'] = late
-    h.spin_until(lambda: h.predictions and uses(h.predictions[-1][1], ALL), 10.0, 'a prediction with the lidar')
-    stamp = h.predictions[-1][1].header.stamp
-    assert (stamp.sec, stamp.nanosec) == (2**31 - 1, 999_999_999)
+    h.spin_until(lambda: h.errors('lidar') >= 3 and h.predictions, 10.0, 'lidar stamps refused, predictions on')
+    assert 'lidar: StampError: lidar stamp 2147483648.000 s is' in h.latest_status('sentryfuse: perception inputs').message
+    assert all(abs(stamp_s(p.header.stamp) - rt) < 60 for rt, p in h.predictions)
+    assert not any('lidar' in p.modalities_used for _, p in h.predictions)
 
 
 def test_compute_budget_0_7_from_the_health_monitor_runs_the_0_7_subnetwork(make_harness, checkpoint):

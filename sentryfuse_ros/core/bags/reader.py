@@ -23,10 +23,12 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import yaml
 from rosbags.rosbag2 import Reader
 
+from sentryfuse_ros.core.bags.sizes import bounded_zstd, check_declared, check_storage
 from sentryfuse_ros.core.bags.types import MODALITY_TYPES, canonical_msgtype, make_typestore, register_bag_types
 from sentryfuse_ros.core.config import check
 from sentryfuse_ros.core.errors import BagError
 from sentryfuse_ros.core.data.topics import BATTERY_TOPIC, LABEL_TOPIC, SENSOR_TOPICS
+from sentryfuse_ros.core.limits import DEFAULT_LIMITS, ReadLimits
 
 MODALITIES = ('camera', 'lidar', 'audio', 'battery', 'labels')
 SENSOR_MODALITIES = ('camera', 'lidar', 'audio')
@@ -96,15 +98,6 @@ class ReadStats:
         return dataclasses.asdict(self)
 
 
-def _zstd_decompress() -> Any:
-    """zstd.decompress, from where rosbags itself takes it (stdlib on 3.14, backports before)."""
-    try:
-        from compression import zstd  # type: ignore[import-not-found]
-    except ImportError:
-        from backports import zstd  # type: ignore[import-not-found,no-redef]
-    return zstd.decompress
-
-
 def bag_dir(path: PathLike) -> pathlib.Path:
     """The bag directory for ``path`` (a directory, or a storage file beside its metadata.yaml)."""
     path = pathlib.Path(path)
@@ -120,9 +113,13 @@ def bag_dir(path: PathLike) -> pathlib.Path:
     return path
 
 
-def read_metadata(path: PathLike) -> dict:
-    """The validated ``rosbag2_bagfile_information`` mapping of a bag directory's metadata.yaml."""
+def read_metadata(path: PathLike, limits: ReadLimits = DEFAULT_LIMITS) -> dict:
+    """The validated ``rosbag2_bagfile_information`` mapping of a bag directory's metadata.yaml (its
+    declared duration, start and message count within ``limits``)."""
     meta_path = bag_dir(path) / 'metadata.yaml'
+    if meta_path.stat().st_size > limits.max_manifest_bytes:
+        raise BagError(f'bag metadata {str(meta_path)!r} is {meta_path.stat().st_size} bytes: expected at most '
+                       f'{limits.max_manifest_bytes} (ReadLimits)')
     try:
         data = yaml.safe_load(meta_path.read_text(encoding='utf-8'))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -139,6 +136,7 @@ def read_metadata(path: PathLike) -> dict:
     if not isinstance(info['version'], int) or not 1 <= info['version'] <= 9:
         raise BagError(f'bag metadata {str(meta_path)!r} has version {info["version"]!r}: '
                        f'expected 1..9')
+    check_declared(meta_path, info, limits)
     return info
 
 
@@ -151,9 +149,10 @@ class BagSource:
             the bag defines itself are added to it.
     """
 
-    def __init__(self, path: PathLike, *, typestore: Any = None):
+    def __init__(self, path: PathLike, *, typestore: Any = None, limits: ReadLimits = DEFAULT_LIMITS):
         self.path = bag_dir(path)
-        self.metadata = read_metadata(self.path)
+        self.limits = limits
+        self.metadata = read_metadata(self.path, limits)
         self.typestore = typestore if typestore is not None else make_typestore(required=False)
         self.unknown_types: Dict[str, str] = {}
         self._reader: Optional[Reader] = None
@@ -175,6 +174,11 @@ class BagSource:
         except Exception as exc:  # ReaderError, sqlite3/mcap errors: no common base
             raise BagError(f'cannot open bag {str(self.path)!r}: {type(exc).__name__}: {exc}') \
                 from exc
+        try:
+            check_storage(self.path, reader, self.limits)
+        except BagError:
+            reader.close()
+            raise
         self._reader = reader
         self.unknown_types = register_bag_types(self.typestore, reader.connections)
         return self
@@ -274,7 +278,7 @@ class BagSource:
                 raise BagError(f'topic {topic!r} does not exist in bag {str(self.path)!r}; its '
                                f'topics: {self._listing(listing)}')
         wanted = set(listing if topics is None else topics)
-        decompress = _zstd_decompress() if reader.compression_mode == 'message' else None
+        decompress = bounded_zstd(self.limits.max_message_bytes) if reader.compression_mode == 'message' else None
         try:
             # Each file is matched by (topic, type) alone: rosbags' own DirectoryReader.messages
             # also compares QoS, which a rosbag2 bag may store differently in metadata.yaml and in
@@ -294,6 +298,8 @@ class BagSource:
                     raw = decompress(raw)
             except StopIteration:
                 return
+            except BagError:
+                raise
             except Exception as exc:  # corrupt storage: the rest of the bag is unreadable
                 raise BagError(f'bag {str(self.path)!r} is corrupt: reading messages failed with '
                                f'{type(exc).__name__}: {exc}') from exc

@@ -25,9 +25,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from sentryfuse_ros.core.config import to_dict
-from sentryfuse_ros.core.data.preprocess import MODALITIES, PreprocessConfig
-from sentryfuse_ros.core.errors import DataError
+from sentryfuse_ros.core.config import from_dict, to_dict
+from sentryfuse_ros.core.data.preprocess import MODALITIES, PreprocessConfig, check_preprocess_limits
+from sentryfuse_ros.core.errors import ConfigError, DataError
+from sentryfuse_ros.core.limits import DEFAULT_LIMITS, ReadLimits, outside_folder, over
 
 FORMAT = 'sentryfuse-bag-dataset'
 VERSION = 1
@@ -112,6 +113,67 @@ def manifest_hash(path: pathlib.Path) -> str:
     return hashlib.sha256((pathlib.Path(path) / 'manifest.json').read_bytes()).hexdigest()[:16]
 
 
+def _read_json(path: pathlib.Path, limits: ReadLimits, what: str, missing: str = '') -> Any:
+    """Parsed JSON of ``path`` (at most ``limits.max_manifest_bytes``); DataError naming it otherwise."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise DataError(f'{what} {str(path)!r} does not exist{"; " + missing if missing else ""}') from None
+    if size > limits.max_manifest_bytes:
+        raise DataError(f'{what} {str(path)!r} is {size} bytes: expected at most {limits.max_manifest_bytes} (ReadLimits)')
+    try:
+        return json.loads(path.read_bytes().decode('utf-8'))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise DataError(f'{what} {str(path)!r} is not valid JSON: {exc}') from None
+
+
+def _check_manifest(path: pathlib.Path, data: Any, limits: ReadLimits) -> None:
+    """DataError naming the first field of a dataset manifest that is missing, mistyped or out of range."""
+    where = f'dataset {str(path)!r}'
+    if not isinstance(data, dict) or data.get('format') != FORMAT or data.get('version') != VERSION:
+        found = (data.get('format'), data.get('version')) if isinstance(data, dict) else (type(data).__name__, None)
+        raise DataError(f'{where} has format {found[0]!r} version {found[1]!r}: expected {FORMAT!r} version {VERSION}')
+    for key in ('class_names', 'modalities', 'shapes', 'preprocess', 'bags'):
+        if key not in data:
+            raise DataError(f'{where} manifest lacks {key!r}')
+    names, mods = data['class_names'], data['modalities']
+    if not (isinstance(names, list) and 1 <= len(names) <= limits.max_classes and len(set(map(repr, names))) == len(names)
+            and all(isinstance(c, str) and c for c in names)):
+        raise DataError(f'{where} class_names={str(names)[:80]}: expected 1 to {limits.max_classes} distinct names')
+    if not (isinstance(mods, list) and mods and len(set(map(repr, mods))) == len(mods) and all(m in MODALITIES for m in mods)):
+        raise DataError(f'{where} modalities={str(mods)[:80]}: expected distinct names from {list(MODALITIES)}')
+    try:
+        pre = from_dict(PreprocessConfig, data['preprocess'], where='preprocess')
+        check_preprocess_limits(pre, limits)
+    except (ConfigError, TypeError) as exc:
+        raise DataError(f'{where} manifest: {exc}') from None
+    shapes, want = data['shapes'], sample_shapes(pre)
+    if not isinstance(shapes, dict) or set(shapes) != set(mods) or \
+            any(not isinstance(shapes[m], list) or tuple(shapes[m]) != want[m] for m in mods):
+        raise DataError(f'{where} shapes={str(shapes)[:120]}: expected {({m: list(want[m]) for m in mods})} '
+                        'from its preprocess')
+    _check_bags(path, data['bags'], limits)
+
+
+def _check_bags(path: pathlib.Path, bags: Any, limits: ReadLimits) -> None:
+    where = f'dataset {str(path)!r}'
+    if not isinstance(bags, list):
+        raise DataError(f'{where} bags={str(bags)[:80]}: expected a list of shard entries')
+    seen = set()
+    for i, entry in enumerate(bags):
+        if not isinstance(entry, dict) or not all(k in entry for k in ('name', 'shard', 'samples')):
+            raise DataError(f'{where} bags[{i}]={str(entry)[:80]}: expected {{"name", "shard", "samples"}}')
+        if not isinstance(entry['name'], str) or not entry['name']:
+            raise DataError(f'{where} bags[{i}].name={entry["name"]!r}: expected a non-empty string')
+        why = outside_folder(path, entry['shard'])
+        if why or entry['shard'] in seen:
+            raise DataError(f'{where} bags[{i}].shard={entry["shard"]!r}: {why or "listed twice"}')
+        seen.add(entry['shard'])
+        n = entry['samples']
+        if isinstance(n, bool) or not isinstance(n, int) or over(n, limits.max_samples):
+            raise DataError(f'{where} bags[{i}].samples={n!r}: expected an integer in [0, {limits.max_samples}]')
+
+
 class BagDataset:
     """A built dataset, memory-mapped. Indices run over all shards in manifest order.
 
@@ -124,23 +186,18 @@ class BagDataset:
         labels (N,) int64 class ids; present (N, 3) bool; bag_index (N,) int64 shard of each sample.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, limits: ReadLimits = DEFAULT_LIMITS):
         self.path = pathlib.Path(path)
+        self.limits = limits
         if self.path.name.endswith('.partial') or (not self.path.exists()
                                                    and self.path.with_name(self.path.name + '.partial').exists()):
             raise DataError(f'dataset {str(self.path)!r} is an incomplete build (.partial); rerun '
                             '`sentryfuse dataset` with the same arguments to finish it')
-        mpath = self.path / 'manifest.json'
-        if not mpath.is_file():
+        if not (self.path / 'manifest.json').is_file():
             raise DataError(f'dataset {str(self.path)!r} has no manifest.json: expected a folder written by '
                             '`sentryfuse dataset`')
-        try:
-            self.manifest = json.loads(mpath.read_text())
-        except ValueError as exc:
-            raise DataError(f'dataset manifest {str(mpath)!r} is not valid JSON: {exc}') from exc
-        if self.manifest.get('format') != FORMAT or self.manifest.get('version') != VERSION:
-            raise DataError(f'dataset {str(self.path)!r} has format {self.manifest.get("format")!r} version '
-                            f'{self.manifest.get("version")!r}: expected {FORMAT!r} version {VERSION}')
+        self.manifest = _read_json(self.path / 'manifest.json', limits, 'dataset manifest')
+        _check_manifest(self.path, self.manifest, limits)
         self.hash = manifest_hash(self.path)
         self.class_names = tuple(self.manifest['class_names'])
         self.modalities = tuple(self.manifest['modalities'])
@@ -152,21 +209,24 @@ class BagDataset:
         for b, entry in enumerate(self.manifest['bags']):
             folder, n = self.path / entry['shard'], int(entry['samples'])
             self.bag_names.append(entry['name'])
+            where = f'dataset {str(self.path)!r} shard {entry["shard"]!r}'
+            self._check_sizes(folder, n, where)
             try:
                 maps = {m: np.memmap(folder / f'{m}.f16', STORE_DTYPE, mode='r', shape=(n, *self.shapes[m]))
                         for m in self.modalities} if n else {}
-                names = json.loads((folder / 'labels.json').read_text())
                 pres = np.fromfile(folder / 'present.u8', np.uint8).reshape(-1, len(MODALITIES))
             except (OSError, ValueError) as exc:
-                raise DataError(f'dataset {str(self.path)!r} shard {entry["shard"]!r} is unreadable or does not '
-                                f'match its manifest entry ({n} samples): {exc}') from exc
-            if len(names) != n or len(pres) != n:
-                raise DataError(f'dataset {str(self.path)!r} shard {entry["shard"]!r} holds {len(names)} labels '
-                                f'and {len(pres)} rows: expected {n} samples as in the manifest')
-            unknown = sorted(set(names) - set(ids))
+                raise DataError(f'{where} is unreadable or does not match its manifest entry ({n} samples): '
+                                f'{exc}') from exc
+            names = _read_json(folder / 'labels.json', limits, f'{where} labels')
+            if not isinstance(names, list) or len(names) != n or len(pres) != n:
+                raise DataError(f'{where} holds {len(names) if isinstance(names, list) else type(names).__name__} '
+                                f'labels and {len(pres)} rows: expected {n} samples as in the manifest')
+            unknown = sorted({repr(x) for x in names if not isinstance(x, str) or x not in ids})
             if unknown:
-                raise DataError(f'dataset {str(self.path)!r} shard {entry["shard"]!r} has labels {unknown} '
-                                f'outside its class_names {list(self.class_names)}')
+                raise DataError(f'{where} has labels {unknown[:5]} outside its class_names {list(self.class_names)}')
+            if pres.size and pres.max() > 1:
+                raise DataError(f'{where} present.u8 holds value {int(pres.max())}: expected 0 or 1')
             self._maps.append(maps)
             labels.append(np.array([ids[x] for x in names], np.int64))
             present.append(pres.astype(bool))
@@ -175,6 +235,19 @@ class BagDataset:
         self.present = np.concatenate(present) if present else np.zeros((0, len(MODALITIES)), bool)
         self.bag_index = np.concatenate(bag_index) if bag_index else np.zeros(0, np.int64)
         self._offsets = np.cumsum([0] + [int(e['samples']) for e in self.manifest['bags']])
+
+    def _check_sizes(self, folder: pathlib.Path, n: int, where: str) -> None:
+        """Every shard file holds exactly the bytes its manifest entry declares, checked before any is mapped."""
+        expected = {f'{m}.f16': n * int(np.prod(self.shapes[m])) * STORE_DTYPE.itemsize for m in self.modalities}
+        expected.update({'present.u8': n * len(MODALITIES), 't.f64': n * 8})
+        for name, size in expected.items():
+            try:
+                found = (folder / name).stat().st_size
+            except OSError as exc:
+                raise DataError(f'{where} lacks {name}: {exc.strerror}') from None
+            if found != size:
+                raise DataError(f'{where} {name} has {found} bytes: expected {size} for the {n} samples its '
+                                'manifest entry declares')
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -212,6 +285,11 @@ class BagDataset:
             for s in np.unique(shard):
                 sel = shard == s
                 x[sel] = self._maps[s][m][index[sel] - self._offsets[s]]
+            bad = x.size - np.count_nonzero(np.isfinite(x))
+            if bad:
+                rows = index[~np.isfinite(x.reshape(len(index), -1)).all(axis=1)]
+                raise DataError(f'dataset {str(self.path)!r}: {m} of samples {rows[:5].tolist()} holds {bad} NaN/inf '
+                                'values: expected finite model inputs (a tampered or corrupt shard); refused')
             out[m] = x
         return out
 

@@ -23,7 +23,8 @@ import torch
 
 from sentryfuse_ros.core.config import check
 from sentryfuse_ros.core.data.topics import MODALITIES  # noqa: F401  (canonical order everywhere; public here)
-from sentryfuse_ros.core.errors import DataError
+from sentryfuse_ros.core.errors import ConfigError, DataError
+from sentryfuse_ros.core.limits import DEFAULT_LIMITS, ReadLimits, over
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +73,22 @@ class PreprocessConfig:
         """[x_min, x_max) [m] covered by the BEV rows."""
         r = float(self.bev_range_m)
         return tuple(self.bev_x_range_m) if self.bev_x_range_m else (-r, r)
+
+
+def check_preprocess_limits(pre: PreprocessConfig, limits: ReadLimits = DEFAULT_LIMITS, where: str = 'preprocess') -> None:
+    """ConfigError naming the first preprocessing size of ``pre`` above ``limits`` (a file declared it)."""
+    sizes = (('image_size', pre.image_size, limits.max_image_side), ('image_width', pre.image_width, limits.max_image_side),
+             ('bev_size', pre.bev_size, limits.max_bev_side), ('bev_width', pre.bev_width, limits.max_bev_side),
+             ('audio_samples', pre.audio_samples, limits.max_audio_samples),
+             ('audio_rate', pre.audio_rate, limits.max_audio_rate))
+    for key, value, limit in sizes:
+        if over(value, limit):
+            raise ConfigError(f'{where}.{key}={value!r}: expected at most {limit} (ReadLimits)')
+    numbers = (('bev_range_m', (pre.bev_range_m,)), ('bev_z_range_m', pre.bev_z_range_m),
+               ('bev_x_range_m', pre.bev_x_range_m), ('intensity_scale', (pre.intensity_scale,)))
+    for key, values in numbers:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values):
+            raise ConfigError(f'{where}.{key}={values!r}: expected finite numbers')
 
 
 CAMERA_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # per-channel RGB mean (ImageNet), fixed

@@ -4,7 +4,8 @@ from typing import Any, Mapping
 
 from sentryfuse_ros.core.config import check, from_dict, to_dict
 from sentryfuse_ros.core.errors import ConfigError
-from sentryfuse_ros.core.data.preprocess import MODALITIES, PreprocessConfig
+from sentryfuse_ros.core.data.preprocess import MODALITIES, PreprocessConfig, check_preprocess_limits
+from sentryfuse_ros.core.limits import DEFAULT_LIMITS, ReadLimits, over
 
 BACKBONES = ('early', 'mid', 'bottleneck')
 ATTENTIONS = ('dense', 'sentry')
@@ -113,6 +114,37 @@ class SentryFuseConfig:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+def token_count(cfg: SentryFuseConfig) -> int:
+    """Tokens of one forward pass with every modality present (patches, audio tokens, globals, CLS)."""
+    pre, m = cfg.preprocess, cfg.model
+    (s, sw), (g, gw) = pre.image_hw, pre.bev_hw
+    per = {'camera': (s // m.image_patch) * (sw // m.image_patch), 'lidar': (g // m.bev_patch) * (gw // m.bev_patch),
+           'audio': (1 + pre.audio_samples // m.hop) // m.audio_patch_frames}
+    return sum(per[x] for x in m.modalities) + m.num_fusion_tokens + len(m.modalities) + 1
+
+
+def check_config_limits(cfg: SentryFuseConfig, limits: ReadLimits = DEFAULT_LIMITS) -> None:
+    """ConfigError naming the first size of ``cfg`` (as a file declared it) above ``limits``.
+
+    Checked before any model is built: a few hundred bytes of config can ask for gigabytes of weights.
+    """
+    m = cfg.model
+    sizes = (('dim', m.dim, limits.max_dim), ('head_dim', m.head_dim, limits.max_dim),
+             ('depth', m.depth, limits.max_depth), ('num_heads', m.num_heads, limits.max_heads),
+             ('ffn_dim', m.ffn_dim, limits.max_ffn_dim), ('n_fft', m.n_fft, limits.max_audio_bins),
+             ('n_mels', m.n_mels, limits.max_audio_bins), ('num_fusion_tokens', m.num_fusion_tokens, limits.max_tokens))
+    for key, value, limit in sizes:
+        if over(value, limit):
+            raise ConfigError(f'model.{key}={value!r}: expected at most {limit} (ReadLimits)')
+    check_preprocess_limits(cfg.preprocess, limits)
+    if len(cfg.class_names) > limits.max_classes:
+        raise ConfigError(f'class_names lists {len(cfg.class_names)} classes: expected at most {limits.max_classes}')
+    tokens = token_count(cfg)
+    if tokens > limits.max_tokens:
+        raise ConfigError(f'the config makes {tokens} tokens per forward pass (preprocess sizes / patch sizes): '
+                          f'expected at most {limits.max_tokens} (ReadLimits.max_tokens)')
 
 
 def config_from_dict(data: Mapping[str, Any]) -> SentryFuseConfig:

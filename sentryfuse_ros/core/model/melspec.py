@@ -37,9 +37,10 @@ def mel_filterbank(*, n_fft: int, n_mels: int, sample_rate: int, f_min: float = 
     if not 0 <= f_min < f_max <= sample_rate / 2.0:
         raise ModelError(f'mel filterbank f_min={f_min}, f_max={f_max}: expected 0 <= f_min < f_max <= '
                          f'{sample_rate / 2.0} (Nyquist)')
-    freqs = torch.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1, dtype=torch.float64)  # (K,)
-    edges = mel_to_hz(torch.linspace(float(hz_to_mel(torch.tensor(f_min))), float(hz_to_mel(torch.tensor(f_max))),
-                                     n_mels + 2, dtype=torch.float64))  # (M + 2,)
+    cpu = torch.device('cpu')  # also when a model is built on the meta device (checkpoint.py checks shapes so)
+    freqs = torch.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1, dtype=torch.float64, device=cpu)  # (K,)
+    mel_lo, mel_hi = (float(hz_to_mel(torch.tensor(f, device=cpu))) for f in (f_min, f_max))
+    edges = mel_to_hz(torch.linspace(mel_lo, mel_hi, n_mels + 2, dtype=torch.float64, device=cpu))  # (M + 2,)
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (M, 1) each
     rising = (freqs[None, :] - lower) / (centre - lower)   # (M, K)
     falling = (upper - freqs[None, :]) / (upper - centre)  # (M, K)

@@ -15,7 +15,7 @@ renamed to ``OUT``: a folder without ``.partial`` is complete. A bag that cannot
 sensor topic or no ground truth is reported and skipped; the build fails (one line naming each
 bag and why) only when no bag gives a sample.
 """
-import csv
+import math
 import dataclasses
 import hashlib
 import json
@@ -24,7 +24,7 @@ import shutil
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from sentryfuse_ros.core.replay.faults import LabelTrack
+from sentryfuse_ros.core.replay.faults import LabelTrack, read_csv_rows
 from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource, bag_dir
 from sentryfuse_ros.core.replay.replay import BagDriver, MakeConverters, ReplayConfig
 from sentryfuse_ros.core.config import to_dict
@@ -79,10 +79,7 @@ def read_label_table(path) -> Dict[Optional[str], List[tuple]]:
     Returns {bag name or None: [(t, label), ...]}.
     """
     path = pathlib.Path(path)
-    try:
-        rows = [r for r in csv.reader(path.read_text(encoding='utf-8').splitlines()) if r]
-    except OSError as exc:
-        raise ConfigError(f'label file {str(path)!r} cannot be read: {exc}') from exc
+    rows = read_csv_rows(path, 'label file')
     header = [c.strip() for c in rows[0]] if rows else []
     if header not in (['t', 'label'], ['bag', 't', 'label']):
         raise ConfigError(f'label file {str(path)!r}: expected a CSV header "t,label" or "bag,t,label", '
@@ -92,7 +89,7 @@ def read_label_table(path) -> Dict[Optional[str], List[tuple]]:
         try:
             bag = row[0].strip() if len(header) == 3 else None
             t, label = float(row[-2]), row[-1].strip()
-            if len(row) != len(header) or not label:
+            if len(row) != len(header) or not label or not math.isfinite(t):
                 raise ValueError
         except (IndexError, ValueError):
             raise ConfigError(f'label file {str(path)!r} line {i} {row!r}: expected {",".join(header)}') from None
@@ -299,7 +296,8 @@ def _sample_bag(path: pathlib.Path, name: str, folder: pathlib.Path, *, pre, mod
     elif 'labels' not in mapping:
         raise BagError(f'bag {str(path)!r} has no ground truth: no label topic {config.topics.labels!r} '
                        '(pass --labels /your/label_topic or --labels labels.csv)')
-    inputs = SensorInputs(pre, modalities, config.engine.max_age_s, config.engine.min_audio_fill)
+    inputs = SensorInputs(pre, modalities, config.engine.max_age_s, config.engine.min_audio_fill,
+                          max_stamp_offset_s=config.engine.max_stamp_offset_s)
     writer = ShardWriter(folder, modalities, shapes)
     try:
         sampler = BagSampler(inputs, config, make_converters, writer, labels=labels, progress=progress)

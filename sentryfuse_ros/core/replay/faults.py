@@ -46,10 +46,7 @@ def load_battery_profile(path) -> Tuple[Tuple[float, float], ...]:
     """(t [s since bag start], fraction in [0, 1]) rows from a CSV (header t,percentage) or a YAML
     list of [t, fraction] pairs; times strictly increasing."""
     path = pathlib.Path(path)
-    try:
-        text = path.read_text(encoding='utf-8')
-    except OSError as exc:
-        raise ConfigError(f'battery profile {str(path)!r} cannot be read: {exc}') from exc
+    text = read_text(path, 'battery profile')
     rows: List[Sequence[Any]]
     if path.suffix.lower() == '.csv':
         reader = list(csv.reader(line for line in text.splitlines() if line.strip()))
@@ -137,6 +134,33 @@ class LabelTrack:
         return self.labels[i]
 
 
+MAX_CSV_BYTES = 64 << 20  # a label/profile CSV larger than this is refused before it is read
+
+
+def read_text(path: pathlib.Path, what: str) -> str:
+    """The contents of a UTF-8 text file; ConfigError naming ``path`` for a missing, huge or binary file."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CSV_BYTES:
+            raise ConfigError(f'{what} {str(path)!r} is {size} bytes: expected a CSV of at most {MAX_CSV_BYTES}')
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f'{what} {str(path)!r} cannot be read: {exc.strerror or exc}') from None
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f'{what} {str(path)!r} is not UTF-8 text (byte {exc.start} is {data[exc.start:exc.start + 1]!r}): '
+                          'expected a CSV') from None
+    if '\0' in text:
+        raise ConfigError(f'{what} {str(path)!r} holds NUL bytes: expected a text file, not a binary one')
+    return text
+
+
+def read_csv_rows(path: pathlib.Path, what: str) -> List[List[str]]:
+    """The non-blank rows of a UTF-8 text CSV (see :func:`read_text`)."""
+    return list(csv.reader([line for line in read_text(path, what).splitlines() if line.strip()]))
+
+
 def load_label_csv(path, class_names: Sequence[str], duration_s: float,
                    transition_s: float = 1.0) -> LabelTrack:
     """A LabelTrack from a CSV with header ``t,label`` (t in seconds since bag start).
@@ -145,11 +169,7 @@ def load_label_csv(path, class_names: Sequence[str], duration_s: float,
     times outside [0, duration], or none at all.
     """
     path = pathlib.Path(path)
-    try:
-        lines = [line for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
-    except OSError as exc:
-        raise ConfigError(f'label file {str(path)!r} cannot be read: {exc}') from exc
-    rows = list(csv.reader(lines))
+    rows = read_csv_rows(path, 'label file')
     if not rows or [c.strip() for c in rows[0]] != ['t', 'label']:
         raise ConfigError(f'label file {str(path)!r}: expected a CSV header "t,label", '
                           f'got {",".join(rows[0]) if rows else "an empty file"!r}')
@@ -157,9 +177,11 @@ def load_label_csv(path, class_names: Sequence[str], duration_s: float,
     unknown = set()
     for i, row in enumerate(rows[1:], start=2):
         try:
+            if len(row) != 2:
+                raise ValueError
             t, label = float(row[0]), row[1].strip()
-        except (IndexError, ValueError):
-            raise ConfigError(f'label file {str(path)!r} line {i} {row!r}: expected t,label') from None
+        except ValueError:
+            raise ConfigError(f'label file {str(path)!r} line {i} {row!r}: expected exactly t,label') from None
         if not 0 <= t <= duration_s + 1e-9:
             raise ConfigError(f'label file {str(path)!r} line {i}: t={t} is outside the bag '
                               f'(0..{duration_s:.3f} s since its start)')

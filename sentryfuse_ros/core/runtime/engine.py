@@ -26,6 +26,7 @@ from sentryfuse_ros.core.pruning.budget import check_budget_levels
 from sentryfuse_ros.core.runtime.backends import TorchRunners
 from sentryfuse_ros.core.runtime.params import BUDGET_LEVELS, PERCEPTION, by_name
 from sentryfuse_ros.core.runtime.inputs import AudioRing, Converter, SensorInputs  # noqa: F401  (re-exported)
+from sentryfuse_ros.core.runtime.stamps import MAX_STAMP_OFFSET_S
 
 
 _MAX_AGES = tuple(by_name(PERCEPTION)[f'{m}.max_age'].default for m in pp.MODALITIES)
@@ -37,6 +38,7 @@ class EngineConfig:
     budget_levels: Tuple[float, ...] = BUDGET_LEVELS  # budgets (fractions of the live set's dense FLOPs)
     min_audio_fill: float = 0.25  # fraction of the audio window that must be filled before audio is used
     max_cache_mb: float = 32.0    # cap on gathered sub-network weights kept beyond the one dense copy [MiB] (MRU)
+    max_stamp_offset_s: float = MAX_STAMP_OFFSET_S  # samples stamped further than this from their arrival are refused [s]
 
     def __post_init__(self):
         check(len(self.max_age_s) == len(pp.MODALITIES) and all(a > 0 for a in self.max_age_s),
@@ -45,6 +47,8 @@ class EngineConfig:
         check(0 <= self.min_audio_fill <= 1, 'min_audio_fill', self.min_audio_fill, 'a fraction in [0, 1]')
         check(isinstance(self.max_cache_mb, (int, float)) and self.max_cache_mb >= 0, 'max_cache_mb',
               self.max_cache_mb, 'a size >= 0 [MiB]')
+        check(isinstance(self.max_stamp_offset_s, (int, float)) and self.max_stamp_offset_s > 0, 'max_stamp_offset_s',
+              self.max_stamp_offset_s, 'a positive time [s] (inf: any finite stamp)')
 
 
 @dataclasses.dataclass
@@ -97,13 +101,15 @@ class PerceptionEngine:
         self.modalities = tuple(runners.modalities)
         self.device = runners.device
         self.dtype = runners.input_dtype
-        self.inputs = SensorInputs(self.pre, self.modalities, config.max_age_s, config.min_audio_fill)
+        self.inputs = SensorInputs(self.pre, self.modalities, config.max_age_s, config.min_audio_fill,
+                                   max_stamp_offset_s=config.max_stamp_offset_s)
         self._current_key: Optional[str] = None
         self.switches = 0
         # the input stage's methods and error counters, under the engine's long-standing names
         self.push, self.drop, self.fresh = self.inputs.push, self.inputs.drop, self.inputs.fresh
         self.stamp_of, self.received_of = self.inputs.stamp_of, self.inputs.received_of
         self.record_error = self.inputs.record_error
+        self.reset_time = self.inputs.reset_time  # the clock jumped back (a node's jump callback calls it)
         self.errors, self.last_error = self.inputs.errors, self.inputs.last_error
 
     def prebuild(self) -> float:

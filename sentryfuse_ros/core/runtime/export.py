@@ -36,9 +36,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sentryfuse_ros.core.config import from_dict, to_dict
+from sentryfuse_ros.core.config import to_dict
 from sentryfuse_ros.core.data.preprocess import MODALITIES, PreprocessConfig
 from sentryfuse_ros.core.errors import ExportError
+from sentryfuse_ros.core.limits import DEFAULT_LIMITS, ReadLimits
+from sentryfuse_ros.core.runtime import manifest_check
 from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.pruning.prune import SubnetworkCache, Subnetwork
 from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
@@ -230,7 +232,8 @@ def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, path
                       log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Export every (subset, budget) sub-network of a trained checkpoint; returns the manifest dict.
 
-    The manifest is written last, so a folder with manifest.json is complete.
+    Everything is written to ``out/.export.partial`` first and moved into ``out`` when all graphs and the
+    manifest are written: a failure (a full disk, a graph that differs from torch) leaves ``out`` as it was.
 
     Args:
         checkpoint: written by ``sentryfuse train``.
@@ -254,8 +257,11 @@ def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, path
     source = SampleSource(checkpoint, meta, model, quantize) if quantize else None
     cache = SubnetworkCache(model, gate.scores, budget_levels=budgets, device='cpu')
     out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix='.staging-', dir=out))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = pathlib.Path(tempfile.mkdtemp(prefix='.staging-', dir=out))
+    except OSError as exc:
+        raise _write_error(out, exc) from None
     try:
         entries = []
         for live in chosen:
@@ -271,15 +277,23 @@ def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, path
                 log(_entry_line(entry, time.perf_counter() - t0))
         manifest = _manifest_dict(checkpoint, model, entries, atol=atol, samples=samples, quantize=quantize,
                                   opset=_opset_of(staging / entries[0].file))
+        # the manifest is written while everything is staged: a full disk fails here, leaving ``out`` as it
+        # was; the moves below are renames in one folder, which need no space
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + '\n', encoding='utf-8')
         (out / MANIFEST).unlink(missing_ok=True)  # an interrupted move below leaves no stale manifest
         for entry in entries:
             (staging / entry.file).replace(out / entry.file)
-        tmp = out / (MANIFEST + '.partial')
-        tmp.write_text(json.dumps(manifest, indent=1) + '\n', encoding='utf-8')
-        tmp.replace(out / MANIFEST)
+        (staging / MANIFEST).replace(out / MANIFEST)
+    except OSError as exc:  # a read-only folder, a full disk: one error naming the folder
+        raise _write_error(out, exc) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _write_error(out: pathlib.Path, exc: OSError) -> ExportError:
+    return ExportError(f'cannot write the export to {str(out)!r}: {exc.strerror or exc} ({exc.filename or out}); '
+                       'expected a writable folder with room for the graphs')
 
 
 def _int8_subnetwork(entry: ExportedSubnetwork, staging: pathlib.Path, config: QuantizeConfig,
@@ -323,12 +337,32 @@ def _manifest_dict(checkpoint: pathlib.Path, model, entries: Sequence[ExportedSu
     }
 
 
-def load_manifest(folder: Union[str, pathlib.Path]) -> Manifest:
-    """Read and check ``folder/manifest.json``; ExportError naming the folder and the problem."""
+def _precision_fields(entry: Dict[str, Any], i: int) -> Dict[str, Any]:
+    """The optional precision fields of ``subnetworks[i]`` (int8 exports), validated."""
+    where = f'subnetworks[{i}]'
+    precision = entry.get('precision', 'fp32')
+    if precision not in EXPORT_PRECISIONS:
+        raise manifest_check.ManifestFieldError(f'{where}.precision={precision!r}: expected one of '
+                                                f'{list(EXPORT_PRECISIONS)}')
+    check = entry.get('check')
+    try:
+        check = None if check is None else Int8Check(**check)
+    except TypeError as exc:
+        raise manifest_check.ManifestFieldError(f'{where}.check: {exc}') from None
+    sizes = {k: manifest_check.number(entry.get(k, 0), f'{where}.{k}', 0, 10 ** 12, integer=True)
+             for k in ('bytes', 'fp32_bytes')}
+    return {'precision': precision, 'check': check, **sizes}
+
+
+def load_manifest(folder: Union[str, pathlib.Path], limits: ReadLimits = DEFAULT_LIMITS) -> Manifest:
+    """Read and check ``folder/manifest.json`` field by field (core/runtime/manifest_check.py); ExportError
+    naming the manifest, the field and the value. Fields it does not know are allowed (optional additions)."""
     folder = pathlib.Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
         raise ExportError(f'export folder {str(folder)!r} has no {MANIFEST}; expected the output of `sentryfuse export`')
+    if path.stat().st_size > limits.max_manifest_bytes:
+        raise ExportError(f'{str(path)!r} is {path.stat().st_size} bytes: expected at most {limits.max_manifest_bytes}')
     try:
         data = json.loads(path.read_text(encoding='utf-8'))
     except (OSError, ValueError) as exc:
@@ -339,25 +373,17 @@ def load_manifest(folder: Union[str, pathlib.Path]) -> Manifest:
     if data.get('version') != MANIFEST_VERSION:
         raise ExportError(f'{str(path)!r} has version {data.get("version")!r}: expected {MANIFEST_VERSION}')
     try:
-        subs = []
-        for s in data['subnetworks']:
-            subs.append(ExportedSubnetwork(
-                key=str(s['key']), subset=tuple(s['subset']), budget=float(s['budget']), file=str(s['file']),
-                gflops=float(s['gflops']), params=int(s['params']),
-                inputs=tuple((str(i['name']), tuple(int(d) for d in i['shape'])) for i in s['inputs']),
-                max_abs_diff=float(s['max_abs_diff']), precision=str(s.get('precision', 'fp32')),
-                bytes=int(s.get('bytes', 0)), fp32_bytes=int(s.get('fp32_bytes', 0)),
-                check=None if s.get('check') is None else Int8Check(**s['check'])))
-        manifest = Manifest(folder=folder, checkpoint=str(data['checkpoint']),
-                            checkpoint_sha256=str(data['checkpoint_sha256']),
-                            class_names=tuple(data['class_names']), modalities=tuple(data['modalities']),
-                            preprocess=from_dict(PreprocessConfig, data['preprocess'], where='preprocess'),
-                            subnetworks=tuple(subs), precision=str(data.get('precision', 'fp32')),
-                            quantization=(data.get('quantization') or {}).get('quantization'))
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise ExportError(f'{str(path)!r} lacks or mangles a field: {type(exc).__name__}: {exc}') from exc
-    if not manifest.subnetworks:
-        raise ExportError(f'{str(path)!r} lists no sub-networks; expected at least one')
+        top = manifest_check.check_top(data, limits)
+        subs = manifest_check.check_subnetworks(data, top, folder, limits)
+        entries = tuple(ExportedSubnetwork(**sub, **_precision_fields(raw, i))
+                        for i, (sub, raw) in enumerate(zip(subs, data['subnetworks'])))
+        precision = data.get('precision', 'fp32')
+        quantization = data.get('quantization')
+        manifest = Manifest(folder=folder, subnetworks=entries, precision=precision,
+                            quantization=quantization.get('quantization') if isinstance(quantization, dict) else None,
+                            **top)
+    except manifest_check.ManifestFieldError as exc:
+        raise ExportError(f'{str(path)!r}: {exc}') from None
     mixed = sorted({s.precision for s in manifest.subnetworks} - {manifest.precision})
     if manifest.precision not in EXPORT_PRECISIONS or mixed:
         raise ExportError(f'{str(path)!r} has precision {manifest.precision!r} with graphs of precision '

@@ -27,6 +27,7 @@ from collections import deque
 from typing import Mapping, Optional, Sequence, Tuple
 
 from sentryfuse_ros.core.config import check
+from sentryfuse_ros.core.runtime.stamps import JUMP_BACK_S
 
 # Status codes: the same values as the constants of msg/ModalityHealth.msg.
 OK = 0
@@ -265,6 +266,10 @@ class BatteryBudget:
         self.config = config
         self._index = None
 
+    def forget(self) -> None:
+        """Back to "never received" (e.g. the clock jumped back)."""
+        self._fraction, self._stamp, self._index = math.nan, None, None
+
     def on_battery(self, t: float, percentage: float, charge: float = math.nan,
                    capacity: float = math.nan) -> None:
         """Record one BatteryState received at ``t`` [s]."""
@@ -347,10 +352,21 @@ class HealthTracker:
                    capacity: float = math.nan) -> None:
         self.battery.on_battery(t, percentage, charge, capacity)
 
+    def reset_time(self) -> None:
+        """The clock jumped back: every arrival and battery reading kept lies in the future; forget them
+        (each sensor must prove itself live again, as at start-up)."""
+        for monitor in self.monitors.values():
+            monitor.reset()
+        self.battery.forget()
+        self.last = None
+
     def check(self, now: float, advance: bool = True, lateness: float = 0.0) -> HealthState:
         """Snapshot at ``now``; ``advance`` counts this as one hysteresis check period;
         ``lateness`` [s]: how late this check runs (see :meth:`ModalityMonitor.status`).
-        The result is also kept as ``last``."""
+        The result is also kept as ``last``. A ``now`` more than stamps.JUMP_BACK_S before the previous
+        check's is a clock jump back: :meth:`reset_time` first."""
+        if self.last is not None and now < self.last.stamp - JUMP_BACK_S:
+            self.reset_time()
         statuses = [m.check(now, advance, lateness) for m in self.monitors.values()]
         state = HealthState(
             stamp=float(now),

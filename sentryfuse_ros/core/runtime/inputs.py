@@ -19,6 +19,7 @@ import numpy as np
 
 from sentryfuse_ros.core.data import preprocess as pp
 from sentryfuse_ros.core.errors import ConversionError, DataError
+from sentryfuse_ros.core.runtime.stamps import JUMP_BACK_S, MAX_STAMP_OFFSET_S, ClockWatch, check_stamp
 
 Converter = Callable[[Any], np.ndarray]
 
@@ -71,8 +72,10 @@ class AudioRing:
         self.buffer = np.roll(self.buffer, -n)
         self.buffer[-n:] = pcm
         self.filled = min(len(self.buffer), self.filled + n)
-        self.stamp_s = max(self.stamp_s, stamp_s)
-        self.received_s = max(self.received_s, received_s)
+        # the frame just appended is the newest: its times, not the largest ever seen (one bad stamp
+        # must not stick; a clock that steps back must not leave the ring in the future)
+        self.stamp_s = float(stamp_s)
+        self.received_s = float(received_s)
 
     def clear(self) -> None:
         self.buffer[:] = 0
@@ -89,10 +92,14 @@ class SensorInputs:
         modalities: the model's modalities (others are ignored on push).
         max_age_s: freshness limit per modality in ``pp.MODALITIES`` order [s].
         min_audio_fill: fraction of the audio window that must be filled before audio is used.
+        max_stamp_offset_s: a sample stamped further than this from its arrival time is refused [s]
+            (core/runtime/stamps.py).
+        jump_back_s: arrival/inference times stepping back by more than this reset every buffer [s].
     """
 
     def __init__(self, pre: pp.PreprocessConfig, modalities: Sequence[str], max_age_s: Sequence[float],
-                 min_audio_fill: float):
+                 min_audio_fill: float, max_stamp_offset_s: float = MAX_STAMP_OFFSET_S,
+                 jump_back_s: float = JUMP_BACK_S):
         self.pre = pre
         self.modalities = tuple(m for m in pp.MODALITIES if m in modalities)
         self.max_age_s = tuple(float(a) for a in max_age_s)
@@ -100,6 +107,8 @@ class SensorInputs:
         self._latest: Dict[str, _Pending] = {}
         self._audio = AudioRing(pre.audio_samples)
         self._audio_convert_ms = 0.0
+        self.max_stamp_offset_s = float(max_stamp_offset_s)
+        self.clock = ClockWatch(jump_back_s)
         self.errors: Dict[str, int] = {}
         self.last_error: Dict[str, str] = {}
 
@@ -134,6 +143,8 @@ class SensorInputs:
         for name, t in (('stamp_s', stamp_s), ('received_s', received_s)):
             if not math.isfinite(float(t)):
                 raise ConversionError(f'{modality} {name} is {t!r}, expected a finite time [s]')
+        self.observe_clock(received_s)
+        check_stamp(float(stamp_s), received_s, modality, self.max_stamp_offset_s)
         if modality == 'audio':
             t0 = time.perf_counter()
             try:
@@ -144,6 +155,20 @@ class SensorInputs:
             self._audio.push(pcm, stamp_s, received_s)
             return
         self._latest[modality] = _Pending(payload, float(stamp_s), received_s, converter)
+
+    def observe_clock(self, now_s: float) -> bool:
+        """Reset every buffer (:meth:`reset_time`) when ``now_s`` steps back past the newest time seen;
+        True when it did."""
+        if self.clock.jumped_back(now_s):
+            self.reset_time()
+            return True
+        return False
+
+    def reset_time(self) -> None:
+        """The clock jumped back: every buffered sample was received "in the future"; forget them all."""
+        for m in self.modalities:
+            self.drop(m)
+        self.clock.reset()
 
     def drop(self, modality: str) -> None:
         """Forget a modality's buffered data (e.g. a sensor declared dead)."""
@@ -170,8 +195,8 @@ class SensorInputs:
         out = []
         for m in self.modalities:
             age = now_s - self.received_of(m)
-            if age > self.max_age_s[pp.MODALITIES.index(m)]:
-                continue
+            if age > self.max_age_s[pp.MODALITIES.index(m)] or age < -self.clock.jump_back_s:
+                continue  # too old, or received "after now" (the clock stepped back)
             if m == 'audio' and self._audio.filled < self.min_audio_fill * len(self._audio.buffer):
                 continue
             out.append(m)
@@ -188,6 +213,7 @@ class SensorInputs:
             now_s: current time [s] on the same clock as ``received_s``.
             live: modalities the health monitor reports live; None = no health yet (freshness only).
         """
+        self.observe_clock(now_s)
         candidates = self.fresh(now_s)
         if live is not None:
             candidates = tuple(m for m in candidates if m in set(live))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sentryfuse_ros.core.errors import TrainingError
 from sentryfuse_ros.core.pruning.gate import SaliencyTeacher, SentryGate, alignment_loss
 from sentryfuse_ros.core.training.balance import Balancer, tokenizer_grad_norms
 from sentryfuse_ros.core.training.config import TrainConfig
@@ -64,6 +65,9 @@ def train_step(parts: TrainParts, recipe: Recipe, cfg: TrainConfig, ctx, step: i
     extra = recipe.extra_loss(step, model, gate, inputs, live, logits, device, rng)
     if extra is not None:
         loss = loss + extra
+    if not torch.isfinite(loss):
+        raise TrainingError(f'step {step}: the loss is {loss.item()!r} (task {task.item()!r}): expected a finite '
+                            'loss; non-finite inputs or a diverged model; stopped before writing a checkpoint')
     opt.zero_grad(set_to_none=True)
     loss.backward()
     grad_norms = tokenizer_grad_norms(model, live)

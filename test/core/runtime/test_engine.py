@@ -50,16 +50,16 @@ def test_engine_config_errors(kwargs, match):
 
 def test_freshness_is_judged_on_received_time_not_stamp(trained):
     engine = make_engine(trained, max_age_s=(0.5, 0.3, 0.5))
-    # a camera whose clock is 1000 s behind still counts as fresh when it just arrived
-    engine.push('camera', camera_array(), stamp_s=1.0, received_s=1000.0)
+    # a camera whose clock is 30 s behind (within max_stamp_offset_s) still counts as fresh when it just arrived
+    engine.push('camera', camera_array(), stamp_s=970.0, received_s=1000.0)
     # a lidar stamped "now" that arrived long ago is stale
     engine.push('lidar', lidar_array(), stamp_s=1000.0, received_s=999.0)
     assert engine.fresh(1000.4) == ('camera',)
     assert engine.fresh(1000.6) == ()
-    engine.push('lidar', lidar_array(), stamp_s=0.0, received_s=1000.5)
+    engine.push('lidar', lidar_array(), stamp_s=990.0, received_s=1000.5)
     assert engine.fresh(1000.7) == ('lidar',)   # lidar max age 0.3, camera 0.5 exceeded
     assert engine.fresh(1000.9) == ()
-    assert engine.stamp_of('lidar') == 0.0 and engine.received_of('lidar') == 1000.5
+    assert engine.stamp_of('lidar') == 990.0 and engine.received_of('lidar') == 1000.5
     # without received_s, the stamp is the arrival time
     engine.push('camera', camera_array(), stamp_s=2000.0)
     assert engine.received_of('camera') == 2000.0 and engine.fresh(2000.1) == ('camera',)
@@ -98,9 +98,9 @@ def test_audio_ring_keeps_newest_samples_and_fill_rule(trained):
     assert ring.filled == 8 and ring.buffer.tolist() == list(range(2, 10))
     ring.push(np.arange(100, 120, dtype=np.float32), stamp_s=0.5, received_s=3.0)  # longer than the ring
     assert ring.buffer.tolist() == list(range(112, 120))
-    assert (ring.stamp_s, ring.received_s) == (1.5, 3.0)  # newest stamp kept
+    assert (ring.stamp_s, ring.received_s) == (0.5, 3.0)  # the newest frame's times, not the largest seen
     ring.push(np.zeros(0, np.float32), stamp_s=9.0, received_s=9.0)  # empty: ignored
-    assert ring.stamp_s == 1.5
+    assert ring.stamp_s == 0.5
     ring.clear()
     assert ring.filled == 0 and not ring.buffer.any() and ring.stamp_s == float('-inf')
 
