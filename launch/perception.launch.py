@@ -4,6 +4,11 @@
     ros2 launch sentryfuse_ros perception.launch.py camera_topic:=/front/image_raw device:=cuda
     ros2 launch sentryfuse_ros perception.launch.py device:=cuda backend:=onnxruntime onnx_dir:=/path/export
 
+perception is a lifecycle node (launch_ros LifecycleNode): with autostart:=true (default) it
+configures and activates itself as it starts, as under `ros2 run` and `sentryfuse run`;
+autostart:=false leaves it unconfigured for `ros2 lifecycle set /perception configure|activate`
+or a lifecycle manager (launch's OnStateTransition / ChangeState events work on it either way).
+
 Each node reads its own section (by node name) of `params_file`. Topic arguments remap the
 default topic names of every node. Plain launch_ros, works on Humble and newer. Where
 `ros2 launch` is missing, `sentryfuse run [--use-sim]` starts the same graph from the same YAML.
@@ -15,7 +20,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 PACKAGE = 'sentryfuse_ros'
@@ -47,6 +52,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('backend', default_value='torch', description='torch or onnxruntime'),
         DeclareLaunchArgument('onnx_dir', default_value='',
                               description='folder of `sentryfuse export` (backend:=onnxruntime)'),
+        DeclareLaunchArgument('autostart', default_value='true',
+                              description='perception configures and activates itself; false: it waits '
+                                          'for `ros2 lifecycle set /perception configure`'),
         DeclareLaunchArgument('compute_budget_override', default_value='0.0',
                               description='0 = budget from the battery; else a budget in (0, 1]'),
     ]
@@ -58,15 +66,16 @@ def generate_launch_description() -> LaunchDescription:
         Node(package=PACKAGE, executable='health_monitor', name='health_monitor',
              output='screen', remappings=remappings,
              parameters=[arg('params_file'), use_sim_time, budget]),
-        Node(package=PACKAGE, executable='perception', name='perception',
-             output='screen', remappings=remappings,
-             parameters=[arg('params_file'), use_sim_time, {
-                 'model_path': ParameterValue(arg('model_path'), value_type=str),
-                 'device': ParameterValue(arg('device'), value_type=str),
-                 'precision': ParameterValue(arg('precision'), value_type=str),
-                 'backend': ParameterValue(arg('backend'), value_type=str),
-                 'onnx_dir': ParameterValue(arg('onnx_dir'), value_type=str),
-             }]),
+        LifecycleNode(package=PACKAGE, executable='perception', name='perception', namespace='',
+                      output='screen', remappings=remappings,
+                      parameters=[arg('params_file'), use_sim_time, {
+                          'model_path': ParameterValue(arg('model_path'), value_type=str),
+                          'device': ParameterValue(arg('device'), value_type=str),
+                          'precision': ParameterValue(arg('precision'), value_type=str),
+                          'backend': ParameterValue(arg('backend'), value_type=str),
+                          'onnx_dir': ParameterValue(arg('onnx_dir'), value_type=str),
+                          'autostart': ParameterValue(arg('autostart'), value_type=bool),
+                      }]),
         Node(package=PACKAGE, executable='sensor_sim', name='sensor_sim',
              output='screen', remappings=remappings,
              parameters=[arg('params_file'), use_sim_time],

@@ -1,10 +1,16 @@
 """perception: SentryGate-pruned, SentryAttend inference over whatever sensors are live.
 
-Subscribes to camera (Image | CompressedImage), lidar (PointCloud2 | LaserScan), audio
-(AudioFrame | AudioDataStamped) and /sentryfuse/health; keeps the newest sample per modality
-(never waits for all sensors); at `rate` (or on each camera frame) runs the sub-network for the
-current (live set, compute budget) zero-shot; publishes Prediction on /sentryfuse/prediction,
-InferenceLatency on /sentryfuse/latency and /diagnostics. All logic is in
+A lifecycle (managed) node. configure loads and checks the checkpoint, chooses the runtime and
+builds the sub-networks; activate subscribes to camera (Image | CompressedImage), lidar
+(PointCloud2 | LaserScan), audio (AudioFrame | AudioDataStamped) and /sentryfuse/health and starts
+inferring: it keeps the newest sample per modality (never waits for all sensors) and at `rate` (or
+on each camera frame) runs the sub-network for the current (live set, compute budget) zero-shot,
+publishing Prediction on /sentryfuse/prediction and InferenceLatency on /sentryfuse/latency;
+deactivate drops the subscriptions and the timer (no forward pass, no conversion while inactive);
+cleanup releases the model. /diagnostics is published in every state. With `autostart` (default)
+the node configures and activates itself at construction, so `ros2 run`, `ros2 launch` and the
+in-process graph of apps/graph.py behave as a plain node; `autostart:=false` leaves the transitions
+to `ros2 lifecycle set /perception ...` or a lifecycle manager. All logic is in
 sentryfuse_ros.core.runtime.engine; this node converts messages and publishes results.
 """
 import dataclasses
@@ -14,7 +20,8 @@ import time
 from typing import Any, Dict, Mapping, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rcl_interfaces.msg import SetParametersResult
 
 from sentryfuse_ros import msg_arrays
 from sentryfuse_ros.msg_arrays.modality_inputs import audio_converter, lidar_converter
@@ -27,11 +34,12 @@ from sentryfuse_ros.core.data.preprocess import MODALITIES
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.nodes import common
 from sentryfuse_ros.nodes.perception_params import (  # noqa: F401  (public here too)
-    DEFAULTS, ERROR_HOLD_S, READ_ONLY, build_engine_config, check_values, default_model_path)
+    CONFIGURE_TIME, DEFAULTS, ERROR_HOLD_S, READ_ONLY, build_engine_config, check_values, default_model_path)
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-
-class Perception(Node):
+class Perception(LifecycleNode):
     """Args:
         capabilities: what this machine can run (default: detected; tests pass their own).
         **kwargs: passed to rclpy Node (context, parameter_overrides, ...).
@@ -44,7 +52,9 @@ class Perception(Node):
         values = common.declare_parameters(self, DEFAULTS)
         self._param_errors = common.fall_back_to_defaults(self, values, DEFAULTS, [
             (tuple(k for k in DEFAULTS if k != 'model_path'), check_values)])
-        self._values = values
+        self._values = values         # as the last configure read them (the parameters until then)
+        self._state = 'unconfigured'  # lifecycle primary state, as this node's transitions left it
+        self._type_errors = []        # message types the last configure could not import
         self._stats = LatencyStats(int(values['stats_window']))
         self._health: Optional[ModalityHealth] = None
         self._health_received = -math.inf
@@ -54,36 +64,124 @@ class Perception(Node):
         self._model_error = ''
         self._prebuild_ms = 0.0
         self._last: Optional[InferenceRecord] = None  # the newest published inference
-        self._count = 0
+        self._count = 0          # Predictions published since start (every state, every configure)
+        self._forward_passes = 0  # sub-network calls of engines released by cleanup
         self._audio_push_ms = 0.0  # audio conversion since the last inference (done in push)
         self.engine: Optional[PerceptionEngine] = None
         self._health_timeout = float(values['health_timeout'])
-        self._load_engine(values)
         common.install_validator(self, DEFAULTS, self._build_runtime, self._apply_runtime, READ_ONLY)
+        self.add_on_set_parameters_callback(self._on_set_configure_time)
 
-        qos = common.qos_profile(values['qos'])
-        self._types = {m: values[f'{m}.type'] for m in MODALITIES}
-        self._subs = []
+        self._pred_pub = self.create_publisher(Prediction, '/sentryfuse/prediction', 10)
+        self._lat_pub = self.create_publisher(InferenceLatency, '/sentryfuse/latency', 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._subs, self._health_sub, self._timer = [], None, None  # created by activate
+        self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
+        if values['autostart'] and self.trigger_configure() == SUCCESS:
+            self.trigger_activate()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load and check the checkpoint, choose the runtime, build the sub-networks; FAILURE (the
+        node stays unconfigured, the reason logged and on /diagnostics) when any of it fails."""
+        values = {name: self.get_parameter(name).value for name in DEFAULTS}
+        self._values, self._model_error, self._runtime = values, '', ('', '', '')
+        self._stats = LatencyStats(int(values['stats_window']))
+        self._load_engine(values)
+        if self.engine is None:
+            self.get_logger().error('configure failed, the node stays unconfigured (fix the parameter, '
+                                    'then `ros2 lifecycle set /perception configure`)')
+            return FAILURE
+        self._types = {}
+        self._type_errors = []
         for m in MODALITIES:
             try:
-                msg_type = common.message_type(self._types[m])
+                self._types[m] = common.message_type(values[f'{m}.type'])
             except ConfigError as exc:
-                self._param_errors.append(str(exc))
+                self._type_errors.append(str(exc))
                 self.get_logger().error(str(exc))
-                continue
+        self._state = 'inactive'
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe to the sensors and the health topic, start the inference timer."""
+        values = self._values
+        qos = common.qos_profile(values['qos'])
+        for m, msg_type in self._types.items():
             # camera, lidar and health: only the newest is used (latest-only queues); audio: every frame
             self._subs.append(self.create_subscription(
                 msg_type, values[f'{m}.topic'], lambda msg, m=m: self._on_sensor(m, msg),
                 qos if m == 'audio' else common.latest_only(qos)))
         self._health_sub = self.create_subscription(ModalityHealth, values['health_topic'], self._on_health,
                                                     common.latest_only(common.qos_profile('reliable')))
-        self._pred_pub = self.create_publisher(Prediction, '/sentryfuse/prediction', 10)
-        self._lat_pub = self.create_publisher(InferenceLatency, '/sentryfuse/latency', 10)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._timer = None
         if values['trigger'] == 'timer':
             self._timer = self.create_timer(1.0 / float(values['rate']), self._on_timer)
-        self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
+        self._state = 'active'
+        self.get_logger().info(f"active: inferring ({values['trigger']} trigger)")
+        return SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop all compute: no subscription, no timer, no forward pass until activated again."""
+        self._stop_inputs()
+        self._state = 'inactive'
+        self.get_logger().info('inactive: no inference until activated')
+        return SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release the model (sub-networks, caches, sessions); the parameters can change again."""
+        self._release_engine()
+        self._runtime, self._state = ('', '', ''), 'unconfigured'
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._release_engine()
+        self._state = 'finalized'
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: release everything and go back to unconfigured."""
+        self.get_logger().error(f'a transition from {state.label} raised; releasing the model')
+        self._stop_inputs()
+        self._release_engine()
+        self._state = 'unconfigured'
+        return SUCCESS
+
+    def _stop_inputs(self) -> None:
+        for sub in self._subs + [self._health_sub]:
+            if sub is not None:
+                self.destroy_subscription(sub)
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+        self._subs, self._health_sub, self._timer = [], None, None
+        self._health, self._health_received, self._audio_push_ms = None, -math.inf, 0.0
+        if self.engine is not None:  # an activate starts from new samples
+            for m in self.engine.modalities:
+                self.engine.drop(m)
+
+    def _release_engine(self) -> None:
+        if self.engine is not None:
+            self._forward_passes += self.engine.forward_passes
+            device = self.engine.device
+            self.engine, self._converters, self._last = None, {}, None
+            if getattr(device, 'type', device) == 'cuda':
+                import torch  # noqa: PLC0415 (torch-heavy)
+                torch.cuda.empty_cache()
+
+    def _on_set_configure_time(self, changes) -> SetParametersResult:
+        """Parameters read by configure change only while unconfigured (they take effect at the next
+        configure); elsewhere the change is refused with how to get there."""
+        fixed = sorted(p.name for p in changes if p.name in CONFIGURE_TIME)
+        if fixed and self._state != 'unconfigured':
+            return SetParametersResult(successful=False, reason=(
+                f'{fixed} cannot change at run time (node {self._state}): they are read by configure; '
+                '`ros2 lifecycle set /perception deactivate` (if active), `cleanup`, set them, then `configure`'))
+        return SetParametersResult(successful=True)
+
+    @property
+    def lifecycle_state(self) -> str:
+        """'unconfigured', 'inactive', 'active' or 'finalized'."""
+        return self._state
 
     @property
     def model_error(self) -> str:
@@ -156,12 +254,16 @@ class Perception(Node):
 
     def _runtime_status(self):
         requested, running, refusal = self._runtime
-        if not requested:  # invalid parameters never reached the runtime choice
-            level, message = common.LEVEL_ERROR, self._model_error or 'no runtime chosen'
+        if not requested and not self._model_error:  # unconfigured: configure chooses it
+            level, message = common.LEVEL_OK, f'{self._state}: none chosen yet (configure chooses it)'
+        elif not requested:  # invalid parameters never reached the runtime choice
+            level, message = common.LEVEL_ERROR, self._model_error
         elif not running:
             level, message = common.LEVEL_ERROR, f'refused, no inference: {refusal}'
         elif refusal:
             level, message = common.LEVEL_WARN, refusal
+        elif self.engine is None:
+            level, message = common.LEVEL_OK, f'{running} chosen; no model loaded ({self._state})'
         else:
             level, message = common.LEVEL_OK, f'running {running}'
         return common.diagnostic_status('sentryfuse: perception runtime', level, message,
@@ -261,48 +363,68 @@ class Perception(Node):
                 self.get_logger().error(f'{modality}: {text} (logged once per cause; counted on /diagnostics)')
 
     def _on_diagnostics(self) -> None:
+        """Published in every lifecycle state: while unconfigured the model status (ERROR with the
+        reason of a failed configure), while inactive the perception status OK 'inactive' with its
+        counters (inferences, forward_passes: unchanged while inactive)."""
         now = self._now()
-        statuses = []
         if self.engine is None:
-            statuses.append(common.diagnostic_status(
-                'sentryfuse: perception model', common.LEVEL_ERROR, self._model_error))
+            statuses = [self._unconfigured_status()]
         else:
-            live, budget, source = self.health_view(now)
-            last = self._last
-            values: Dict[str, Any] = {
-                'inferences': self._count, 'health_source': source, 'compute_budget': budget,
-                'subnetwork': last.subnetwork if last else '', 'gflops': last.gflops if last else 0.0,
-                'modalities_used': '+'.join(last.modalities) if last else '',
-                'subnetwork_switches': self.engine.switches,
-                'subnetworks_built': self.engine.runners.stats.get('builds', 0),
-                'prebuild_ms': self._prebuild_ms,
-            }
-            for stage, row in self._stats.percentiles((50, 95)).items():
-                values[f'{stage}_p50'] = row['p50']
-                values[f'{stage}_p95'] = row['p95']
+            statuses = self._engine_statuses(now)
+        statuses.append(self._runtime_status())
+        errors = self._param_errors + self._type_errors
+        statuses.append(common.diagnostic_status(
+            'sentryfuse: perception parameters', common.LEVEL_ERROR if errors else common.LEVEL_OK,
+            '; '.join(errors) or 'OK', values={'invalid_at_startup': len(self._param_errors)}))
+        self._diag_pub.publish(common.diagnostic_array(self.get_clock().now().to_msg(), statuses))
+
+    def _counters(self) -> Dict[str, Any]:
+        passes = self._forward_passes + (self.engine.forward_passes if self.engine is not None else 0)
+        return {'lifecycle_state': self._state, 'inferences': self._count, 'forward_passes': passes}
+
+    def _unconfigured_status(self):
+        if self._model_error:
+            level, message = common.LEVEL_ERROR, self._model_error
+        else:
+            level, message = common.LEVEL_OK, (f'{self._state}: no model loaded '
+                                               '(`ros2 lifecycle set /perception configure` loads it)')
+        return common.diagnostic_status('sentryfuse: perception model', level, message, values=self._counters())
+
+    def _engine_statuses(self, now: float) -> list:
+        live, budget, source = self.health_view(now)
+        last = self._last
+        values: Dict[str, Any] = {
+            **self._counters(), 'health_source': source, 'compute_budget': budget,
+            'subnetwork': last.subnetwork if last else '', 'gflops': last.gflops if last else 0.0,
+            'modalities_used': '+'.join(last.modalities) if last else '',
+            'subnetwork_switches': self.engine.switches,
+            'subnetworks_built': self.engine.runners.stats.get('builds', 0),
+            'prebuild_ms': self._prebuild_ms,
+        }
+        for stage, row in self._stats.percentiles((50, 95)).items():
+            values[f'{stage}_p50'] = row['p50']
+            values[f'{stage}_p95'] = row['p95']
+        if self._state != 'active':  # a commanded state, not a fault: OK, and how to resume
+            level = common.LEVEL_OK
+            message = f'{self._state}: no inference (`ros2 lifecycle set /perception activate` resumes)'
+        else:
             level = common.LEVEL_OK if source == 'health monitor' else common.LEVEL_WARN
             message = f'{last.subnetwork} {last.gflops:.3f} GFLOPs' if last else 'no inference yet'
             if source != 'health monitor':
                 message += f'; {source}'
-            self._note_errors(now)
-            recent = self._recent_errors(now)
-            errors = self.engine.errors
-            values['inference_errors'] = errors.get('inference', 0)
-            if 'inference' in recent:   # e.g. non-finite logits: nothing is published, say why
-                level = common.LEVEL_ERROR
-                message = f'inference failed: {recent["inference"]}; {message}'
-            statuses.append(common.diagnostic_status('sentryfuse: perception', level, message, values=values))
-            inputs = [m for m in MODALITIES if m in recent]
-            statuses.append(common.diagnostic_status(
-                'sentryfuse: perception inputs', common.LEVEL_WARN if inputs else common.LEVEL_OK,
-                '; '.join(f'{m}: {recent[m]}' for m in inputs) or 'OK',
-                values={f'{m}_errors': errors.get(m, 0) for m in MODALITIES}))
-        statuses.append(self._runtime_status())
-        statuses.append(common.diagnostic_status(
-            'sentryfuse: perception parameters',
-            common.LEVEL_ERROR if self._param_errors else common.LEVEL_OK,
-            '; '.join(self._param_errors) or 'OK', values={'invalid_at_startup': len(self._param_errors)}))
-        self._diag_pub.publish(common.diagnostic_array(self.get_clock().now().to_msg(), statuses))
+        self._note_errors(now)
+        recent = self._recent_errors(now)
+        errors = self.engine.errors
+        values['inference_errors'] = errors.get('inference', 0)
+        if 'inference' in recent:   # e.g. non-finite logits: nothing is published, say why
+            level = common.LEVEL_ERROR
+            message = f'inference failed: {recent["inference"]}; {message}'
+        inputs = [m for m in MODALITIES if m in recent]
+        return [common.diagnostic_status('sentryfuse: perception', level, message, values=values),
+                common.diagnostic_status(
+                    'sentryfuse: perception inputs', common.LEVEL_WARN if inputs else common.LEVEL_OK,
+                    '; '.join(f'{m}: {recent[m]}' for m in inputs) or 'OK',
+                    values={f'{m}_errors': errors.get(m, 0) for m in MODALITIES})]
 
 
 def _onnx_runners(values: Mapping[str, Any], choice, capabilities):

@@ -9,6 +9,7 @@ from sentryfuse_ros.core.runtime.engine import EngineConfig
 from sentryfuse_ros.nodes import common
 
 DEFAULTS = {
+    'autostart': True,                # configure + activate at start-up; false: wait for `ros2 lifecycle set`
     'model_path': '',                 # checkpoint; '' = the shipped models/sentryfuse_sim.pt
     'device': 'cpu',                  # 'cpu' or 'cuda'
     'precision': 'fp32',              # 'fp32', 'bf16' (CPU with native bf16, or CUDA), 'fp16' (CUDA)
@@ -32,7 +33,10 @@ DEFAULTS = {
     'lidar.topic': '/lidar/points', 'lidar.type': 'sensor_msgs/msg/PointCloud2', 'lidar.max_age': 0.5,
     'audio.topic': '/audio/frames', 'audio.type': 'sentryfuse_ros/msg/AudioFrame', 'audio.max_age': 0.5,
 }
-READ_ONLY = [k for k in DEFAULTS if k not in ('health_timeout', 'diagnostics_period')]
+LIVE = ('health_timeout', 'diagnostics_period')  # settable in every lifecycle state
+READ_ONLY = ['autostart']                         # read once, at construction
+# read by configure: settable while the node is unconfigured, taking effect at the next configure
+CONFIGURE_TIME = frozenset(k for k in DEFAULTS if k not in LIVE and k not in READ_ONLY)
 ERROR_HOLD_S = 5.0  # [s] an input or inference error keeps its status WARN/ERROR this long after it last
                     # happened, then the status clears (its count stays in the values)
 
@@ -61,6 +65,8 @@ def build_engine_config(values: Mapping[str, Any]) -> EngineConfig:
 
 
 def check_values(values: Mapping[str, Any]) -> None:
+    if not isinstance(values['autostart'], bool):
+        raise ConfigError(f"autostart={values['autostart']!r}: expected true or false")
     if values['device'] not in ('cpu', 'cuda'):
         raise ConfigError(f"device={values['device']!r}: expected 'cpu' or 'cuda'")
     if values['precision'] not in PRECISIONS:
