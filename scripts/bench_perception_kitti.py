@@ -184,6 +184,8 @@ def run_engine(args, rgb, points) -> dict:
 
 
 def main(argv=None) -> int:
+    from sentryfuse_ros.core.pruning.budget import check_budget
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model', type=pathlib.Path, default=ROOT / 'models' / 'sentryfuse_sim.pt')
     parser.add_argument('--data', type=pathlib.Path, default=ROOT.parent / 'shared' / 'data')
@@ -200,6 +202,7 @@ def main(argv=None) -> int:
     parser.add_argument('--budget', type=float, default=1.0, help='compute budget of the in-process engine runs')
     parser.add_argument('--engine-only', action='store_true', help='skip the DDS part (in-process engine only)')
     args = parser.parse_args(argv)
+    args.budget = check_budget(args.budget, '--budget')  # where the budget enters
     if not args.model.is_file():
         print(f'no checkpoint at {args.model}; train one (sentryfuse train --config config/train_sim.yaml '
               f'--out {args.model}) or pass --model', file=sys.stderr)

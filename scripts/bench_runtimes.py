@@ -57,10 +57,13 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    from sentryfuse_ros.core.pruning.budget import check_budget_levels
     from sentryfuse_ros.core.runtime.backends import OnnxRunners, TorchRunners
     from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice
     from sentryfuse_ros.core.runtime.export import export_checkpoint
     from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
+
+    args.budgets = check_budget_levels(args.budgets, '--budgets')  # where the budgets enter
 
     caps = Capabilities.detect()
     live = ('camera', 'lidar', 'audio')

@@ -37,11 +37,13 @@ def run(args) -> int:
 
     from sentryfuse_ros.core.errors import ConfigError
     from sentryfuse_ros.core.eval.evaluate import evaluate, format_table
+    from sentryfuse_ros.core.pruning.budget import check_budget_levels
 
     if args.threads < 1:
         raise ConfigError(f'--threads={args.threads}: expected a positive int')
     if args.repeats < 1:
         raise ConfigError(f'--repeats={args.repeats}: expected a positive int')
+    args.budgets = check_budget_levels(args.budgets, '--budgets')  # where the budgets enter
     torch.set_num_threads(args.threads)
     from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, check_choice
     check_choice(RuntimeChoice(device=args.device.split(':')[0], precision=args.precision, backend=args.backend),

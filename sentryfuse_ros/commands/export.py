@@ -33,6 +33,7 @@ def run(args) -> int:
     import torch
 
     from sentryfuse_ros.core.errors import ConfigError
+    from sentryfuse_ros.core.pruning.budget import check_budget_levels
     from sentryfuse_ros.core.runtime.export import DEFAULT_BUDGETS, export_checkpoint
 
     if args.threads < 1:
@@ -41,9 +42,10 @@ def run(args) -> int:
         raise ConfigError(f'--samples={args.samples}: expected a positive int')
     if not args.atol > 0:
         raise ConfigError(f'--atol={args.atol}: expected a positive tolerance')
+    budgets = check_budget_levels(args.budgets or DEFAULT_BUDGETS, '--budgets')  # where the budgets enter
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    manifest = export_checkpoint(args.checkpoint, args.out, budgets=tuple(args.budgets or DEFAULT_BUDGETS),
+    manifest = export_checkpoint(args.checkpoint, args.out, budgets=budgets,
                                  subsets=args.subsets, samples=args.samples, atol=args.atol, opset=args.opset,
                                  log=lambda s: print(s, file=sys.stderr, flush=True))
     subs = manifest['subnetworks']

@@ -119,11 +119,9 @@ def build_inputs(args):
         replay['use_health'] = False
     if replay:
         config = dataclasses.replace(config, replay=dataclasses.replace(config.replay, **replay))
-    if args.budget is not None and not 0 < args.budget <= 1:
-        raise ConfigError(f'--budget={args.budget!r}: expected a compute budget in (0, 1]')
     faults = Faults(drops=tuple(parse_drop(d) for d in args.drop),
                     battery_profile=load_battery_profile(args.battery_profile) if args.battery_profile else (),
-                    budget=args.budget or 0.0)
+                    budget=args.budget)  # checked by Faults, where it enters core
     return config, faults, label_file
 
 

@@ -25,6 +25,7 @@ from rcl_interfaces.msg import SetParametersResult
 
 from sentryfuse_ros import msg_arrays
 from sentryfuse_ros.msg_arrays.modality_inputs import audio_converter, lidar_converter
+from sentryfuse_ros.core.pruning.budget import is_budget
 from sentryfuse_ros.core.runtime.engine import PerceptionEngine
 from sentryfuse_ros.core.errors import ConfigError, ExportError, RuntimeChoiceError, SentryFuseError
 from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, resolve_choice
@@ -311,7 +312,7 @@ class Perception(LifecycleNode):
             return None, 1.0, 'no health message: own freshness check, budget 1.0'
         live = [m for m, ok in zip(self._health.modalities, self._health.live) if ok]
         budget = float(self._health.compute_budget)
-        if not (0 < budget <= 1) or math.isnan(budget):
+        if not is_budget(budget):  # where a budget enters the node: fall back instead of raising
             return live, 1.0, f'health compute_budget={budget!r} invalid: using 1.0'
         return live, budget, 'health monitor'
 

@@ -4,9 +4,10 @@ For each (backbone, dataset, seed) the grid trains (checkpoints cached under ``c
 ``cfg.models``: ``sentryfuse`` (SentryGate + alignment + pruned steps + the modality-dropout curriculum)
 and, for protocol P1, ``conventional`` / ``conventional_nocurr`` (same architecture, data and steps; no gate
 alignment, no pruned steps; with / without the curriculum). Then for each modality condition (live set) x
-pruning ratio x method, the method's unit choice for (live, budget = 1 - ratio) is sliced out of the
-model's checkpoint (zero-shot: no gradient step; kwon_tuned alone rescales kept units in closed form) and
-evaluated on the held-out test split restricted to the live modalities.
+pruning ratio x method, the method's unit choice for (live, keep_fraction = 1 - ratio of the prunable
+MACs, not a compute budget: see ``core/pruning/budget.py``) is sliced out of the model's checkpoint
+(zero-shot: no gradient step; kwon_tuned alone rescales kept units in closed form) and evaluated on the
+held-out test split restricted to the live modalities.
 
 Protocol P2 (criterion): every method prunes the ``sentryfuse`` checkpoint. Protocol P1 (system, the
 paper's reading): SentryGate on ``sentryfuse`` vs every zero-shot baseline on a conventional model.
@@ -183,18 +184,19 @@ class MethodScorer:
             self.static_ms[key] = (time.perf_counter() - start) * 1e3
         return self._static[key]
 
-    def model_for(self, method: str, live: Tuple[str, ...] = (), budget: float = 1.0):
-        """The model a method's masks slice: kwon_tuned's tuned copy for (live, budget) after ``masks``."""
+    def model_for(self, method: str, live: Tuple[str, ...] = (), keep_fraction: float = 1.0):
+        """The model a method's masks slice: kwon_tuned's tuned copy for (live, keep_fraction) after ``masks``."""
         if method == 'kwon_tuned':
-            return self._tuned[(tuple(live), round(float(budget), 6))]
+            return self._tuned[(tuple(live), round(float(keep_fraction), 6))]
         return self._base(method)
 
     def _base(self, method: str):
         variant = VARIANT_OF.get(method)
         return self.model if variant is None else self.variants[variant][0]
 
-    def masks(self, method: str, live: Tuple[str, ...], budget: float):
-        """(masks, score_ms): score_ms is the per-condition scoring time (static scores: 0, see static_ms)."""
+    def masks(self, method: str, live: Tuple[str, ...], keep_fraction: float):
+        """(masks, score_ms) keeping ``keep_fraction`` of the prunable MACs (1 - ratio); score_ms is the
+        per-condition scoring time (static scores: 0, see static_ms)."""
         m = self._base(method)
         costs = unit_costs(m, live)
         start = time.perf_counter()
@@ -207,14 +209,14 @@ class MethodScorer:
             grads = self._cached('grads', lambda: bl.calibration_grads(m, self.calib))
             if method == 'kwon':
                 fisher = self._cached('fisher', lambda: bl.fisher_scores(grads))
-                return bl.kwon_rearrange(bl.kwon_mask_search(fisher, costs, budget), grads), 0.0
+                return bl.kwon_rearrange(bl.kwon_mask_search(fisher, costs, keep_fraction), grads), 0.0
             scores = self._cached(method, lambda: (bl.taylor_scores if method == 'taylor' else bl.fisher_scores)(grads))
         elif method == 'kwon_tuned':
             grads = self._cached('grads', lambda: bl.calibration_grads(m, self.calib))
             fisher = self._cached('fisher', lambda: bl.fisher_scores(grads))
-            masks = bl.kwon_rearrange(bl.kwon_mask_search(fisher, costs, budget), grads)
+            masks = bl.kwon_rearrange(bl.kwon_mask_search(fisher, costs, keep_fraction), grads)
             tuned, _ = tuned_model(m, masks, self.tune, live)
-            self._tuned[(tuple(live), round(float(budget), 6))] = tuned
+            self._tuned[(tuple(live), round(float(keep_fraction), 6))] = tuned
             return masks, (time.perf_counter() - start) * 1e3
         elif method == 'taylor_recal':
             scores = self._cached(f'recal:{condition_name(live)}',
@@ -231,7 +233,7 @@ class MethodScorer:
                                                                      'gate_uncond', 'gate_noalign') else 0.0
         if method == 'taylor_recal':
             score_ms = self.static_ms[f'recal:{condition_name(live)}']
-        return select_units(scores, costs, budget), score_ms
+        return select_units(scores, costs, keep_fraction), score_ms
 
 
 def evaluate_cell(model, masks, test: MultimodalTensors, live: Tuple[str, ...], *, batch: int,
@@ -336,9 +338,9 @@ def _run_model(cfg: BenchConfig, dataset: str, backbone: str, seed: int, cache_d
         scorer = MethodScorer(model, gate, calib, seed, {k: v for k, v in models.items() if k != main}, tune=tune)
         start = time.perf_counter()
         for live, ratio, method in cells:
-            budget = 1.0 - ratio
-            masks, score_ms = (None, 0.0) if method in DENSE_METHODS else scorer.masks(method, live, budget)
-            result = evaluate_cell(scorer.model_for(method, live, budget), masks, test, live, batch=cfg.eval_batch,
+            keep = 1.0 - ratio  # keep_fraction of the prunable MACs
+            masks, score_ms = (None, 0.0) if method in DENSE_METHODS else scorer.masks(method, live, keep)
+            result = evaluate_cell(scorer.model_for(method, live, keep), masks, test, live, batch=cfg.eval_batch,
                                    latency_repeats=cfg.latency_repeats if seed in cfg.latency_seeds else None)
             rec = {'model': which, 'backbone': backbone, 'dataset': dataset, 'condition': condition_name(live),
                    'ratio': ratio, 'method': method, 'seed': seed, **result, 'score_ms': round(score_ms, 3),

@@ -35,7 +35,7 @@ class BenchConfig:
     backbones: tuple = BACKBONES                    # fusion backbones to train
     datasets: tuple = DATASETS                      # scene presets (core/data/scenes.py) and/or 'avmnist'
     seeds: tuple = (0, 1, 2)                        # training seeds (model init, batch order, curriculum)
-    ratios: tuple = (0.2, 0.3, 0.4, 0.5, 0.6)       # fractions of prunable MACs removed (budget = 1 - ratio)
+    ratios: tuple = (0.2, 0.3, 0.4, 0.5, 0.6)       # fractions of prunable MACs removed (keep_fraction = 1 - ratio)
     methods: tuple = METHODS                        # which rows to compute (module docstring)
     models: tuple = ('sentryfuse',)                 # trained models per job (MODELS); conventional ones run the
                                                     # baselines, the oracle and dense only

@@ -1,6 +1,6 @@
 """Evaluating a trained checkpoint: every modality subset x compute budget, zero-shot.
 
-For each (subset, budget) the SentryGate scores of the checkpoint pick units under the MAC budget
+For each (subset, budget) the SentryGate scores of the checkpoint pick units under the compute budget
 (``SubnetworkCache``, no gradient step), the weights are physically sliced, and the sub-network is
 measured on a fresh synthetic test set drawn with ``seed``: accuracy, GFLOPs (``count_flops`` at
 batch 1), parameters, batch-1 latency and peak memory. In the same run:
@@ -89,7 +89,8 @@ def evaluate(checkpoint, *, seed: int, n: int = 1000, budgets: Sequence[float] =
         checkpoint: a checkpoint written by ``sentryfuse train``.
         seed: test-set seed (must differ from the training and validation seeds).
         n: test scenes.
-        budgets: compute budgets (fractions of the live set's dense forward FLOPs, fixed parts included).
+        budgets: compute budgets (fractions of the live set's dense forward FLOPs, fixed parts included),
+            checked by the caller (``sentryfuse evaluate --budgets``).
         dense_checkpoint: optional dense-attention twin (same recipe, ``attention: dense``).
         latency_repeats: timed forward passes per latency figure.
         device: where the models run.

@@ -2,7 +2,7 @@
 
 Every score criterion returns ``UnitScores`` (per block: attn (G,), ffn (NF,); higher = keep), the
 format ``SentryGate.scores(live)`` returns, so every method prunes the same checkpoint through the
-same ``prune.select_units(scores, unit_costs(model, live), budget)`` + ``prune.slice_model``. No
+same ``prune.select_units(scores, unit_costs(model, live), keep_fraction)`` + ``prune.slice_model``. No
 criterion takes a weight-update step. What each one computes:
 
 * ``random_scores``: i.i.d. uniform scores from a seeded generator (the same for every live set).
@@ -22,7 +22,7 @@ criterion takes a weight-update step. What each one computes:
   (the "fisher" row), and by the next two functions (the "kwon" row).
 * ``kwon_mask_search``: Kwon et al. 2022's MAC-constrained search (their ``search_mac``),
   generalized to per-unit costs: rank KV groups and FFN blocks each globally by Fisher; for every
-  number n of top-ranked KV groups, fill the remaining budget with the longest Fisher-ordered
+  number n of top-ranked KV groups, fill the remaining MACs with the longest Fisher-ordered
   prefix of FFN blocks that fits; keep the (n, prefix) with the largest summed Fisher. As in
   their latency search and in select_units, the best unit of every (block, kind) is kept first
   (our sliced blocks need one of each), and units that cost nothing for the live set (blocks it
@@ -154,16 +154,15 @@ def _flatten(pairs: Sequence[Tuple[Tensor, Tensor]], kind: int) -> Tuple[Tensor,
     return torch.cat(vals), owner
 
 
-def kwon_mask_search(fisher: UnitScores, costs: UnitCosts, budget: float) -> UnitMasks:
+def kwon_mask_search(fisher: UnitScores, costs: UnitCosts, keep_fraction: float) -> UnitMasks:
     """Kwon et al. 2022 MAC-constrained mask search with per-unit costs (module docstring).
 
     Args:
         fisher: per block (attn (G,), ffn (NF,)) Fisher importance.
         costs: per block (attn (G,), ffn (NF,)) MACs for the live set, from ``prune.unit_costs``.
-        budget: fraction in (0, 1] of the total prunable MACs.
+        keep_fraction: fraction in (0, 1] of the total prunable MACs to keep (as ``prune.select_units``;
+            the bench's ``1 - ratio``, checked in BenchConfig); 1.0 or more keeps every unit.
     """
-    if not isinstance(budget, (int, float)) or not 0.0 < float(budget) <= 1.0:
-        raise PruningError(f'budget={budget!r}: expected a fraction of prunable MACs in (0, 1]')
     if len(fisher) != len(costs):
         raise PruningError(f'fisher scores for {len(fisher)} blocks but costs for {len(costs)}: expected the same')
     imp = [_flatten(fisher, k) for k in (0, 1)]
@@ -172,7 +171,7 @@ def kwon_mask_search(fisher: UnitScores, costs: UnitCosts, budget: float) -> Uni
         if imp[k][0].shape != cst[k][0].shape:
             raise PruningError(f'{name} fisher scores have {imp[k][0].numel()} units but costs {cst[k][0].numel()}: '
                                'expected one score per unit')
-    if float(budget) >= 1.0:
+    if keep_fraction >= 1.0:
         return [(torch.ones(len(a), dtype=torch.bool), torch.ones(len(f), dtype=torch.bool)) for a, f in costs]
     keep = [torch.zeros_like(imp[k][0], dtype=torch.bool) for k in (0, 1)]
     for k in (0, 1):  # the best unit of every (block, kind) first
@@ -182,7 +181,7 @@ def kwon_mask_search(fisher: UnitScores, costs: UnitCosts, budget: float) -> Uni
             if idx:
                 keep[k][idx[int(torch.argmax(imp[k][0][idx]))]] = True
     total = float(cst[0][0].sum() + cst[1][0].sum())
-    remaining = budget * total - float(cst[0][0][keep[0]].sum() + cst[1][0][keep[1]].sum())
+    remaining = keep_fraction * total - float(cst[0][0][keep[0]].sum() + cst[1][0][keep[1]].sum())
     order = []
     for k in (0, 1):  # ranked candidates of this kind: not yet kept and costing something
         cand = [u for u in torch.argsort(-imp[k][0], stable=True).tolist() if not keep[k][u] and cst[k][0][u] > 0]

@@ -12,8 +12,8 @@ Three pieces, all used by ``core/training/train.py``:
   and s_u(a) = sum_{T subset of a} w_u(T) (the Moebius form of a table over the 2^M - 1 subsets: as
   expressive as one free row per subset, but a single-modality term is shared by every set that
   contains that modality). The scores are **not** budget-conditioned: the budget enters only in
-  the MAC-constrained selection (``core/prune.select_units``), which keeps the highest-scoring units
-  that fit; a ranking that is right at budget 1 is what every budget uses.
+  the MAC-constrained selection (``core/pruning/prune.select_units``), which keeps the highest-scoring
+  units that fit; a ranking that is right at budget 1 is what every budget uses.
 * :class:`SaliencyTeacher` turns the gradient on each unit's gate variable (fixed at 1 in the
   training forward pass) into first-order saliency: Taylor |dL/dg| (Michel et al. 2019, Molchanov
   et al. 2019) or Fisher sum_n (dL_n/dg)^2 (Kwon et al. 2022, needs per-sample gates (B, G)). It

@@ -6,13 +6,13 @@ Selection (``select_units``): first the best-scored KV group and FFN block of ev
 anything for the live set; then the remaining units greedily by score per MAC (the knapsack
 heuristic; scores are shifted to be >= 0 first if any unit that costs something scores negative; units
 that cost nothing never enter that shift), each kept if it still fits
-``budget * total``. Units of blocks the live set skips cost nothing: at budget < 1 they keep only their
-best unit each (so the sliced sub-network is small); budget 1.0 keeps everything.
+``keep_fraction * total``. Units of blocks the live set skips cost nothing: at keep_fraction < 1 they
+keep only their best unit each (so the sliced sub-network is small); keep_fraction 1.0 keeps everything.
 
-Deployment budgets (``SubnetworkCache``, ``select_for_budget``) are fractions of the live set's
-WHOLE forward compute, fixed parts (tokenizers, head) included: 0.5 means half the FLOPs of the
-dense forward for that live set. ``prunable_fraction`` turns that into the fraction of prunable
-MACs that ``select_units`` takes.
+``budget`` and ``keep_fraction`` are two different fractions (``core/pruning/budget.py``): deployment
+budgets (``SubnetworkCache``, ``select_for_budget``) are fractions of the live set's WHOLE forward
+compute, fixed parts (tokenizers, head) included; ``select_units`` takes a ``keep_fraction`` of the
+prunable MACs, which ``prunable_fraction`` computes from a budget.
 """
 import collections
 import dataclasses
@@ -26,6 +26,7 @@ from sentryfuse_ros.core.model.backbone import SentryFuseModel
 from sentryfuse_ros.core.model.block import UnitGates
 from sentryfuse_ros.core.errors import PruningError
 from sentryfuse_ros.core.model.flops import count_params
+from sentryfuse_ros.core.pruning.budget import snap_to_level
 
 UnitScores = List[Tuple[Tensor, Tensor]]  # per block: (attn scores (G,), ffn scores (NF,)), higher = keep
 UnitMasks = List[Tuple[Tensor, Tensor]]   # per block: (attn bool (G,), ffn bool (NF,))
@@ -54,18 +55,12 @@ def total_macs(model: SentryFuseModel, live: Sequence[str]) -> float:
     return prunable_macs(model, live) + float(model.fixed_macs(live))
 
 
-# A budget matches a level within this: budgets travel as float32 (ModalityHealth.compute_budget), whose
-# rounding of a value in (0, 1] is below 6e-8 (0.7 arrives as 0.699999988), and levels are >= 0.01 apart.
-BUDGET_TOLERANCE = 1e-6
-
-
 def prunable_fraction(model: SentryFuseModel, live: Sequence[str], budget: float) -> float:
-    """The fraction of prunable MACs that makes the whole forward (fixed + kept prunable) ``budget`` x dense.
+    """The keep_fraction of prunable MACs that makes the whole forward (fixed + kept prunable) ``budget`` x dense.
 
-    A budget below what the fixed parts alone cost maps to the smallest positive fraction (the
-    per-block minimum units are kept anyway).
+    ``budget`` is a checked compute budget (see core/pruning/budget.py). A budget below what the fixed
+    parts alone cost maps to the smallest positive fraction (the per-block minimum units are kept anyway).
     """
-    budget = _check_budget(budget)
     if budget >= 1.0:
         return 1.0
     prunable, fixed = prunable_macs(model, live), float(model.fixed_macs(live))
@@ -75,26 +70,20 @@ def prunable_fraction(model: SentryFuseModel, live: Sequence[str], budget: float
 
 
 def select_for_budget(model: SentryFuseModel, scores: UnitScores, live: Sequence[str], budget: float) -> UnitMasks:
-    """``select_units`` for a budget over the live set's total forward compute (fixed parts included)."""
+    """``select_units`` for a compute budget over the live set's total forward compute (fixed parts included)."""
     return select_units(scores, unit_costs(model, live), prunable_fraction(model, live, budget))
 
 
-def _check_budget(budget: float) -> float:
-    if not isinstance(budget, (int, float)) or not 0.0 < float(budget) <= 1.0:
-        raise PruningError(f'budget={budget!r}: expected a fraction of prunable MACs in (0, 1]')
-    return float(budget)
-
-
-def select_units(scores: UnitScores, costs: UnitCosts, budget: float) -> UnitMasks:
-    """Units to keep so that kept prunable MACs <= budget * total (see the module docstring).
+def select_units(scores: UnitScores, costs: UnitCosts, keep_fraction: float) -> UnitMasks:
+    """Units to keep so that kept prunable MACs <= keep_fraction * total (see the module docstring).
 
     Args:
         scores: per block (attn (G,), ffn (NF,)) scores, higher = more important.
         costs: per block (attn (G,), ffn (NF,)) MACs, as from ``unit_costs``.
-        budget: fraction in (0, 1] of the total prunable MACs. The per-block minimum (one KV group
-            and one FFN block) is kept even if it alone exceeds the budget.
+        keep_fraction: fraction in (0, 1] of the total prunable MACs to keep (not a compute budget:
+            see ``prunable_fraction``). The per-block minimum (one KV group and one FFN block) is
+            kept even if it alone exceeds it; 1.0 or more keeps every unit.
     """
-    budget = _check_budget(budget)
     if len(scores) != len(costs):
         raise PruningError(f'scores for {len(scores)} blocks but costs for {len(costs)}: expected the same')
     flat_s, flat_c, owner = [], [], []  # owner: (block, 0 attn | 1 ffn, index)
@@ -111,7 +100,7 @@ def select_units(scores: UnitScores, costs: UnitCosts, budget: float) -> UnitMas
             flat_c.append(c)
             owner += [(i, kind, j) for j in range(s.numel())]
     s_all, c_all = torch.cat(flat_s), torch.cat(flat_c)
-    if budget >= 1.0:
+    if keep_fraction >= 1.0:
         keep = torch.ones_like(s_all, dtype=torch.bool)
     else:
         keep = torch.zeros_like(s_all, dtype=torch.bool)
@@ -120,7 +109,7 @@ def select_units(scores: UnitScores, costs: UnitCosts, budget: float) -> UnitMas
             if s.numel():
                 keep[offset + int(torch.argmax(s))] = True
             offset += s.numel()
-        cap = budget * float(c_all.sum())
+        cap = keep_fraction * float(c_all.sum())
         used = float(c_all[keep].sum())
         # shift by the minimum over the units that cost something: a zero-cost unit (a block the live
         # set skips) is never ranked, so its score must not move the ranking of the live ones
@@ -230,9 +219,10 @@ class SubnetworkCache:
     Args:
         model: the full model (left untouched).
         score_fn: live tuple -> UnitScores (e.g. the SentryGate table for that subset).
-        budget_levels: budgets with a sub-network, fractions of the live set's dense forward FLOPs;
-            a requested budget snaps down to the nearest level, and budgets below the lowest level
-            use the lowest.
+        budget_levels: compute budgets with a sub-network (fractions of the live set's dense forward
+            FLOPs), checked where they entered (e.g. ``EngineConfig``, ``--budgets``); a requested
+            budget snaps down to the nearest level (``budget.snap_to_level``), and budgets below
+            the lowest level use the lowest.
         device: where the sliced models live.
         max_cache_mb: cap on the gathered weights held by cached sub-networks [MiB]; None = no cap.
     """
@@ -240,9 +230,7 @@ class SubnetworkCache:
     def __init__(self, model: SentryFuseModel, score_fn: Callable[[tuple], UnitScores],
                  budget_levels: Sequence[float] = (1.0, 0.85, 0.7, 0.5, 0.4), device='cpu',
                  max_cache_mb: Optional[float] = None):
-        levels = sorted({_check_budget(b) for b in budget_levels}, reverse=True)
-        if not levels:
-            raise PruningError(f'budget_levels={list(budget_levels)}: expected at least one level in (0, 1]')
+        levels = sorted({float(b) for b in budget_levels}, reverse=True)
         if max_cache_mb is not None and not max_cache_mb >= 0:
             raise PruningError(f'max_cache_mb={max_cache_mb!r}: expected a size >= 0 [MiB] or None')
         self.model, self.score_fn, self.levels, self.device = model, score_fn, tuple(levels), torch.device(device)
@@ -252,10 +240,8 @@ class SubnetworkCache:
         self._builds = self._hits = self._evictions = 0
 
     def level_for(self, budget: float) -> float:
-        """The budget level a request maps to."""
-        budget = _check_budget(budget)
-        fitting = [lv for lv in self.levels if lv <= budget + BUDGET_TOLERANCE]
-        return fitting[0] if fitting else self.levels[-1]
+        """The budget level a request maps to (``budget.snap_to_level``)."""
+        return snap_to_level(self.levels, budget)
 
     def get(self, live: Sequence[str], budget: float) -> Subnetwork:
         """The sub-network for these live modalities at (the level of) this budget."""

@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES
-from sentryfuse_ros.core.config import check
 from sentryfuse_ros.core.errors import BagError, ConfigError
+from sentryfuse_ros.core.pruning.budget import check_budget
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,10 +95,11 @@ def profile_at(profile: Sequence[Tuple[float, float]], t: float) -> float:
 class Faults:
     drops: Tuple[DropWindow, ...] = ()                     # messages removed in these windows
     battery_profile: Tuple[Tuple[float, float], ...] = ()  # replaces the bag's battery when set
-    budget: float = 0.0                                    # 0 = off; else a fixed compute budget
+    budget: Optional[float] = None                         # None = off; else a fixed compute budget in (0, 1]
 
     def __post_init__(self):
-        check(0 <= self.budget <= 1, '--budget', self.budget, 'a compute budget in (0, 1]')
+        if self.budget is not None:
+            object.__setattr__(self, 'budget', check_budget(self.budget, '--budget'))
 
     def dropped(self, modality: str, t: float) -> bool:
         return any(w.modality == modality and w.covers(t) for w in self.drops)

@@ -24,7 +24,8 @@ from torch import Tensor
 
 from sentryfuse_ros.core.data import preprocess as pp
 from sentryfuse_ros.core.errors import ExportError, RuntimeChoiceError
-from sentryfuse_ros.core.pruning.prune import BUDGET_TOLERANCE, SubnetworkCache
+from sentryfuse_ros.core.pruning.budget import snap_to_level
+from sentryfuse_ros.core.pruning.prune import SubnetworkCache
 from sentryfuse_ros.core.runtime.choice import TENSORRT_EP, Capabilities, RuntimeChoice, ort_providers_for
 from sentryfuse_ros.core.runtime.export import OUTPUT, ExportedSubnetwork, Manifest, load_manifest, ort_session
 
@@ -151,10 +152,8 @@ class OnnxRunners:
         self._builds = self._hits = 0
 
     def level_for(self, live: Tuple[str, ...], budget: float) -> float:
-        """The exported level a request maps to: the highest <= budget, else the lowest."""
-        levels = sorted(self._by_subset[live], reverse=True)
-        fitting = [lv for lv in levels if lv <= budget + BUDGET_TOLERANCE]  # float32 budgets from ModalityHealth
-        return fitting[0] if fitting else levels[-1]
+        """The exported level a request maps to (``budget.snap_to_level``, as the torch cache snaps)."""
+        return snap_to_level(sorted(self._by_subset[live], reverse=True), budget)
 
     def get(self, live: Sequence[str], budget: float) -> OnnxRunner:
         live = tuple(m for m in pp.MODALITIES if m in set(live))

@@ -22,6 +22,7 @@ import torch
 from sentryfuse_ros.core.data import preprocess as pp
 from sentryfuse_ros.core.config import check
 from sentryfuse_ros.core.errors import ModelError
+from sentryfuse_ros.core.pruning.budget import check_budget_levels
 from sentryfuse_ros.core.runtime.backends import TorchRunners
 from sentryfuse_ros.core.runtime.inputs import AudioRing, Converter, SensorInputs  # noqa: F401  (re-exported)
 
@@ -36,8 +37,7 @@ class EngineConfig:
     def __post_init__(self):
         check(len(self.max_age_s) == len(pp.MODALITIES) and all(a > 0 for a in self.max_age_s),
               'max_age_s', self.max_age_s, f'{len(pp.MODALITIES)} positive ages in seconds')
-        check(len(self.budget_levels) >= 1 and all(0 < b <= 1 for b in self.budget_levels),
-              'budget_levels', self.budget_levels, 'budgets in (0, 1]')
+        object.__setattr__(self, 'budget_levels', check_budget_levels(self.budget_levels, 'budget_levels'))
         check(0 <= self.min_audio_fill <= 1, 'min_audio_fill', self.min_audio_fill, 'a fraction in [0, 1]')
         check(isinstance(self.max_cache_mb, (int, float)) and self.max_cache_mb >= 0, 'max_cache_mb',
               self.max_cache_mb, 'a size >= 0 [MiB]')
@@ -140,7 +140,9 @@ class PerceptionEngine:
         Args:
             now_s: current time [s] on the same clock as the stamps.
             live: modalities the health monitor reports live; None = no health yet (use freshness only).
-            budget: compute budget in (0, 1].
+            budget: compute budget (fraction of the live set's dense forward FLOPs, checked where it
+                entered: the node's health view, the replay's battery table); the runner set snaps it
+                to a level.
         Returns:
             The Inference, or None when no modality is usable (nothing is published then).
         """

@@ -217,7 +217,7 @@ def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, path
     Args:
         checkpoint: written by ``sentryfuse train``.
         out: output folder (created; existing .onnx files of the same names are replaced).
-        budgets: budget levels (fractions of prunable MACs in (0, 1]).
+        budgets: budget levels (fractions of the live set's dense forward FLOPs, checked by the caller).
         subsets: 'camera+lidar' style names; None = every non-empty subset of the model's modalities.
         samples: sample inputs per graph for the torch check.
         atol: allowed max |logits difference| between onnxruntime and torch.

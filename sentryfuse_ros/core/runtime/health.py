@@ -9,6 +9,14 @@ against arrivals still queued behind it. A modality is *live* when its status is
 WARN_RATE; going dead is immediate, coming back needs ``recover_count`` consecutive healthy
 checks (hysteresis, so modality masks do not flap).
 
+Recovery is as fast as degradation: once the timeout fired, a returning sensor's rate is
+measured over the arrivals since it resumed as soon as there are two of them (healthy one period
+after it resumes, live ``recover_count`` checks later), not over a window that still spans the
+silence; its first arrival alone is judged on the whole window, as before. A stream that stops
+again before it has filled its window was a burst, not a return (flapping): its next return must
+fill the window first, as long as a window spanning the gap used to hold it back, before its
+healthy checks count.
+
 The battery maps to a ``compute_budget`` in (0, 1] through a table of (level, budget) rows
 with a hysteresis band on the way up. Used by the health_monitor node, by the perception
 node's own freshness check, and by offline bag replay.
@@ -94,23 +102,46 @@ class ModalityMonitor:
         self._arrivals: deque = deque(maxlen=config.window_size)
         self._live = False
         self._healthy_count = 0
+        self._since_resume = 0    # arrivals since the stream (re)started, at most window_size
+        self._timed_out = False   # the timeout fired in the current silence: the next arrival resumes
+        self._flapping = False    # the last burst ended before it filled the window
 
     def reconfigure(self, config: TopicMonitorConfig) -> None:
         """New thresholds; the newest arrivals (up to the new window size) are kept."""
         self.config = config
         self._arrivals = deque(self._arrivals, maxlen=config.window_size)
+        self._since_resume = min(self._since_resume, config.window_size)
 
     def reset(self) -> None:
         """Forget every arrival (e.g. when the clock jumped back)."""
         self._arrivals.clear()
         self._live = False
         self._healthy_count = 0
+        self._since_resume = 0
+        self._timed_out = self._flapping = False
 
     def on_message(self, t: float) -> None:
-        """Record one arrival at time ``t`` [s]. A time before the newest arrival resets."""
+        """Record one arrival at time ``t`` [s]. A time before the newest arrival resets; the first
+        arrival after the timeout fired starts the count of arrivals since the stream resumed."""
         if self._arrivals and t < self._arrivals[-1]:
             self.reset()
+        if self._timed_out:
+            self._since_resume = 0
+            self._timed_out = False
         self._arrivals.append(float(t))
+        self._since_resume = min(self._since_resume + 1, self.config.window_size)
+
+    @property
+    def flapping(self) -> bool:
+        """True while a stream whose last burst ended before it filled the window has not yet
+        filled it again: its healthy checks do not count towards recovery."""
+        return self._flapping and self._since_resume < self.config.window_size
+
+    def _rate_window(self) -> list:
+        """The arrivals the rate is measured over: those since the stream resumed once there are two,
+        else the whole window (a single arrival has no rate of its own)."""
+        arrivals = list(self._arrivals)
+        return arrivals[-self._since_resume:] if self._since_resume >= 2 else arrivals
 
     @property
     def live(self) -> bool:
@@ -121,17 +152,19 @@ class ModalityMonitor:
         return self._arrivals[-1] if self._arrivals else None
 
     def rate_hz(self, now: Optional[float] = None) -> float:
-        """(N - 1) / span over the window, 0 with fewer than two arrivals. Given ``now``, the
-        silence beyond one mean period joins the span, so a dead sensor's rate decays towards 0
-        instead of keeping its last value (an on-time arrival leaves the rate unchanged)."""
-        if len(self._arrivals) < 2:
+        """(N - 1) / span over the rate window (:meth:`_rate_window`), 0 with fewer than two
+        arrivals. Given ``now``, the silence beyond one mean period joins the span, so a dead
+        sensor's rate decays towards 0 instead of keeping its last value (an on-time arrival
+        leaves the rate unchanged)."""
+        arrivals = self._rate_window()
+        if len(arrivals) < 2:
             return 0.0
-        span = self._arrivals[-1] - self._arrivals[0]
+        span = arrivals[-1] - arrivals[0]
         if span <= 0:
             return math.inf
-        intervals = len(self._arrivals) - 1
+        intervals = len(arrivals) - 1
         if now is not None:
-            span += max(0.0, now - self._arrivals[-1] - span / intervals)
+            span += max(0.0, now - arrivals[-1] - span / intervals)
         return intervals / span
 
     def status(self, now: float, lateness: float = 0.0) -> int:
@@ -154,12 +187,15 @@ class ModalityMonitor:
     def check(self, now: float, advance: bool = True, lateness: float = 0.0) -> ModalityStatus:
         """Evaluate at ``now`` (``lateness``: see :meth:`status`). An unhealthy status makes the
         modality dead at once; a healthy one counts towards recovery only when ``advance`` (one
-        call per check period)."""
+        call per check period) and the stream is not :attr:`flapping`."""
         status = self.status(now, lateness)
+        if status == TIMEOUT and not self._timed_out:   # the silence began: was the stream a burst?
+            self._flapping = self._since_resume < self.config.window_size
+            self._timed_out = True
         if status not in HEALTHY:
             self._live = False
             self._healthy_count = 0
-        elif not self._live and advance:
+        elif not self._live and advance and not self.flapping:
             self._healthy_count += 1
             if self._healthy_count >= self.config.recover_count:
                 self._live = True

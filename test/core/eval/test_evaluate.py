@@ -100,6 +100,11 @@ def test_errors(checkpoints, tmp_path, capsys):
     assert cli.main(['evaluate', '--checkpoint', str(tmp_path / 'nope.pt'), '--seed', '5',
                      '--out', str(tmp_path / 'x.json')]) == 2
     assert 'does not exist' in capsys.readouterr().err
+    # the budgets are checked where they enter, the flag, before any model is built
+    assert cli.main(['evaluate', '--checkpoint', str(sentry), '--seed', '5', '--budgets', '1.0', '1.5',
+                     '--out', str(tmp_path / 'x.json')]) == 2
+    assert re.search(r'--budgets=\(1.0, 1.5\): expected one or more budgets in \(0, 1\]', capsys.readouterr().err)
+    assert not (tmp_path / 'x.json').exists()
 
 
 def test_checkpoint_with_all_nan_weights_makes_evaluate_fail_with_a_message(checkpoints, tmp_path, capsys):

@@ -1,14 +1,16 @@
-"""compute_budget is a fraction of the live set's WHOLE forward FLOPs (fixed parts included), and the
+"""compute_budget is a fraction of the live set's WHOLE forward FLOPs (fixed parts included), checked
+once where it enters (core/pruning/budget.py) and snapped to a level by one function, and the
 sub-network cache keeps one copy of the weights: its storage does not grow with the levels used."""
 import itertools
 
 import pytest
 import torch
 
-from sentryfuse_ros.core.errors import PruningError
+from sentryfuse_ros.core.errors import ConfigError, PruningError
 from sentryfuse_ros.core.model.backbone import SentryFuseModel
 from sentryfuse_ros.core.model.flops import count_flops
 from sentryfuse_ros.core.model.presets import preset_config
+from sentryfuse_ros.core.pruning.budget import check_budget, check_budget_levels, is_budget, snap_to_level
 from sentryfuse_ros.core.pruning.prune import (SubnetworkCache, own_weight_bytes, prunable_fraction, select_for_budget,
                                                slice_model, total_macs)
 
@@ -58,8 +60,30 @@ def test_prunable_fraction_accounts_for_the_fixed_part():
     assert fixed + frac * prunable == pytest.approx(0.5 * (fixed + prunable))
     assert frac < 0.5 and prunable_fraction(model, MODS, 1.0) == 1.0
     assert prunable_fraction(model, MODS, 1e-6) == pytest.approx(1e-9)  # below the fixed cost: keep the minimum
-    with pytest.raises(PruningError, match=r'budget=1.5: expected a fraction'):
-        prunable_fraction(model, MODS, 1.5)
+
+
+@pytest.mark.parametrize('value', [0.0, -0.2, 1.5, float('nan'), True, '0.5', None])
+def test_check_budget_names_the_key_and_the_meaning(value):
+    assert not is_budget(value)
+    with pytest.raises(ConfigError, match=r"--budget=.*: expected a compute budget in \(0, 1\] \(a fraction of the "
+                                          r"live set's dense forward FLOPs\)"):
+        check_budget(value, '--budget')
+
+
+def test_check_budget_passes_budgets_through_as_floats():
+    assert check_budget(1) == 1.0 and isinstance(check_budget(1), float) and check_budget(0.4) == 0.4
+    assert check_budget_levels([0.5, 1, 0.7]) == (0.5, 1.0, 0.7)  # order kept: the caller's report order
+    with pytest.raises(ConfigError, match=r'--budgets=\(\): expected one or more budgets in \(0, 1\]'):
+        check_budget_levels([], '--budgets')
+    with pytest.raises(ConfigError, match=r'budget_levels=\(1.0, 1.2\): expected one or more budgets'):
+        check_budget_levels((1.0, 1.2))
+
+
+@pytest.mark.parametrize('budget, level', [(1.0, 1.0), (0.9, 0.85), (0.85, 0.85), (0.6999999, 0.7), (0.45, 0.4),
+                                           (0.1, 0.4), (float('nan'), 0.4), (2.0, 1.0)])
+def test_snap_to_level_is_the_highest_level_at_or_below_else_the_lowest(budget, level):
+    assert snap_to_level((1.0, 0.85, 0.7, 0.5, 0.4), budget) == level
+
 
 
 def test_sub_networks_share_the_dense_weights():

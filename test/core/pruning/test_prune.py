@@ -79,12 +79,14 @@ def test_select_units_prefers_high_scores_and_budget_one_keeps_all():
     assert all(bool(a.all() and f.all()) for a, f in select_units(scores, costs, 1.0))
 
 
-@pytest.mark.parametrize('budget, match', [(0.0, r'budget=0.0: expected a fraction'), (1.5, r'budget=1.5'),
-                                           (-0.2, r'budget=-0.2')])
-def test_budget_outside_range(budget, match):
+def test_keep_fraction_is_plain_arithmetic_not_re_checked():
+    """keep_fraction is checked where it enters (BenchConfig.ratios): at or above 1 keeps every unit,
+    at or below 0 keeps only the per-block minimum, never an error deep inside the selection."""
     model = MODELS[('early', 'sentry')]
-    with pytest.raises(PruningError, match=match):
-        select_units(random_scores(model, 0), unit_costs(model, MODALITIES), budget)
+    scores, costs = random_scores(model, 0), unit_costs(model, MODALITIES)
+    assert all(bool(a.all() and f.all()) for a, f in select_units(scores, costs, 1.5))
+    for low in (0.0, -0.2):
+        assert all(int(a.sum()) == 1 and int(f.sum()) == 1 for a, f in select_units(scores, costs, low))
 
 
 def test_select_units_shape_errors():
@@ -169,8 +171,7 @@ def test_subnetwork_cache_snaps_builds_once_and_sorts_live():
     assert cache.get(('camera',), 0.1).budget == 0.4  # below the lowest level -> lowest level
     assert cache.get(('camera',), 1.0).params == count_params(model)
     assert {k: cache.stats[k] for k in ('builds', 'hits', 'cached', 'evictions')} == {'builds': 3, 'hits': 1, 'cached': 3, 'evictions': 0}
-    with pytest.raises(PruningError, match=r'budget=1.2'):
-        cache.get(('camera',), 1.2)
+    assert cache.get(('camera',), 1.2).budget == 1.0  # snapping is total: checked budgets enter upstream
     with pytest.raises(ModelError, match=r"live modalities \[\]"):
         cache.get((), 0.5)
 

@@ -82,6 +82,10 @@ def test_cli_exports_one_subset_at_opset_18(tmp_path, checkpoint, capsys):
     manifest = export.load_manifest(tmp_path / 'e')
     assert [s.key for s in manifest.subnetworks] == ['audio@0.70']
     assert json.loads((tmp_path / 'e' / 'manifest.json').read_text())['opset'] == 18
+    assert cli.main(['export', '--checkpoint', str(checkpoint), '--out', str(tmp_path / 'f'), '--budgets', '0',
+                     '--subsets', 'audio', '--samples', '1']) == 2
+    assert "--budgets=(0.0,): expected one or more budgets in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / 'f').exists()
 
 
 @pytest.mark.slow

@@ -270,3 +270,68 @@ def test_tracker_passes_lateness_to_every_monitor():
         feed(tracker.monitors[name], 15.0, 0.0, 1.0)
     assert tracker.check(1.6, advance=False, lateness=0.6).status == (health.OK, health.OK)
     assert tracker.check(1.6, advance=False).status == (health.TIMEOUT, health.TIMEOUT)
+
+
+def simulate(monitor, arrivals, checks):
+    """Arrivals and checks in time order (an arrival at a check's time comes first); returns
+    [(t, live)] per check."""
+    events = sorted([(t, 0) for t in arrivals] + [(t, 1) for t in checks])
+    out = []
+    for t, kind in events:
+        if kind == 0:
+            monitor.on_message(t)
+        else:
+            out.append((t, monitor.check(t).live))
+    return out
+
+
+def stream(rate_hz, t0, t1):
+    return [t0 + i / rate_hz for i in range(int(round((t1 - t0) * rate_hz)))]
+
+
+def transitions(lives):
+    return sum(1 for (_, a), (_, b) in zip(lives, lives[1:]) if a != b)
+
+
+@pytest.mark.parametrize('name, rate', [('camera', 15.0), ('lidar', 10.0), ('audio', 50.0)])
+def test_a_stream_that_stops_and_resumes_is_live_again_within_timeout_plus_recover_count_checks(name, rate):
+    """A 10 Hz health check on the default thresholds: the sensor returns at 8 s. With the gap in
+    the rate window, the lidar came back 1.15 s after it resumed; now within its timeout + 3 checks."""
+    cfg = health.DEFAULT_MODALITY_CONFIGS[name]
+    period = 0.1
+    checks = [0.05 + period * k for k in range(120)]
+    lives = simulate(ModalityMonitor(name, cfg), stream(rate, 0.0, 5.0) + stream(rate, 8.0, 12.0), checks)
+    assert all(live for t, live in lives if 1.0 <= t < 5.0)
+    assert not any(live for t, live in lives if 5.0 + cfg.timeout + period <= t < 8.0)   # dead in the gap
+    back = min(t for t, live in lives if t >= 8.0 and live)
+    assert back <= 8.0 + cfg.timeout + cfg.recover_count * period, back
+    assert all(live for t, live in lives if t >= back)
+    assert transitions(lives) == 3   # live once, dead once, live again: no flapping on the way back
+
+
+def test_a_flapping_stream_is_not_declared_live_on_every_burst():
+    """Bursts shorter than the rate window with gaps beyond the timeout: the first return is taken
+    at its word, every later burst must fill the window first, so it never becomes live; a steady
+    stream then recovers once its window is full."""
+    cfg = TopicMonitorConfig(timeout=0.2, warn_rate=35.0, error_rate=20.0, window_size=25, recover_count=3)
+    m = ModalityMonitor('audio', cfg)
+    starts = [0.95 * i for i in range(6)]
+    arrivals = [t for s in starts for t in stream(50.0, s, s + 0.46)]  # 23 arrivals < window 25
+    steady = 6.0
+    arrivals += stream(50.0, steady, 8.0)
+    lives = simulate(m, arrivals, [0.05 + 0.1 * k for k in range(80)])
+    live_per_burst = [any(live for t, live in lives if s <= t < s + 0.95) for s in starts]
+    assert live_per_burst == [True] + [False] * 5
+    back = min(t for t, live in lives if t >= steady and live)
+    assert back <= steady + cfg.window_size / 50.0 + (cfg.recover_count + 1) * 0.1, back
+    assert not m.flapping and all(live for t, live in lives if t >= back)
+
+
+def test_a_steady_stream_that_filled_its_window_is_not_flapping_on_its_next_return():
+    m = ModalityMonitor('camera', CFG)
+    last = feed(m, 30.0, 0.0, 1.0)
+    m.check(last + 0.5)                       # timeout fires after a full window
+    m.on_message(last + 0.6)
+    m.on_message(last + 0.6 + 1 / 30.0)
+    assert not m.flapping and m.rate_hz() == pytest.approx(30.0)   # the silence is not in the rate
+    assert [m.check(last + 0.7 + 0.1 * i).live for i in range(3)] == [False, False, True]
