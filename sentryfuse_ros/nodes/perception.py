@@ -24,11 +24,10 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rcl_interfaces.msg import SetParametersResult
 
 from sentryfuse_ros import msg_arrays
-from sentryfuse_ros.msg_arrays.modality_inputs import audio_converter, lidar_converter
 from sentryfuse_ros.core.pruning.budget import is_budget
 from sentryfuse_ros.core.runtime.engine import PerceptionEngine
-from sentryfuse_ros.core.errors import ConfigError, ExportError, RuntimeChoiceError, SentryFuseError
-from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, resolve_choice
+from sentryfuse_ros.core.errors import ConfigError
+from sentryfuse_ros.core.runtime.choice import Capabilities
 from sentryfuse_ros.core.runtime.latency import LatencyStats
 from sentryfuse_ros.core.runtime.record import STAGES, InferenceRecord, build_record
 from sentryfuse_ros.core.data.preprocess import MODALITIES
@@ -36,6 +35,7 @@ from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.nodes import common
 from sentryfuse_ros.nodes.perception_params import (  # noqa: F401  (public here too)
     CONFIGURE_TIME, DEFAULTS, ERROR_HOLD_S, READ_ONLY, build_engine_config, check_values, default_model_path)
+from sentryfuse_ros.nodes.perception_model import load_model
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
@@ -88,7 +88,11 @@ class Perception(LifecycleNode):
         values = {name: self.get_parameter(name).value for name in DEFAULTS}
         self._values, self._model_error, self._runtime = values, '', ('', '', '')
         self._stats = LatencyStats(int(values['stats_window']))
-        self._load_engine(values)
+        if self._capabilities is None:
+            self._capabilities = Capabilities.detect()
+        loaded = load_model(values, self._capabilities, self.get_logger())
+        self.engine, self._converters, self._runtime = loaded.engine, loaded.converters, loaded.runtime
+        self._prebuild_ms, self._model_error = loaded.prebuild_ms, loaded.error
         if self.engine is None:
             self.get_logger().error('configure failed, the node stays unconfigured (fix the parameter, '
                                     'then `ros2 lifecycle set /perception configure`)')
@@ -190,69 +194,6 @@ class Perception(LifecycleNode):
         return self._model_error
 
     # -- set-up --------------------------------------------------------------------------
-    def _load_engine(self, values: Mapping[str, Any]) -> None:
-        import torch  # noqa: PLC0415 (torch-heavy)
-
-        from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse  # noqa: PLC0415
-        if int(values['torch_threads']) > 0:
-            torch.set_num_threads(int(values['torch_threads']))
-        path = values['model_path'] or default_model_path()
-        try:
-            choice = self._choose_runtime(values)
-            if choice is None:
-                return
-            # the engine is assigned only once it is ready: a prebuild that fails leaves no engine
-            # that would report OK "no inference yet" forever, but the model status ERROR with its cause
-            if choice.backend == 'onnxruntime':
-                path = values['onnx_dir']
-                engine = PerceptionEngine(None, None, build_engine_config(values),
-                                          runners=_onnx_runners(values, choice, self._capabilities))
-                if set(engine.runners.levels) != set(engine.config.budget_levels):
-                    self.get_logger().warning(
-                        f'budget_levels {list(engine.config.budget_levels)} differ from the export\'s levels '
-                        f'{list(engine.runners.levels)}: the export\'s levels are used (re-export with --budgets)')
-            else:
-                model, gate, _meta = load_sentryfuse(path, device=choice.device)
-                engine = PerceptionEngine(model, gate.scores, build_engine_config(values),
-                                          device=choice.device, precision=choice.precision)
-            self._converters = {
-                'camera': msg_arrays.image_to_rgb,
-                'lidar': lidar_converter(values['lidar.type']),
-                'audio': audio_converter(engine.pre.audio_rate),
-            }
-            self.get_logger().info(f'model {path}: classes {list(engine.class_names)}, '
-                                   f'modalities {list(engine.modalities)}, runtime {choice}')
-            if values['prebuild']:
-                ms = engine.prebuild()
-                self._prebuild_ms = ms
-                self.get_logger().info(f'prebuilt {engine.runners.stats.get("builds", 0)} sub-networks '
-                                       f'in {ms:.0f} ms (zero-shot: select + slice, no gradients)')
-            self.engine = engine
-        except Exception as exc:  # noqa: BLE001 - any failure of the model file leaves the node up, ERROR
-            if not isinstance(exc, (SentryFuseError, OSError)):
-                exc = f'{type(exc).__name__}: {exc}'
-            self.engine = None
-            self._model_error = f'cannot load model {path!r}: {exc}'
-            self.get_logger().error(self._model_error)
-
-    def _choose_runtime(self, values: Mapping[str, Any]) -> Optional[RuntimeChoice]:
-        """The runtime to run (the requested one, or CPU fp32 after a refusal with runtime_fallback),
-        None when it is refused without fallback. Refusals are logged and kept for /diagnostics."""
-        requested = RuntimeChoice(device=values['device'], precision=values['precision'], backend=values['backend'])
-        if self._capabilities is None:
-            self._capabilities = Capabilities.detect()
-        try:
-            choice, warning = resolve_choice(requested, self._capabilities, fallback=values['runtime_fallback'])
-        except RuntimeChoiceError as exc:
-            self._runtime = (str(requested), '', str(exc))
-            self._model_error = f'runtime {requested} refused (runtime_fallback false): {exc}'
-            self.get_logger().error(self._model_error)
-            return None
-        self._runtime = (str(requested), str(choice), warning)
-        if warning:
-            self.get_logger().warning(f'runtime {requested} refused: {warning}')
-        return choice
-
     def _runtime_status(self):
         requested, running, refusal = self._runtime
         if not requested and not self._model_error:  # unconfigured: configure chooses it
@@ -426,15 +367,6 @@ class Perception(LifecycleNode):
                     'sentryfuse: perception inputs', common.LEVEL_WARN if inputs else common.LEVEL_OK,
                     '; '.join(f'{m}: {recent[m]}' for m in inputs) or 'OK',
                     values={f'{m}_errors': errors.get(m, 0) for m in MODALITIES})]
-
-
-def _onnx_runners(values: Mapping[str, Any], choice, capabilities):
-    """The onnxruntime sessions of ``onnx_dir`` (ExportError when it is unset, missing or corrupt)."""
-    from sentryfuse_ros.core.runtime.backends import OnnxRunners  # noqa: PLC0415
-    if not values['onnx_dir']:
-        raise ExportError("backend='onnxruntime' needs onnx_dir (the folder of `sentryfuse export`)")
-    threads = int(values['torch_threads']) or 1
-    return OnnxRunners(values['onnx_dir'], choice, capabilities, threads=threads)
 
 
 def main(args=None) -> int:
