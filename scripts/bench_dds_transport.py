@@ -46,9 +46,10 @@ def main() -> int:
     rclpy.init(context=ctx, domain_id=args.domain_id)
     qos = common.qos_profile(args.qos)
     node = _node(ctx, f'dds_transport_{args.role}')
+    from sentryfuse_ros.core.data.topics import SENSOR_TOPICS  # noqa: PLC0415
     if args.role == 'sub':
         got = {'camera': 0, 'lidar': 0}
-        node.create_subscription(Image, '/camera/image_raw', lambda m: got.__setitem__('camera', got['camera'] + 1), qos)
+        node.create_subscription(Image, SENSOR_TOPICS['camera'][0], lambda m: got.__setitem__('camera', got['camera'] + 1), qos)
         node.create_subscription(PointCloud2, '/lidar/points', lambda m: got.__setitem__('lidar', got['lidar'] + 1), qos)
         _spin_for(ctx, node, args.seconds + 6.0)
         print(f"received camera {got['camera']} lidar {got['lidar']}", flush=True)
@@ -63,7 +64,7 @@ def main() -> int:
                             '--seconds', str(args.seconds), '--domain-id', str(args.domain_id)],
                            stdout=subprocess.PIPE, text=True)
     camera, cloud = conv.array_to_image(rgb, encoding='rgb8'), conv.array_to_pointcloud2(points)
-    pubs = (node.create_publisher(Image, '/camera/image_raw', qos),
+    pubs = (node.create_publisher(Image, SENSOR_TOPICS['camera'][0], qos),
             node.create_publisher(PointCloud2, '/lidar/points', qos))
     sent = [0]
 

@@ -76,7 +76,8 @@ def run_dds(args, rgb, points) -> dict:
     rclpy.init(context=ctx, domain_id=args.domain_id)
     node = Node('bench_perception_kitti', context=ctx)
     qos = common.qos_profile(args.qos)
-    pubs = {'camera': node.create_publisher(Image, '/camera/image_raw', qos),
+    from sentryfuse_ros.core.data.topics import SENSOR_TOPICS  # noqa: PLC0415
+    pubs = {'camera': node.create_publisher(Image, SENSOR_TOPICS['camera'][0], qos),
             'lidar': node.create_publisher(PointCloud2, '/lidar/points', qos),
             'audio': node.create_publisher(AudioFrame, '/audio/frames', qos)}
     camera = conv.array_to_image(rgb, encoding='rgb8', frame_id='camera')
@@ -155,11 +156,11 @@ def run_engine(args, rgb, points) -> dict:
     from sentryfuse_ros.core.runtime.engine import PerceptionEngine
     from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
     from sentryfuse_ros.msg_arrays.modality_inputs import engine_converters
-    from sentryfuse_ros.nodes.perception import DEFAULTS, build_engine_config
+    from sentryfuse_ros.nodes.perception import build_engine_config
 
     torch.set_num_threads(args.threads)
     model, gate, _ = load_sentryfuse(args.model)
-    engine = PerceptionEngine(model, gate.scores, build_engine_config(DEFAULTS))
+    engine = PerceptionEngine(model, gate.scores, build_engine_config({}))
     engine.prebuild()
     convert = engine_converters({'lidar': 'sensor_msgs/msg/PointCloud2'}, engine.pre.audio_rate)  # the node's
     n_audio = AUDIO_RATE // int(round(args.rate))

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from sentryfuse_ros.core.model.backbone import SentryFuseModel  # noqa: E402
 from sentryfuse_ros.core.model.flops import count_flops, peak_memory_mb  # noqa: E402
 from sentryfuse_ros.core.model.presets import preset_config  # noqa: E402
+from sentryfuse_ros.core.pruning.budget import BUDGET_LEVELS  # noqa: E402
 from sentryfuse_ros.core.pruning.prune import SubnetworkCache  # noqa: E402
 
 ALL = ('camera', 'lidar', 'audio')
@@ -178,8 +179,8 @@ def main(argv=None) -> int:
     hit_cache.get(ALL, 0.7)
     hit_cache.get(ALL, 0.5)
     hits, builds, build_cpu = [], [], []
-    cold = SubnetworkCache(model, scores, budget_levels=(0.85, 0.7, 0.5, 0.4), max_cache_mb=0)
-    levels = (0.85, 0.7, 0.5, 0.4)
+    levels = BUDGET_LEVELS[1:]  # every pruned level of the node's default budget_levels
+    cold = SubnetworkCache(model, scores, budget_levels=levels, max_cache_mb=0)
     cold.get(ALL, 0.4)
     for k in range(args.switches):
         start = time.perf_counter()

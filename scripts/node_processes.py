@@ -104,7 +104,8 @@ class Observer:
         self.node.create_subscription(InferenceLatency, '/sentryfuse/latency', self._on_latency, 50)
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
-        self.node.create_subscription(Image, '/camera/image_raw', self._on_camera, qos_profile_sensor_data,
+        from sentryfuse_ros.core.data.topics import SENSOR_TOPICS  # noqa: PLC0415
+        self.node.create_subscription(Image, SENSOR_TOPICS['camera'][0], self._on_camera, qos_profile_sensor_data,
                                       raw=True)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)

@@ -56,15 +56,24 @@ def test_node_executables_are_installed_by_cmake_and_exist():
     assert all(kwarg(c, 'package').id == 'PACKAGE' for c in nodes.values())
 
 
+def declared_arguments():
+    """Launch arguments: those written in the file, plus the schema's (params.launch_arguments()),
+    which the file declares in one comprehension."""
+    from sentryfuse_ros.core.runtime.params import launch_arguments
+    written = {c.args[0].value for c in calls('DeclareLaunchArgument') if isinstance(c.args[0], ast.Constant)}
+    uses_schema = any(getattr(c.func, 'id', None) == 'launch_arguments' for c in calls('launch_arguments'))
+    return written | (set(launch_arguments()) if uses_schema else set())
+
+
 def test_launch_arguments_and_sim_condition():
-    declared = {c.args[0].value for c in calls('DeclareLaunchArgument')}
+    declared = declared_arguments()
     assert ARGUMENTS <= declared
     conditional = {name for name, c in launch_nodes().items() if kwarg(c, 'condition') is not None}
     assert conditional == {'sensor_sim'} == {s.name for s in graph.GRAPH if s.sim_only}
 
 
 def test_params_file_exists_installed_and_has_a_section_per_node():
-    default = next(c for c in calls('DeclareLaunchArgument') if c.args[0].value == 'params_file')
+    default = next(c for c in calls('DeclareLaunchArgument') if getattr(c.args[0], 'value', None) == 'params_file')
     parts = [a.value for a in kwarg(default, 'default_value').args if isinstance(a, ast.Constant)]
     assert parts == ['config', 'perception.yaml']
     path = ROOT.joinpath(*parts)
@@ -76,13 +85,17 @@ def test_params_file_exists_installed_and_has_a_section_per_node():
 
 
 def test_default_topics_match_the_nodes_defaults():
-    from sentryfuse_ros.nodes.health_monitor import DEFAULT_TOPICS
-    from sentryfuse_ros.nodes.sensor_sim import DEFAULTS
-    assign = next(n for n in tree().body if isinstance(n, ast.Assign)
-                  and n.targets[0].id == 'DEFAULT_TOPICS')
-    topics = ast.literal_eval(assign.value)
+    """The launch file writes no topic: its topic arguments (and remappings) are the schemas' defaults,
+    the same for every node."""
+    from sentryfuse_ros.core.runtime import params
+    text = LAUNCH.read_text(encoding='utf-8')
+    assert not re.search(r"'/\w+/", text), 'a topic name is written in the launch file'
+    topics = params.launch_arguments()
+    monitor, sim = params.defaults(params.HEALTH_MONITOR), params.defaults(params.SENSOR_SIM)
+    perception = params.defaults(params.PERCEPTION)
     for modality in ('camera', 'lidar', 'audio'):
-        assert topics[f'{modality}_topic'] == DEFAULT_TOPICS[modality][0] == DEFAULTS[f'{modality}.topic']
+        assert (topics[f'{modality}_topic'][0] == monitor[f'{modality}.topic'] == sim[f'{modality}.topic']
+                == perception[f'{modality}.topic'])
 
 
 def test_graph_runner_starts_the_launch_files_nodes():
@@ -96,9 +109,14 @@ import importlib.util, sys
 spec = importlib.util.spec_from_file_location('perception_launch', sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
+import json
+from launch.actions import DeclareLaunchArgument
 from launch_ros.actions import Node
-nodes = [e for e in module.generate_launch_description().entities if isinstance(e, Node)]
+entities = module.generate_launch_description().entities
+nodes = [e for e in entities if isinstance(e, Node)]
 print('nodes', len(nodes))
+print('arguments', json.dumps({e.name: ''.join(getattr(s, 'text', '?') for s in e.default_value or [])
+                               for e in entities if isinstance(e, DeclareLaunchArgument)}))
 """
 
 
@@ -115,3 +133,8 @@ def test_generate_launch_description_with_launch_ros():
     out = subprocess.run([sys.executable, '-c', GENERATE, str(LAUNCH)], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and 'nodes 3' in out.stdout, out.stdout + out.stderr
+    import json
+
+    from sentryfuse_ros.core.runtime.params import launch_arguments
+    declared = json.loads(out.stdout.split('arguments ', 1)[1])
+    assert {k: declared[k] for k in launch_arguments()} == {k: v[0] for k, v in launch_arguments().items()}

@@ -170,16 +170,38 @@ def test_launch_remapped_camera_topic(env, launch):
     assert 'camera' in used.stdout, used.stdout
 
 
+def param_set(env, node, name, value):
+    return ros2(env, 'param', 'set', node, name, value, '--no-daemon', *WAIT_NODE).stdout
+
+
 def test_launch_parameter_rejected_with_its_reason(env, launch):
-    bad = ros2(env, 'param', 'set', '/perception', 'health_timeout', '-1.0', '--no-daemon', *WAIT_NODE)
-    assert 'Setting parameter failed: health_timeout=-1.0: expected a positive number' in bad.stdout, bad.stdout
-    fixed = ros2(env, 'param', 'set', '/perception', 'rate', '5.0', '--no-daemon', *WAIT_NODE)
-    assert "Setting parameter failed: ['rate'] cannot change at run time" in fixed.stdout, fixed.stdout
+    """`ros2 param set` of an invalid value is refused with a reason naming it and changes nothing;
+    a read-only parameter says so; a valid value is set."""
+    for value, reason in (('-1.0', r'Parameter health_timeout out of range .*value: -1\.0'),
+                          ('.inf', r'Parameter health_timeout out of range .*value: inf'),
+                          ('0.0', r'health_timeout=0\.0: expected a finite number in \(0, 3600\]'),
+                          ('soon', r"health_timeout='soon': expected a finite number")):
+        out = param_set(env, '/perception', 'health_timeout', value)
+        assert re.search('Setting parameter failed: ' + reason, out), out
     kept = ros2(env, 'param', 'get', '/perception', 'health_timeout', '--no-daemon', *WAIT_NODE)
     assert re.search(r'Double value is: 1\.0\b', kept.stdout), kept.stdout
-    good = ros2(env, 'param', 'set', '/perception', 'health_timeout', '1.5', '--no-daemon', *WAIT_NODE)
-    assert 'Set parameter successful' in good.stdout, good.stdout
-    ros2(env, 'param', 'set', '/perception', 'health_timeout', '1.0', '--no-daemon', *WAIT_NODE)
+    fixed = param_set(env, '/perception', 'qos', 'reliable')
+    assert 'Setting parameter failed: Trying to set a read-only parameter: qos' in fixed, fixed
+    crossed = param_set(env, '/health_monitor', 'camera.warn_rate', '1.0')
+    assert 'Setting parameter failed: camera.warn_rate=1.0: expected >= error_rate (5.0)' in crossed, crossed
+    good = param_set(env, '/perception', 'health_timeout', '1.5')
+    assert 'Set parameter successful' in good, good
+    param_set(env, '/perception', 'health_timeout', '1.0')
+
+
+def test_launch_parameter_set_takes_effect(env, launch):
+    """perception.rate set on the running node re-creates its timer: `ros2 topic hz` sees the new rate."""
+    assert 'Set parameter successful' in param_set(env, '/perception', 'rate', '5.0')
+    try:
+        rates = topic_rates(env, ['/sentryfuse/prediction'], seconds=10.0)
+        assert abs(rates.get('/sentryfuse/prediction', 0.0) - 5.0) <= 0.25, rates
+    finally:
+        assert 'Set parameter successful' in param_set(env, '/perception', 'rate', '10.0')
 
 
 def test_launch_killed_lidar_process_prediction_continues_without_it(env, launch, lidar_driver):

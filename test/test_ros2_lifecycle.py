@@ -167,8 +167,8 @@ def test_model_path_fixed_while_unconfigured_then_configure_succeeds(env, launch
     assert state(env) == 'inactive'
     launch.wait_for(r'\[perception\]: prebuilt \d+ sub-networks', timeout=10)
     refused = ros2(env, 'param', 'set', '/perception', 'model_path', '/elsewhere.pt', *WAIT_NODE).stdout
-    assert re.search(r"Setting parameter failed: \['model_path'\] cannot change at run time \(node inactive\)"
-                     r'.*`cleanup`, set them, then `configure`', refused), refused
+    assert re.search(r"Setting parameter failed: \['model_path'\] cannot change while the node is inactive: "
+                     r'configure reads them; .*`cleanup`, set them, then `configure`', refused), refused
     time.sleep(1.0)
     assert prediction_times(predictions, t0) == [], 'predictions while configured but inactive'
 

@@ -100,14 +100,14 @@ class DemoView(Node):
 
 
 def run_demo(params_file=None, duration: Optional[float] = None, sets=(), live_view: bool = True,
-             json_out: Optional[str] = None, domain_id: Optional[int] = None) -> dict:
-    """Run the demo; returns the summary dict (also printed)."""
-    from sentryfuse_ros.apps.graph import GRAPH, NodeSpec, default_params_file, load_parameters, parse_sets, run_graph
+             json_out: Optional[str] = None, domain_id: Optional[int] = None, overlays=()) -> dict:
+    """Run the demo (``params_file``, then the ``overlays``, then ``sets``); returns the summary dict
+    (also printed)."""
+    from sentryfuse_ros.apps.graph import GRAPH, NodeSpec, default_params_file, graph_parameters, run_graph
 
     params_file = params_file or default_params_file()
-    params = load_parameters(params_file)
-    scenario_path = parse_sets(sets).get('sensor_sim', {}).get(
-        'scenario', params.get('sensor_sim', {}).get('scenario', ''))
+    params = graph_parameters(params_file, overlays, sets)
+    scenario_path = params.get('sensor_sim', {}).get('scenario', '')
     scenario = load_scenario(resolve_path(scenario_path)) if scenario_path else Scenario()
     duration = float(duration or scenario.duration or 60.0)
     phases = scenario_phases(scenario, duration)
@@ -124,7 +124,7 @@ def run_demo(params_file=None, duration: Optional[float] = None, sets=(), live_v
         print(f'  {p.start:5.1f}-{p.end:5.1f} s  {p.name}')
     t0 = time.monotonic()
     run_graph(specs, params_file=params_file, use_sim=True, duration=duration, sets=sets,
-              domain_id=domain_id)
+              domain_id=domain_id, overlays=overlays)
     wall = time.monotonic() - t0
     records = views[0].records if views else []
     summary = summarize(records, phases)

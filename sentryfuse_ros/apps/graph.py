@@ -21,12 +21,11 @@ import dataclasses
 import pathlib
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
 
-import yaml
-
-from sentryfuse_ros.core.config import read_yaml
 from sentryfuse_ros.core.errors import ConfigError
+from sentryfuse_ros.core.runtime.param_files import (  # noqa: F401  (the graph's parameter files, public here)
+    default_params_file, graph_parameters, load_parameters, node_parameters, parse_sets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,69 +56,6 @@ GRAPH = (
     NodeSpec('perception', _perception, own_thread=True),
     NodeSpec('sensor_sim', _sensor_sim, sim_only=True),
 )
-
-
-def default_params_file() -> pathlib.Path:
-    """config/perception.yaml of the source checkout, else of the installed package share."""
-    root = pathlib.Path(__file__).resolve().parents[1]
-    candidates = [root / 'config' / 'perception.yaml']
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(pathlib.Path(get_package_share_directory('sentryfuse_ros'))
-                          / 'config' / 'perception.yaml')
-    except Exception:  # noqa: BLE001  (no ament index: a pip install of the core)
-        pass
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise ConfigError(f'no parameters file found; looked at {[str(p) for p in candidates]}')
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = '') -> Dict[str, Any]:
-    out = {}
-    for key, value in data.items():
-        name = f'{prefix}{key}'
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name + '.'))
-        else:
-            out[name] = value
-    return out
-
-
-def load_parameters(path) -> Dict[str, Dict[str, Any]]:
-    """{node name: {dotted parameter name: value}} from a ros__parameters YAML file.
-    A `/**` section applies to every node (its own section wins); leading '/' is dropped."""
-    path = pathlib.Path(path)
-    data = read_yaml(path, 'parameters file')
-    if not isinstance(data, Mapping):
-        raise ConfigError(f'parameters file {str(path)!r}: expected a mapping of node names')
-    out = {}
-    for node, section in data.items():
-        if not isinstance(section, Mapping) or not isinstance(section.get('ros__parameters'), Mapping):
-            raise ConfigError(f'parameters file {str(path)!r}: section {node!r} has no '
-                              "'ros__parameters' mapping")
-        out[str(node).lstrip('/')] = _flatten(section['ros__parameters'])
-    return out
-
-
-def parse_sets(items: Iterable[str]) -> Dict[str, Dict[str, Any]]:
-    """`node.param=value` strings (value parsed as YAML) -> {node: {param: value}}."""
-    out: Dict[str, Dict[str, Any]] = {}
-    for item in items:
-        key, sep, raw = item.partition('=')
-        node, dot, param = key.strip().partition('.')
-        if not sep or not dot or not node or not param:
-            raise ConfigError(f'--set {item!r}: expected node.param=value, e.g. '
-                              'health_monitor.camera.timeout=0.5')
-        out.setdefault(node, {})[param] = yaml.safe_load(raw) if raw.strip() else ''
-    return out
-
-
-def node_parameters(params: Mapping[str, Mapping[str, Any]], name: str) -> Dict[str, Any]:
-    """The parameters of node ``name``: the `**` section, then its own section."""
-    merged = dict(params.get('**', {}))
-    merged.update(params.get(name, {}))
-    return merged
 
 
 def to_parameters(values: Mapping[str, Any]) -> list:
@@ -159,7 +95,7 @@ def build_graph(specs: Sequence[NodeSpec], params: Mapping[str, Mapping[str, Any
 
 def run_graph(specs: Sequence[NodeSpec] = GRAPH, *, params_file=None, use_sim: bool = False,
               duration: Optional[float] = None, sets: Iterable[str] = (), log=print,
-              domain_id: Optional[int] = None) -> int:
+              domain_id: Optional[int] = None, overlays: Sequence = ()) -> int:
     """Start the graph, spin until Ctrl-C / shutdown / ``duration`` seconds, stop cleanly.
 
     Args:
@@ -167,22 +103,16 @@ def run_graph(specs: Sequence[NodeSpec] = GRAPH, *, params_file=None, use_sim: b
         params_file: ros__parameters YAML (default :func:`default_params_file`).
         use_sim: also start the sim-only nodes.
         duration: wall-clock seconds to run; None = until Ctrl-C.
-        sets: `node.param=value` overrides, applied over the file.
+        sets: `node.param=value` overrides, applied over the file and the overlays.
         log: where status lines go.
         domain_id: DDS domain (default: ROS_DOMAIN_ID or 0).
+        overlays: ros__parameters YAML files applied over ``params_file`` (e.g. config/demo_robot.yaml).
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     path = pathlib.Path(params_file) if params_file else default_params_file()
-    params = load_parameters(path)
-    overrides = parse_sets(sets)
-    known = {s.name for s in specs}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigError(f'--set names node(s) {unknown}; this graph has {sorted(known)}')
-    for node, values in overrides.items():
-        params.setdefault(node, {}).update(values)
+    params = graph_parameters(path, overlays, sets, nodes=[s.name for s in specs])
 
     context = rclpy.context.Context()
     rclpy.init(context=context, domain_id=domain_id)

@@ -26,6 +26,7 @@ from sensor_msgs.msg import BatteryState
 from sentryfuse_ros.apps import graph
 from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource
 from sentryfuse_ros.core.errors import BagError
+from sentryfuse_ros.core.runtime import param_files
 from sentryfuse_ros.core.replay.replay import (Faults, LabelTrack, ReplayConfig, ReplayResult, bag_info, faults_dict,
                                         profile_at)
 from sentryfuse_ros.core.runtime.record import InferenceRecord
@@ -33,34 +34,28 @@ from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.msg_arrays.inference import RecordPairer, header_seconds
 from sentryfuse_ros.nodes import common
 
-DEFAULT_TYPES = {'camera': 'sensor_msgs/msg/Image', 'lidar': 'sensor_msgs/msg/PointCloud2',
-                 'audio': 'sentryfuse_ros/msg/AudioFrame'}
-DEFAULT_TOPICS = {'camera': '/camera/image_raw', 'lidar': '/lidar/points', 'audio': '/audio/frames'}
-
-
 def graph_parameters(config: ReplayConfig, mapping: Dict[str, str], types: Dict[str, str], faults: Faults,
                      checkpoint: str, use_sim_time: bool) -> Dict[str, Dict[str, Any]]:
-    """ros__parameters of health_monitor and perception for this bag and configuration."""
-    h, e, rp = config.health, config.engine, config.replay
-    health: Dict[str, Any] = {'modalities': list(SENSOR_MODALITIES), 'qos': 'reliable',
-                              'update_rate': float(h.update_rate),
-                              'battery_topic': mapping.get('battery', '/battery_state')}
-    perception: Dict[str, Any] = {'model_path': checkpoint, 'device': rp.device, 'rate': float(rp.rate),
-                                  'trigger': rp.trigger, 'qos': 'reliable', 'prebuild': True,
-                                  'budget_levels': [float(b) for b in e.budget_levels]}
-    for i, m in enumerate(SENSOR_MODALITIES):
-        topic, type_name = mapping.get(m, DEFAULT_TOPICS[m]), types.get(m, DEFAULT_TYPES[m])
-        mon = getattr(h, m)
-        health.update({f'{m}.topic': topic, f'{m}.type': type_name, f'{m}.timeout': float(mon.timeout),
-                       f'{m}.warn_rate': float(mon.warn_rate), f'{m}.error_rate': float(mon.error_rate),
-                       f'{m}.window_size': int(mon.window_size), f'{m}.recover_count': int(mon.recover_count)})
-        perception.update({f'{m}.topic': topic, f'{m}.type': type_name, f'{m}.max_age': float(e.max_age_s[i])})
-    b = h.battery
-    health.update({'budget_levels': [float(v) for v in b.budget_levels],
-                   'budget_values': [float(v) for v in b.budget_values],
-                   'budget_hysteresis': float(b.budget_hysteresis), 'battery_timeout': float(b.battery_timeout),
-                   'unknown_budget': float(b.unknown_budget),
-                   'compute_budget_override': float(faults.budget or b.compute_budget_override)})
+    """ros__parameters of health_monitor and perception: the graph's own (``config.graph``, e.g.
+    config/perception.yaml; schema defaults where unset) with what this replay decides on top: the
+    bag's topics and types, reliable QoS, the checkpoint, the replay's rate, trigger and device, a
+    fixed budget."""
+    health = param_files.node_values(config.graph, 'health_monitor')
+    perception = param_files.node_values(config.graph, 'perception')
+    health.update({'modalities': list(SENSOR_MODALITIES), 'qos': 'reliable'})
+    if 'battery' in mapping:
+        health['battery_topic'] = mapping['battery']
+    if faults.budget:
+        health['compute_budget_override'] = float(faults.budget)
+    rp = config.replay
+    perception.update({'model_path': checkpoint, 'device': rp.device, 'rate': float(rp.rate),
+                       'trigger': rp.trigger, 'qos': 'reliable', 'prebuild': True})
+    for m in SENSOR_MODALITIES:
+        for values in (health, perception):
+            if m in mapping:
+                values[f'{m}.topic'] = mapping[m]
+            if m in types:
+                values[f'{m}.type'] = types[m]
     params = {'health_monitor': health, 'perception': perception}
     if use_sim_time:
         params['**'] = {'use_sim_time': True}

@@ -27,18 +27,33 @@ def register(subparsers) -> None:
                         help='training YAML whose model modalities and preprocess section the dataset is '
                              'built for (default: %(default)s)')
     parser.add_argument('--replay-config', default=None, metavar='FILE',
-                        help='replay YAML: topics, health, freshness (default: config/replay.yaml)')
+                        help='replay YAML: topic map, labels (default: config/replay.yaml)')
+    parser.add_argument('--params', default=None, metavar='FILE',
+                        help='the graph\'s ros__parameters YAML: health thresholds, freshness limits '
+                             '(default: config/perception.yaml)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --out (or a .partial of '
                                                                   'other settings)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
+def dataset_inputs(args):
+    """(replay config, labels CSV or None): the replay's own flag handling (topic map, label topic or CSV,
+    rate) over config/replay.yaml and the graph's parameters (--params, default config/perception.yaml)."""
     import argparse
+
+    from sentryfuse_ros.commands.replay import build_inputs
+    replay_args = argparse.Namespace(config=args.replay_config, topic=args.topic, labels=args.labels,
+                                     infer_rate=args.rate, trigger=None, checkpoint=None, budget=None,
+                                     drop=[], battery_profile=None, params=args.params)
+    config, _faults, label_csv = build_inputs(replay_args)
+    return config, label_csv
+
+
+def run(args) -> int:
     import sys
 
-    from sentryfuse_ros.commands.replay import build_inputs, progress_bar, resolve_file
+    from sentryfuse_ros.commands.replay import progress_bar, resolve_file
     from sentryfuse_ros.core.replay.dataset import build_dataset
     from sentryfuse_ros.core.errors import ConfigError
     from sentryfuse_ros.core.training.train import load_train_config
@@ -47,14 +62,10 @@ def run(args) -> int:
     if args.rate is not None and not 0 < args.rate <= 1000:
         raise ConfigError(f'--rate={args.rate!r}: expected a rate in (0, 1000] Hz')
     cfg = load_train_config(resolve_file(args.config, '--config'))
-    # the replay's own flag handling: topic map, label topic or CSV, rate
-    replay_args = argparse.Namespace(config=args.replay_config, topic=args.topic, labels=args.labels,
-                                     infer_rate=args.rate, trigger=None, checkpoint=None, budget=None,
-                                     drop=[], battery_profile=None)
-    config, _faults, label_csv = build_inputs(replay_args)
+    config, label_csv = dataset_inputs(args)
     classes = [c.strip() for c in args.classes.split(',') if c.strip()] if args.classes else None
     words = ['sentryfuse', 'dataset', *args.bags, '--out', args.out, '--config', args.config]
-    for flag in ('labels', 'rate', 'classes', 'replay_config'):
+    for flag in ('labels', 'rate', 'classes', 'replay_config', 'params'):
         if getattr(args, flag) is not None:
             words += [f'--{flag.replace("_", "-")}', str(getattr(args, flag))]
     words += [w for t in args.topic for w in ('--topic', t)]

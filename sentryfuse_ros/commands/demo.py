@@ -28,42 +28,41 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-# --set overrides each demo model needs; a bare model file name is looked up next to the shipped default model.
-# robot: the sensor simulator renders what the model was trained on (robot6 scenes at its resolution), and the
-# rates fit a 2-core CPU that also runs the simulator: inference at 5 Hz (the ~90 ms dense forward pass takes
-# under half of one core, so the node keeps its rate and latencies are not queueing), camera and lidar at
-# 10 Hz (a 64-beam lidar's spin rate), audio in 100 ms frames (10/s: at 16 kHz in 10 ms frames, 100 frames/s
-# would overflow perception's keep-last-5 sensor queue during one forward pass and leave gaps in its audio
-# window), and health thresholds for 10 Hz streams (timeout 3.5 periods, warn/error rates 0.7/0.3 of the rate,
-# as the node defaults are for lidar).
+# The overlays (ros__parameters YAML in config/, applied over config/perception.yaml) of each demo model;
+# a bare model_path file name is looked up next to the shipped default model.
 DEMO_MODELS = {
     'tiny': [],
-    'robot': ['perception.model_path=sentryfuse_robot.pt', 'sensor_sim.scene.preset=robot6',
-              'sensor_sim.camera.width=416', 'sensor_sim.camera.height=128', 'sensor_sim.lidar.points=16384',
-              'sensor_sim.audio.sample_rate=16000',
-              'perception.rate=5.0',
-              'sensor_sim.camera.rate=10.0', 'sensor_sim.lidar.rate=10.0', 'sensor_sim.audio.frame_samples=1600',
-              'health_monitor.camera.timeout=0.35', 'health_monitor.camera.warn_rate=7.0',
-              'health_monitor.camera.error_rate=3.0',
-              'health_monitor.lidar.timeout=0.35', 'health_monitor.lidar.warn_rate=7.0',
-              'health_monitor.lidar.error_rate=3.0',
-              'health_monitor.audio.timeout=0.35', 'health_monitor.audio.warn_rate=7.0',
-              'health_monitor.audio.error_rate=3.0', 'health_monitor.audio.window_size=10'],
+    'robot': ['demo_robot.yaml'],
 }
 
 
-def demo_sets(model: str) -> List[str]:
-    """The --set overrides of demo model ``model``, its model path made absolute."""
-    import os
-
+def demo_overlays(model: str) -> List[str]:
+    """The overlay files of demo model ``model`` (paths under config/)."""
     from sentryfuse_ros.core.errors import ConfigError
-    from sentryfuse_ros.nodes.perception import default_model_path
+    from sentryfuse_ros.core.runtime.param_files import config_dir
 
     if model not in DEMO_MODELS:
         raise ConfigError(f'--model {model!r}: expected one of {sorted(DEMO_MODELS)}')
-    models = os.path.dirname(default_model_path())
-    return [f'perception.model_path={os.path.join(models, v.split("=", 1)[1])}'
-            if v.startswith('perception.model_path=') else v for v in DEMO_MODELS[model]]
+    return [str(config_dir() / name) for name in DEMO_MODELS[model]]
+
+
+def demo_sets(model: str) -> List[str]:
+    """Demo model ``model``'s overlays as `node.param=value` strings, its model path made absolute."""
+    import os
+
+    import yaml
+
+    from sentryfuse_ros.core.runtime.param_files import load_parameters, merge
+    from sentryfuse_ros.nodes.perception import default_model_path
+
+    layers = merge({}, *(load_parameters(path) for path in demo_overlays(model)))
+    out = []
+    for node, values in layers.items():
+        for name, value in values.items():
+            if (node, name) == ('perception', 'model_path') and os.path.basename(value) == value:
+                value = os.path.join(os.path.dirname(default_model_path()), value)
+            out.append(f'{node}.{name}=' + yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip())
+    return out
 
 
 def run(args) -> int:
@@ -72,6 +71,8 @@ def run(args) -> int:
 
     if args.duration is not None and not args.duration > 0:
         raise ConfigError(f'--duration={args.duration!r}: expected a positive number of seconds')
-    sets = demo_sets(args.model) + list(args.sets)  # explicit --set wins (applied last)
-    summary = run_demo(args.params, args.duration, sets, live_view=not args.quiet, json_out=args.json)
+    # base + the model's overlays; its model path made absolute; explicit --set wins (applied last)
+    model_path = [s for s in demo_sets(args.model) if s.startswith('perception.model_path=')]
+    summary = run_demo(args.params, args.duration, model_path + list(args.sets), live_view=not args.quiet,
+                       json_out=args.json, overlays=demo_overlays(args.model))
     return 0 if summary['overall']['n'] > 0 else 1

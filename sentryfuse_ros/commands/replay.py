@@ -40,6 +40,9 @@ def register(subparsers) -> None:
                              'sparse bags, whose few messages never make a sensor live); budgets still apply')
     parser.add_argument('--checkpoint', default=None, metavar='PATH', help='model (default: models/sentryfuse_sim.pt)')
     parser.add_argument('--config', default=None, metavar='FILE', help='replay YAML (default: config/replay.yaml)')
+    parser.add_argument('--params', default=None, metavar='FILE',
+                        help='the graph\'s ros__parameters YAML: health thresholds, freshness, budget levels, '
+                             'rate (default: config/perception.yaml)')
     parser.add_argument('--threads', type=int, default=1, metavar='N',
                         help='torch CPU threads (default 1: fastest for batch-1 inference of a small model)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --out folder')
@@ -82,12 +85,15 @@ def build_inputs(args):
     from sentryfuse_ros.core.errors import ConfigError
     from sentryfuse_ros.core.replay.faults import Faults, load_battery_profile, parse_drop
     from sentryfuse_ros.core.replay.replay import load_replay_config
+    from sentryfuse_ros.core.runtime.param_files import graph_parameters
 
+    params_file = getattr(args, 'params', None)
+    graph = graph_parameters(resolve_file(params_file, '--params') if params_file else None)
     if args.config is not None:
-        config = load_replay_config(resolve_file(args.config, '--config'))
+        config = load_replay_config(resolve_file(args.config, '--config'), graph)
     else:
         default = ROOT / 'config' / 'replay.yaml'
-        config = load_replay_config(default if default.is_file() else None)
+        config = load_replay_config(default if default.is_file() else None, graph)
     topics = {}
     for item in args.topic:
         modality, sep, topic = item.partition('=')

@@ -1,26 +1,29 @@
 """Helpers shared by the nodes: QoS from a parameter string, message types by name,
 parameter declaration/validation with fallback, and /diagnostics building.
 
-Parameters are declared with dynamic typing and validated by the node's own builder (a
-function turning the parameter values into frozen configs, raising ConfigError), both at
-start-up (each invalid value is logged, reported and replaced by its default; the valid ones
-are kept) and on every later change (rejected with the error as the reason).
+Parameters are declared from the node's schema (sentryfuse_ros.core.runtime.params) and validated
+the same way at start-up and on every later change: each value against its ParamSpec (type, finite,
+range, choices), then the node's builder (cross-parameter checks, raising ConfigError). At start-up
+each invalid value is logged, reported and replaced by its default (the valid ones are kept); a later
+change is refused with the error as the reason and changes nothing.
 """
+import array
 import importlib
 import math
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
 from sentryfuse_ros.core.errors import ConfigError
+from sentryfuse_ros.core.runtime import params
 from sentryfuse_ros.nodes.executable import interrupt_recorder
 
-QOS_NAMES = ('sensor_data', 'reliable')
+QOS_NAMES = params.QOS_NAMES
 
 # Short names accepted for `<modality>.type` parameters; any 'pkg/msg/Name' works too.
 MESSAGE_TYPES = {
@@ -79,17 +82,40 @@ def message_type(name: str) -> type:
 
 # ---- parameters ------------------------------------------------------------------------
 
-def declare_parameters(node: Node, defaults: Mapping[str, Any]) -> Dict[str, Any]:
-    """Declare every parameter with dynamic typing (a wrong type never crashes start-up; the
-    builder rejects it) and return {name: value} as given by overrides or the defaults."""
-    for name, default in defaults.items():
-        node.declare_parameter(name, _parameter_value(default),
-                               ParameterDescriptor(dynamic_typing=True))
-    return {name: node.get_parameter(name).value for name in defaults}
+def declare_parameters(node: Node, schema: params.Schema) -> Dict[str, Any]:
+    """Declare every parameter of ``schema`` with its description (dynamic typing: a wrong type never
+    crashes start-up, the schema check rejects it) and return {name: value} as given by overrides or
+    the defaults. Call :func:`fix_descriptors` once the values are checked."""
+    for spec in schema:
+        node.declare_parameter(spec.name, _parameter_value(spec.default),
+                               ParameterDescriptor(dynamic_typing=True, description=spec.description))
+    return current_values(node, schema)
+
+
+def fix_descriptors(node: Node, schema: params.Schema) -> None:
+    """The final descriptors: read_only, the description with what a valid value is, ranges."""
+    for spec in schema:
+        descriptor = ParameterDescriptor(
+            dynamic_typing=True, read_only=spec.read_only,
+            description=f'{spec.description} ({spec.expected()})',
+            additional_constraints=spec.expected())
+        if spec.low is not None and spec.high is not None:
+            if spec.type is int:
+                descriptor.integer_range = [IntegerRange(
+                    from_value=int(spec.low), to_value=int(spec.high), step=1)]
+            elif spec.type is float or spec.item is float:
+                descriptor.floating_point_range = [FloatingPointRange(
+                    from_value=float(spec.low), to_value=float(spec.high), step=0.0)]
+        node.set_descriptor(spec.name, descriptor)
+
+
+def spec_checks(schema: params.Schema) -> List[Tuple[Tuple[str, ...], Callable[[Mapping[str, Any]], Any]]]:
+    """One start-up check group per parameter: its type, range and choices from the schema."""
+    return [((s.name,), lambda v, s=s: params.check_value(s, v[s.name])) for s in schema]
 
 
 def fall_back_to_defaults(node: Node, values: Dict[str, Any], defaults: Mapping[str, Any],
-                          groups: Sequence[Tuple[Sequence[str], Callable[[Mapping[str, Any]], Any]]]
+groups: Sequence[Tuple[Sequence[str], Callable[[Mapping[str, Any]], Any]]]
                           ) -> List[str]:
     """Start-up validation: each group (its parameter names, a checker raising ConfigError) whose
     values are invalid has ONLY the offending values reset to their defaults (in ``values`` and on
@@ -140,33 +166,50 @@ def _offending(values: Mapping[str, Any], defaults: Mapping[str, Any], names: Se
     return found
 
 
-def install_validator(node: Node, names: Iterable[str],
+def install_validator(node: Node, schema: params.Schema,
                       build: Callable[[Mapping[str, Any]], Any],
-                      apply: Callable[[Any], None], read_only: Iterable[str] = ()) -> Callable:
-    """Register an on-set callback: the proposed values (merged into the current ones of
-    ``names``) go through ``build``; a ConfigError rejects the whole change with its message,
-    success calls ``apply(built)``. Changes to ``read_only`` names (topics, QoS, rates: they
-    need a restart) are rejected. Returns the callback (handy in tests)."""
-    names, read_only = tuple(names), frozenset(read_only)
+                      apply: Callable[[Any, Set[str]], None],
+                      gate: Optional[Callable[[List[str]], str]] = None) -> Callable:
+    """Register the on-set callback of a node: a change of a read-only parameter is refused; every
+    proposed value is checked against the schema (type, finite, range, choices: the start-up policy),
+    then the merged values of the schema go through ``build`` (cross-parameter checks, ConfigError
+    refuses); success calls ``apply(built, changed names)``, which makes the change take effect.
+    ``gate(changed names)``, when given, runs before the value checks: a non-empty reason refuses.
+    A refusal names the value and what was expected, and changes nothing. Returns the callback."""
+    specs = params.by_name(schema)
 
-    def on_set(params: List[Parameter]) -> SetParametersResult:
-        fixed = sorted(p.name for p in params if p.name in read_only)
+    def on_set(changes: List[Parameter]) -> SetParametersResult:
+        mine = [p for p in changes if p.name in specs]
+        fixed = sorted(p.name for p in mine if specs[p.name].read_only)
         if fixed:
             return SetParametersResult(
                 successful=False, reason=f'{fixed} cannot change at run time; restart the node')
-        values = {n: node.get_parameter(n).value for n in names}
-        for p in params:
-            if p.name in values:
-                values[p.name] = p.value
+        blocked = gate([p.name for p in mine]) if gate is not None else ''
+        if blocked:  # e.g. a lifecycle node's parameters that change only while it is unconfigured
+            return SetParametersResult(successful=False, reason=blocked)
+        values = {n: node.get_parameter(n).value for n in specs}
         try:
+            for p in mine:
+                values[p.name] = params.check_value(specs[p.name], _plain(p.value))
             built = build(values)
         except (ConfigError, TypeError, ValueError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        apply(built)
+        if mine:
+            apply(built, {p.name for p in mine})
         return SetParametersResult(successful=True)
 
     node.add_on_set_parameters_callback(on_set)
     return on_set
+
+
+def current_values(node: Node, schema: params.Schema) -> Dict[str, Any]:
+    """{name: value} of the schema's parameters as the node holds them now (plain Python)."""
+    return {spec.name: _plain(node.get_parameter(spec.name).value) for spec in schema}
+
+
+def _plain(value: Any) -> Any:
+    """A parameter value as plain Python (array.array of a double/int array -> list)."""
+    return list(value) if isinstance(value, array.array) else value
 
 
 def _parameter_value(value: Any) -> Any:

@@ -11,56 +11,30 @@ from typing import Any, Dict, Mapping, Tuple
 from rclpy.node import Node
 from sensor_msgs.msg import BatteryState
 
-from sentryfuse_ros.core.runtime import health
+from sentryfuse_ros.core.runtime import health, param_configs, params
+from sentryfuse_ros.core.data.topics import HEALTH_TOPIC
 from sentryfuse_ros.core.errors import ConfigError
 from sentryfuse_ros.msg import ModalityHealth
 from sentryfuse_ros.nodes import common
 from diagnostic_msgs.msg import DiagnosticArray
 
-DEFAULT_TOPICS = {
-    'camera': ('/camera/image_raw', 'sensor_msgs/msg/Image'),
-    'lidar': ('/lidar/points', 'sensor_msgs/msg/PointCloud2'),
-    'audio': ('/audio/frames', 'sentryfuse_ros/msg/AudioFrame'),
-}
-THRESHOLDS = ('timeout', 'warn_rate', 'error_rate', 'window_size', 'recover_count')
-BATTERY_KEYS = ('budget_levels', 'budget_values', 'budget_hysteresis', 'battery_timeout',
-                'unknown_budget', 'compute_budget_override')
-GLOBAL_DEFAULTS = {
-    'qos': 'sensor_data',            # 'sensor_data' (best effort) or 'reliable' for modality topics
-    'update_rate': 10.0,             # [Hz] checks and ModalityHealth publications
-    'diagnostics_period': 1.0,       # [s] between /diagnostics publications
-    'battery_topic': '/battery_state',
-    'hardware_id': 'sentryfuse',     # DiagnosticStatus.hardware_id of the battery/parameter statuses
-}
 STATUS_LEVEL = {health.OK: common.LEVEL_OK, health.WARN_RATE: common.LEVEL_WARN,
                 health.ERROR_RATE: common.LEVEL_ERROR, health.TIMEOUT: common.LEVEL_ERROR,
                 health.NOT_RECEIVED: common.LEVEL_STALE}
 
 
 def modality_defaults(name: str) -> Dict[str, Any]:
-    """Parameter defaults `<name>.topic`, `<name>.type` and thresholds of one modality."""
-    topic, type_name = DEFAULT_TOPICS.get(name, (f'/{name}', 'sensor_msgs/msg/Image'))
-    cfg = health.DEFAULT_MODALITY_CONFIGS.get(name, health.TopicMonitorConfig())
-    out = {f'{name}.topic': topic, f'{name}.type': type_name}
-    out.update({f'{name}.{k}': getattr(cfg, k) for k in THRESHOLDS})
-    return out
-
-
-def battery_defaults() -> Dict[str, Any]:
-    cfg = health.BatteryBudgetConfig()
-    return {k: list(v) if isinstance(v, tuple) else v
-            for k, v in ((k, getattr(cfg, k)) for k in BATTERY_KEYS)}
+    """Parameter defaults `<name>.topic`, `<name>.type` and thresholds of one modality (the schema's)."""
+    return {k: v for k, v in params.defaults(params.health_monitor_schema((name,))).items()
+            if k.startswith(f'{name}.')}
 
 
 def build_modality(values: Mapping[str, Any], name: str) -> health.TopicMonitorConfig:
-    try:
-        return health.TopicMonitorConfig(**{k: values[f'{name}.{k}'] for k in THRESHOLDS})
-    except ConfigError as exc:
-        raise ConfigError(f'{name}.{exc}') from exc
+    return param_configs.topic_monitor_config(values, name)
 
 
 def build_battery(values: Mapping[str, Any]) -> health.BatteryBudgetConfig:
-    return health.BatteryBudgetConfig(**{k: values[k] for k in BATTERY_KEYS})
+    return param_configs.battery_config(values)
 
 
 def check_modalities(values: Mapping[str, Any]) -> None:
@@ -77,56 +51,32 @@ def check_topic(values: Mapping[str, Any], name: str) -> None:
     common.message_type(values[f'{name}.type'])
 
 
-def _check_rate(values: Mapping[str, Any], key: str, low: float, high: float, unit: str) -> None:
-    value = common.as_float(values[key], key)
-    if not low < value <= high:
-        raise ConfigError(f'{key}={value!r}: expected a value in ({low:g}, {high:g}] {unit}')
-
-
-def _check_topic_name(values: Mapping[str, Any], key: str) -> None:
-    if not isinstance(values[key], str) or not values[key]:
-        raise ConfigError(f'{key}={values[key]!r}: expected a non-empty string')
-
-
-GLOBAL_CHECKS = {
-    'qos': lambda v: common.check_qos_name(v['qos']),
-    'update_rate': lambda v: _check_rate(v, 'update_rate', 0, 1000, 'Hz'),
-    'diagnostics_period': lambda v: _check_rate(v, 'diagnostics_period', 0, 3600, 's'),
-    'battery_topic': lambda v: _check_topic_name(v, 'battery_topic'),
-    'hardware_id': lambda v: _check_topic_name(v, 'hardware_id'),
-}
-
-
 class HealthMonitor(Node):
     """Args: **kwargs: passed to rclpy Node (context, parameter_overrides, ...)."""
 
     def __init__(self, **kwargs):
         super().__init__('health_monitor', **kwargs)
-        defaults = {'modalities': list(health.DEFAULT_MODALITY_CONFIGS)}
-        values = common.declare_parameters(self, defaults)
+        first = tuple(s for s in params.health_monitor_schema(()) if s.name == 'modalities')
+        values = common.declare_parameters(self, first)
         self._param_errors = common.fall_back_to_defaults(
-            self, values, defaults, [(('modalities',), check_modalities)])
+            self, values, params.defaults(first), common.spec_checks(first) + [(('modalities',), check_modalities)])
         self._names = tuple(values['modalities'])
-        for name in self._names:
-            defaults.update(modality_defaults(name))
-        defaults.update(battery_defaults())
-        defaults.update(GLOBAL_DEFAULTS)
-        read_only = ['modalities', *GLOBAL_DEFAULTS]
-        read_only += [f'{n}.{k}' for n in self._names for k in ('topic', 'type')]
-        values.update(common.declare_parameters(
-            self, {k: v for k, v in defaults.items() if k != 'modalities'}))
-        groups = [((k,), check) for k, check in GLOBAL_CHECKS.items()]
-        groups.append((BATTERY_KEYS, build_battery))
+        schema = params.health_monitor_schema(self._names)
+        defaults = params.defaults(schema)
+        values.update(common.declare_parameters(self, schema[1:]))
+        groups = common.spec_checks(schema[1:])
+        groups.append((params.BATTERY_KEYS, build_battery))
         for n in self._names:
             groups.append(((f'{n}.topic', f'{n}.type'), lambda v, n=n: check_topic(v, n)))
-            groups.append((tuple(f'{n}.{k}' for k in THRESHOLDS), lambda v, n=n: build_modality(v, n)))
+            groups.append((tuple(f'{n}.{k}' for k in params.THRESHOLDS), lambda v, n=n: build_modality(v, n)))
         self._param_errors += common.fall_back_to_defaults(self, values, defaults, groups)
+        common.fix_descriptors(self, schema)
 
-        modality_cfgs, battery_cfg = self._build(values)
+        modality_cfgs, battery_cfg, _ = self._build(values)
         self._tracker = health.HealthTracker(modality_cfgs, battery_cfg)
         self._topics = {n: values[f'{n}.topic'] for n in self._names}
         self._hardware_id = values['hardware_id']
-        common.install_validator(self, defaults, self._build, self._apply, read_only)
+        common.install_validator(self, schema, self._build, self._apply)
 
         qos = common.qos_profile(values['qos'])
         self._subs = [
@@ -135,7 +85,7 @@ class HealthMonitor(Node):
             for n in self._names]
         self._battery_sub = self.create_subscription(
             BatteryState, values['battery_topic'], self._on_battery, 10)
-        self._health_pub = self.create_publisher(ModalityHealth, '/sentryfuse/health', 10)
+        self._health_pub = self.create_publisher(ModalityHealth, HEALTH_TOPIC, 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._period = 1.0 / float(values['update_rate'])
         self._last_check = None  # time of the previous check [s]
@@ -145,11 +95,18 @@ class HealthMonitor(Node):
         self.get_logger().info(f'monitoring {dict(self._topics)}; battery on {values["battery_topic"]}')
 
     # -- parameters --------------------------------------------------------------------
-    def _build(self, values: Mapping[str, Any]) -> Tuple[dict, health.BatteryBudgetConfig]:
-        return {n: build_modality(values, n) for n in self._names}, build_battery(values)
+    def _build(self, values: Mapping[str, Any]) -> Tuple[dict, health.BatteryBudgetConfig, float]:
+        for n in self._names:
+            check_topic(values, n)
+        return ({n: build_modality(values, n) for n in self._names}, build_battery(values),
+                float(values['diagnostics_period']))
 
-    def _apply(self, built) -> None:
-        modality_cfgs, battery_cfg = built
+    def _apply(self, built, changed) -> None:
+        """Make settable parameters take effect: thresholds, battery table, diagnostics period."""
+        modality_cfgs, battery_cfg, diagnostics_period = built
+        if 'diagnostics_period' in changed:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(diagnostics_period, self._on_diagnostics)
         for name, cfg in modality_cfgs.items():
             self._tracker.monitors[name].reconfigure(cfg)
         if battery_cfg != self._tracker.battery.config:

@@ -21,7 +21,6 @@ from typing import Any, Dict, Mapping, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rcl_interfaces.msg import SetParametersResult
 
 from sentryfuse_ros import msg_arrays
 from sentryfuse_ros.core.pruning.budget import is_budget
@@ -33,8 +32,9 @@ from sentryfuse_ros.core.runtime.record import STAGES, InferenceRecord, build_re
 from sentryfuse_ros.core.data.preprocess import MODALITIES
 from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.nodes import common
+from sentryfuse_ros.core.runtime import params
 from sentryfuse_ros.nodes.perception_params import (  # noqa: F401  (public here too)
-    CONFIGURE_TIME, DEFAULTS, ERROR_HOLD_S, READ_ONLY, build_engine_config, check_values, default_model_path)
+    ERROR_HOLD_S, build_engine_config, check_values, default_model_path)
 from sentryfuse_ros.nodes.perception_model import load_model
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -50,9 +50,12 @@ class Perception(LifecycleNode):
         super().__init__('perception', **kwargs)
         self._capabilities = capabilities
         self._runtime = ('', '', '')  # (requested, running, refusal) runtime descriptions
-        values = common.declare_parameters(self, DEFAULTS)
-        self._param_errors = common.fall_back_to_defaults(self, values, DEFAULTS, [
-            (tuple(k for k in DEFAULTS if k != 'model_path'), check_values)])
+        schema = params.PERCEPTION
+        defaults = params.defaults(schema)
+        values = common.declare_parameters(self, schema)
+        self._param_errors = common.fall_back_to_defaults(self, values, defaults, common.spec_checks(schema) + [
+            (tuple(k for k in defaults if k != 'model_path'), check_values)])
+        common.fix_descriptors(self, schema)
         self._values = values         # as the last configure read them (the parameters until then)
         self._state = 'unconfigured'  # lifecycle primary state, as this node's transitions left it
         self._type_errors = []        # message types the last configure could not import
@@ -70,8 +73,8 @@ class Perception(LifecycleNode):
         self._audio_push_ms = 0.0  # audio conversion since the last inference (done in push)
         self.engine: Optional[PerceptionEngine] = None
         self._health_timeout = float(values['health_timeout'])
-        common.install_validator(self, DEFAULTS, self._build_runtime, self._apply_runtime, READ_ONLY)
-        self.add_on_set_parameters_callback(self._on_set_configure_time)
+        common.install_validator(self, schema, self._build_runtime, self._apply_runtime,
+                                 gate=self._configure_gate)
 
         self._pred_pub = self.create_publisher(Prediction, '/sentryfuse/prediction', 10)
         self._lat_pub = self.create_publisher(InferenceLatency, '/sentryfuse/latency', 10)
@@ -85,7 +88,7 @@ class Perception(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load and check the checkpoint, choose the runtime, build the sub-networks; FAILURE (the
         node stays unconfigured, the reason logged and on /diagnostics) when any of it fails."""
-        values = {name: self.get_parameter(name).value for name in DEFAULTS}
+        values = common.current_values(self, params.PERCEPTION)
         self._values, self._model_error, self._runtime = values, '', ('', '', '')
         self._stats = LatencyStats(int(values['stats_window']))
         if self._capabilities is None:
@@ -173,15 +176,14 @@ class Perception(LifecycleNode):
                 import torch  # noqa: PLC0415 (torch-heavy)
                 torch.cuda.empty_cache()
 
-    def _on_set_configure_time(self, changes) -> SetParametersResult:
-        """Parameters read by configure change only while unconfigured (they take effect at the next
-        configure); elsewhere the change is refused with how to get there."""
-        fixed = sorted(p.name for p in changes if p.name in CONFIGURE_TIME)
+    def _configure_gate(self, names) -> str:
+        """Why a change of ``names`` is refused now ('' = go on): the parameters that configure reads
+        to load the model change only while unconfigured, taking effect at the next configure."""
+        fixed = sorted(n for n in names if n in params.UNCONFIGURED_ONLY)
         if fixed and self._state != 'unconfigured':
-            return SetParametersResult(successful=False, reason=(
-                f'{fixed} cannot change at run time (node {self._state}): they are read by configure; '
-                '`ros2 lifecycle set /perception deactivate` (if active), `cleanup`, set them, then `configure`'))
-        return SetParametersResult(successful=True)
+            return (f'{fixed} cannot change while the node is {self._state}: configure reads them; '
+                    '`ros2 lifecycle set /perception deactivate` (if active), `cleanup`, set them, then `configure`')
+        return ''
 
     @property
     def lifecycle_state(self) -> str:
@@ -215,8 +217,18 @@ class Perception(LifecycleNode):
         check_values(values)
         return values
 
-    def _apply_runtime(self, values: Mapping[str, Any]) -> None:
+    def _apply_runtime(self, values: Mapping[str, Any], changed) -> None:
+        """Make settable parameters take effect: timers re-created, freshness limits replaced."""
+        self._values = dict(values)
         self._health_timeout = float(values['health_timeout'])
+        if 'rate' in changed and self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = self.create_timer(1.0 / float(values['rate']), self._on_timer)
+        if 'diagnostics_period' in changed:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
+        if self.engine is not None:
+            self.engine.inputs.max_age_s = tuple(float(values[f'{m}.max_age']) for m in MODALITIES)
 
     # -- callbacks -----------------------------------------------------------------------
     def _now(self) -> float:

@@ -9,55 +9,22 @@ scenario (YAML, see sentryfuse_ros.core.sim.scenario) drops and restores streams
 battery level, which otherwise drains at `battery.drain_per_s`.
 """
 import pathlib
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from rclpy.node import Node
 from sensor_msgs.msg import BatteryState, Image, PointCloud2
 from std_msgs.msg import String
 
 from sentryfuse_ros import msg_arrays
-from sentryfuse_ros.core.data.scenes import SCENE_PRESETS
 from sentryfuse_ros.core.errors import ConfigError
 from sentryfuse_ros.core.sim.scenario import Scenario, ScenarioEvent, ScenarioPlayer, load_scenario
-from sentryfuse_ros.core.sim.sources import STREAMS, SceneSource, SimpleScene, SyntheticScenes
+from sentryfuse_ros.core.runtime import params
+from sentryfuse_ros.core.sim.sources import SceneSource, SimpleScene, SyntheticScenes
 from sentryfuse_ros.msg import AudioFrame
 from sentryfuse_ros.nodes import common
 
 
 AUDIO_MAX_BACKLOG_S = 0.25             # [s] audio frames caught up after a late timer tick; further behind: restart
-
-DEFAULTS: Dict[str, Any] = {
-    'streams': list(STREAMS),             # which sensor streams to publish
-    'qos': 'sensor_data',                 # QoS of the sensor streams: 'sensor_data' | 'reliable'
-    'scenario': '',                       # scenario YAML path ('' = none); relative: cwd, then config/
-    'seed': 0,
-    'scene.kind': 'synthetic',            # 'synthetic' (coherent core scenes) | 'simple'
-    'scene.preset': 'sim6',               # core.scenes preset; must match the model's training data
-    'scene.duration': 5.0,                # [s] per scene
-    'camera.topic': '/camera/image_raw',
-    'camera.rate': 15.0,                  # [Hz]
-    'camera.width': 128,
-    'camera.height': 128,
-    'camera.frame_id': 'camera',
-    'lidar.topic': '/lidar/points',
-    'lidar.rate': 10.0,                   # [Hz]
-    'lidar.points': 4096,
-    'lidar.frame_id': 'lidar',
-    'audio.topic': '/audio/frames',
-    'audio.sample_rate': 8000,            # [Hz]
-    'audio.frame_samples': 160,           # per AudioFrame (20 ms at 8 kHz); frames/s = rate / samples
-    'audio.encoding': 'S16LE',
-    'audio.frame_id': 'microphone',
-    'battery.topic': '/battery_state',
-    'battery.rate': 1.0,                  # [Hz]
-    'battery.start': 1.0,                 # state of charge at start, 0..1
-    'battery.drain_per_s': 0.002,         # state of charge lost per second
-    'battery.capacity': 10.0,             # [Ah], for BatteryState.charge/capacity
-    'label.enabled': True,                # publish the ground-truth class
-    'label.topic': '/sentryfuse/ground_truth',
-    'label.rate': 2.0,                    # [Hz]
-}
-
 
 def resolve_path(path: str) -> pathlib.Path:
     """An existing file: absolute, relative to the working directory, or to the package root
@@ -76,30 +43,8 @@ def resolve_path(path: str) -> pathlib.Path:
 
 
 def check_values(values: Mapping[str, Any]) -> None:
-    """ConfigError for the first invalid parameter value."""
-    streams = values['streams']
-    if not isinstance(streams, (list, tuple)) or not set(streams) <= set(STREAMS):
-        raise ConfigError(f'streams={streams!r}: expected a subset of {list(STREAMS)}')
-    common.check_qos_name(values['qos'])
-    for key in ('camera.rate', 'lidar.rate', 'battery.rate', 'label.rate', 'battery.capacity'):
-        if common.as_float(values[key], key) <= 0:
-            raise ConfigError(f'{key}={values[key]!r}: expected a positive number')
-    for key in ('camera.width', 'camera.height', 'lidar.points', 'audio.sample_rate',
-                'audio.frame_samples'):
-        if common.as_int(values[key], key) <= 0:
-            raise ConfigError(f'{key}={values[key]!r}: expected a positive integer')
-    if not 0 <= common.as_float(values['battery.start'], 'battery.start') <= 1:
-        raise ConfigError(f"battery.start={values['battery.start']!r}: expected a fraction in [0, 1]")
-    if common.as_float(values['battery.drain_per_s'], 'battery.drain_per_s') < 0:
-        raise ConfigError(f"battery.drain_per_s={values['battery.drain_per_s']!r}: expected >= 0")
-    if values['scene.kind'] not in ('synthetic', 'simple'):
-        raise ConfigError(f"scene.kind={values['scene.kind']!r}: expected 'synthetic' or 'simple'")
-    if values['scene.preset'] not in SCENE_PRESETS:
-        raise ConfigError(f"scene.preset={values['scene.preset']!r}: expected one of {sorted(SCENE_PRESETS)}")
-    if common.as_float(values['scene.duration'], 'scene.duration') <= 0:
-        raise ConfigError(f"scene.duration={values['scene.duration']!r}: expected a positive number [s]")
-    if values['audio.encoding'] not in ('S16LE', 'F32LE'):
-        raise ConfigError(f"audio.encoding={values['audio.encoding']!r}: expected S16LE or F32LE")
+    """ConfigError for the first invalid parameter value (the schema's checks)."""
+    params.check_values(params.SENSOR_SIM, values)
 
 
 class SensorSim(Node):
@@ -110,12 +55,12 @@ class SensorSim(Node):
 
     def __init__(self, scene: Optional[SceneSource] = None, **kwargs):
         super().__init__('sensor_sim', **kwargs)
-        values = common.declare_parameters(self, DEFAULTS)
-        try:
-            check_values(values)
-        except ConfigError as exc:  # start-up must not crash: log and use every default
-            self.get_logger().error(f'invalid parameter: {exc}; using the defaults')
-            values = dict(DEFAULTS)
+        schema = params.SENSOR_SIM
+        values = common.declare_parameters(self, schema)
+        # start-up must not crash: each invalid value is logged and replaced by its default
+        common.fall_back_to_defaults(self, values, params.defaults(schema), common.spec_checks(schema))
+        common.fix_descriptors(self, schema)
+        common.install_validator(self, schema, lambda v: v, lambda _built, _changed: None)
         self._v = values
         if scene is not None:
             self.scene = scene

@@ -25,7 +25,7 @@ def test_demo_default_model_is_robot_and_tiny_is_a_flag(capsys):
     assert 'robot (default)' in capsys.readouterr().out.replace('\n', ' ').replace('  ', ' ')
     assert parser.parse_args(['demo']).model == 'robot'
     assert parser.parse_args(['demo', '--model', 'tiny']).model == 'tiny'
-    assert DEMO_MODELS['tiny'] == []  # the tiny demo runs the node defaults of config/perception.yaml
+    assert DEMO_MODELS['tiny'] == [] == demo_sets('tiny')  # the tiny demo runs config/perception.yaml as it is
     sets = demo_sets('robot')
     (path,) = [s.split('=', 1)[1] for s in sets if s.startswith('perception.model_path=')]
     assert pathlib.Path(path).name == 'sentryfuse_robot.pt' and pathlib.Path(path).is_file()
@@ -33,20 +33,18 @@ def test_demo_default_model_is_robot_and_tiny_is_a_flag(capsys):
 
 def effective_parameters(model: str) -> dict:
     """{node: {param: value}}: node defaults, then config/perception.yaml, then the demo model's --set."""
-    from sentryfuse_ros.nodes import health_monitor, perception, sensor_sim
+    from sentryfuse_ros.commands.demo import demo_overlays
+    from sentryfuse_ros.core.runtime import params as schema
 
     params = graph.load_parameters(CONFIG)
     for node, values in graph.parse_sets(demo_sets(model)).items():
         params.setdefault(node, {}).update(values)
-    monitor = {k: v for m in STREAMS for k, v in health_monitor.modality_defaults(m).items()}
-    defaults = {'perception': perception.DEFAULTS, 'sensor_sim': sensor_sim.DEFAULTS, 'health_monitor': monitor}
+    assert graph.graph_parameters(CONFIG, demo_overlays(model), demo_sets(model)) == params
+    defaults = {node: schema.defaults(schema.node_schema(node)) for node in schema.NODES}
     out = {}
     for node, node_defaults in defaults.items():
         own = graph.node_parameters(params, node)
-        unknown = sorted(set(own) - set(node_defaults) - {'modalities', 'qos', 'update_rate', 'diagnostics_period',
-                                                          'hardware_id', 'battery_topic', 'battery_timeout',
-                                                          'budget_levels', 'budget_values', 'budget_hysteresis',
-                                                          'unknown_budget', 'compute_budget_override'})
+        unknown = sorted(set(own) - set(node_defaults))
         assert unknown == [], f'{model}: {node} has no parameters {unknown}'
         out[node] = {**node_defaults, **own}
     return out

@@ -92,6 +92,23 @@ def test_graph_parameters_follow_the_bag_mapping():
     assert params['**'] == {'use_sim_time': True}
 
 
+def test_graph_parameters_are_the_graph_files_and_follow_the_schema(tmp_path, monkeypatch):
+    """The live replay starts its nodes with the graph's own parameters (--params / config/perception.yaml;
+    schema defaults where unset), not a copy of them."""
+    import dataclasses
+
+    from sentryfuse_ros.core.replay.replay import load_replay_config
+    from sentryfuse_ros.core.runtime import param_files, params
+    monkeypatch.setattr(params, 'PERCEPTION', tuple(
+        dataclasses.replace(s, default=0.9 if s.name == 'camera.max_age' else s.default) for s in params.PERCEPTION))
+    graph_file = tmp_path / 'graph.yaml'
+    graph_file.write_text('health_monitor:\n  ros__parameters:\n    lidar: {timeout: 0.6}\n', encoding='utf-8')
+    config = load_replay_config(None, param_files.graph_parameters(graph_file))
+    params_ = graph_parameters(config, {}, {}, Faults(), '/m.pt', use_sim_time=False)
+    assert params_['perception']['camera.max_age'] == 0.9 and params_['health_monitor']['lidar.timeout'] == 0.6
+    assert config.health.lidar.timeout == 0.6 and config.engine.max_age_s[0] == 0.9
+
+
 def test_live_errors(tmp_path, checkpoint):
     bag = sim_bag(tmp_path / 'bag', duration=0.3)
     with pytest.raises(BagError, match=r'--rate=0.0: expected a positive playback speed factor'):

@@ -1,5 +1,7 @@
 """nodes/common.py: start-up validation resets only the offending values (the rest of the
-node's configuration survives one bad value), and run_node's shutdown paths."""
+node's configuration survives one bad value); `ros2 param set` (the on-set callback) refuses an
+invalid value with its reason and changes nothing, and a valid one takes effect; the declared
+defaults follow the schema; run_node's shutdown paths."""
 import pytest
 
 from sentryfuse_ros.core.errors import ConfigError
@@ -57,7 +59,8 @@ def test_invalid_rate_at_startup_rejects_only_rate(ros_context, checkpoint):
         assert node.get_parameter('health_timeout').value == 2.5
         assert node.get_parameter('prebuild').value is False
         assert node.get_parameter('lidar.max_age').value == 0.8
-        assert node._param_errors == ["rate=-1.0: expected a positive number; using the default for ['rate']"]
+        assert node._param_errors == [
+            "rate=-1.0: expected a finite number in (0, 1000]; using the default for ['rate']"]
     finally:
         node.destroy_node()
 
@@ -77,6 +80,94 @@ def test_invalid_override_at_startup_keeps_the_battery_table(ros_context):
         assert len(node._param_errors) == 1 and 'compute_budget_override=-1.0' in node._param_errors[0]
     finally:
         node.destroy_node()
+
+
+def refused(node, name, value, reason):
+    """Set ``name`` to ``value``: it must be refused with a reason matching ``reason``, nothing changed."""
+    import re
+    before = node.get_parameter(name).value
+    (result,) = node.set_parameters([Parameter(name, value=value)])
+    assert not result.successful and re.search(reason, result.reason), (name, value, result.reason)
+    assert node.get_parameter(name).value == before
+
+
+@pytest.mark.slow
+def test_perception_param_set_takes_effect_or_is_refused(ros_context, checkpoint):
+    import math
+
+    from sentryfuse_ros.nodes.perception import Perception
+    node = Perception(context=ros_context, parameter_overrides=[
+        Parameter('model_path', value=str(checkpoint)), Parameter('prebuild', value=False)])
+    try:
+        refused(node, 'health_timeout', math.inf, r'health_timeout.*inf')   # a killed monitor never noticed
+        refused(node, 'health_timeout', math.nan, r'health_timeout.*nan')
+        refused(node, 'health_timeout', 0.0, r'health_timeout=0.0: expected a finite number in \(0, 3600\]')
+        refused(node, 'rate', 'fast', r"rate='fast': expected a finite number in \(0, 1000\]")
+        refused(node, 'camera.max_age', -0.5, r'camera.max_age')
+        refused(node, 'qos', 'reliable', r'read-only parameter: qos')
+        refused(node, 'budget_levels', [1.0, 0.5], r'read-only parameter: budget_levels')
+        assert node._health_timeout == 1.0 and node._timer.timer_period_ns == 100_000_000
+        results = node.set_parameters([
+            Parameter('rate', value=4.0), Parameter('diagnostics_period', value=0.5),
+            Parameter('camera.max_age', value=0.25), Parameter('health_timeout', value=2)])
+        assert all(r.successful for r in results), [r.reason for r in results]
+        assert node._timer.timer_period_ns == 250_000_000           # the timer is re-created at 4 Hz
+        assert node._diag_timer.timer_period_ns == 500_000_000
+        assert node.engine.inputs.max_age_s == (0.25, 0.5, 0.5)
+        assert node._health_timeout == 2.0
+        descriptor = node.describe_parameter('qos')
+        assert descriptor.read_only and 'sensor_data' in descriptor.description
+        assert node.describe_parameter('rate').floating_point_range[0].to_value == 1000.0
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.slow
+def test_health_monitor_param_set_takes_effect_or_is_refused(ros_context):
+    from sentryfuse_ros.nodes.health_monitor import HealthMonitor
+    node = HealthMonitor(context=ros_context)
+    try:
+        refused(node, 'camera.warn_rate', 1.0, r'camera.warn_rate=1.0: expected >= error_rate \(5.0\)')
+        refused(node, 'camera.timeout', float('inf'), r'camera.timeout.*inf')
+        refused(node, 'budget_values', [1.0, 0.7], r'budget_values=\(1.0, 0.7\): expected one budget per level')
+        refused(node, 'update_rate', 5.0, r'read-only parameter: update_rate')
+        results = node.set_parameters([
+            Parameter('camera.timeout', value=0.5), Parameter('compute_budget_override', value=0.5),
+            Parameter('diagnostics_period', value=2.0), Parameter('audio.window_size', value=5)])
+        assert all(r.successful for r in results), [r.reason for r in results]
+        tracker = node._tracker
+        assert tracker.monitors['camera'].config.timeout == 0.5
+        assert tracker.monitors['audio'].config.window_size == 5
+        assert tracker.battery.config.compute_budget_override == 0.5
+        assert node._diag_timer.timer_period_ns == 2_000_000_000
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.slow
+def test_nodes_declare_the_schemas_defaults_through_sentryfuse_run(ros_context, checkpoint, monkeypatch):
+    """A default changed in the schema is what `sentryfuse run`'s nodes declare."""
+    import dataclasses
+
+    from sentryfuse_ros.apps import graph
+    from sentryfuse_ros.core.runtime import params
+    monkeypatch.setattr(params, 'PERCEPTION', tuple(
+        dataclasses.replace(s, default={'rate': 7.0, 'camera.max_age': 0.9}.get(s.name, s.default))
+        for s in params.PERCEPTION))
+    monkeypatch.setitem(params.MONITOR_DEFAULTS, 'camera', {**params.MONITOR_DEFAULTS['camera'], 'timeout': 0.45})
+    values = graph.graph_parameters(sets=[f'perception.model_path={checkpoint}', 'perception.prebuild=false',
+                                          "sensor_sim.scenario=''"])
+    nodes = graph.build_graph(graph.GRAPH, values, use_sim=True, context=ros_context)
+    try:
+        by_name = {n.get_name(): n for n in nodes}
+        assert by_name['perception'].get_parameter('rate').value == 7.0
+        assert by_name['perception'].engine.inputs.max_age_s[0] == 0.9
+        assert by_name['health_monitor'].get_parameter('camera.timeout').value == 0.45
+        assert by_name['health_monitor']._tracker.monitors['camera'].config.timeout == 0.45
+        assert by_name['sensor_sim'].get_parameter('camera.rate').value == 15.0
+    finally:
+        for n in nodes:
+            n.destroy_node()
 
 
 # ---- Ctrl-C: exit 0 and no traceback at any moment ----------------------------------------

@@ -110,12 +110,11 @@ def test_synthetic_scenes_are_coherent_across_streams():
 
 
 def test_robot_demo_settings_render_what_the_robot_model_was_trained_on():
-    from sentryfuse_ros.commands.demo import DEMO_MODELS
-    from sentryfuse_ros.nodes import health_monitor, perception, sensor_sim
+    from sentryfuse_ros.commands.demo import DEMO_MODELS, demo_sets
+    from sentryfuse_ros.core.runtime import params
     from sentryfuse_ros.core.sim.sources import SyntheticScenes
-    sets = dict(s.split('=', 1) for s in DEMO_MODELS['robot'])
-    monitor = {k: v for m in ('camera', 'lidar', 'audio') for k, v in health_monitor.modality_defaults(m).items()}
-    defaults = {'perception': perception.DEFAULTS, 'sensor_sim': sensor_sim.DEFAULTS, 'health_monitor': monitor}
+    sets = dict(s.split('=', 1) for s in demo_sets('robot'))
+    defaults = {node: params.defaults(params.node_schema(node)) for node in params.NODES}
     for key in sets:
         node, param = key.split('.', 1)
         assert param in defaults[node], key

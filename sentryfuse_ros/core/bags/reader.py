@@ -26,6 +26,7 @@ from rosbags.rosbag2 import Reader
 from sentryfuse_ros.core.bags.types import MODALITY_TYPES, canonical_msgtype, make_typestore, register_bag_types
 from sentryfuse_ros.core.config import check
 from sentryfuse_ros.core.errors import BagError
+from sentryfuse_ros.core.data.topics import BATTERY_TOPIC, LABEL_TOPIC, SENSOR_TOPICS
 
 MODALITIES = ('camera', 'lidar', 'audio', 'battery', 'labels')
 SENSOR_MODALITIES = ('camera', 'lidar', 'audio')
@@ -36,11 +37,11 @@ PathLike = Union[str, pathlib.Path]
 @dataclasses.dataclass(frozen=True)
 class TopicMap:
     """Which bag topic feeds which modality. An empty string leaves the modality unmapped."""
-    camera: str = '/camera/image_raw'  # sensor_msgs/Image or CompressedImage
-    lidar: str = '/lidar/points'  # sensor_msgs/PointCloud2 or LaserScan
-    audio: str = '/audio/frames'  # sentryfuse_ros/AudioFrame
-    battery: str = '/battery_state'  # sensor_msgs/BatteryState
-    labels: str = '/sentryfuse/ground_truth'  # std_msgs/String, the class name per sample
+    camera: str = SENSOR_TOPICS['camera'][0]  # sensor_msgs/Image or CompressedImage
+    lidar: str = SENSOR_TOPICS['lidar'][0]  # sensor_msgs/PointCloud2 or LaserScan
+    audio: str = SENSOR_TOPICS['audio'][0]  # sentryfuse_ros/AudioFrame
+    battery: str = BATTERY_TOPIC  # sensor_msgs/BatteryState
+    labels: str = LABEL_TOPIC  # std_msgs/String, the class name per sample
     auto: bool = True  # a missing topic falls back to the one topic of a compatible type, if unique
     require: Tuple[str, ...] = ()  # modalities whose topic must exist (BagError otherwise)
 

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 
 from sentryfuse_ros.core.config import check
+from sentryfuse_ros.core.data.topics import MODALITIES  # noqa: F401  (canonical order everywhere; public here)
 from sentryfuse_ros.core.errors import DataError
-
-MODALITIES = ('camera', 'lidar', 'audio')  # canonical order everywhere
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,10 @@ from sentryfuse_ros.core.config import check
 # rounding of a value in (0, 1] is below 6e-8 (0.7 arrives as 0.699999988), and levels are >= 0.01 apart.
 BUDGET_TOLERANCE = 1e-6
 
+# The budgets with a prebuilt sub-network: the perception node's default `budget_levels` (its
+# parameter schema, core/runtime/params.py, reads this), the sub-network cache's and the export's.
+BUDGET_LEVELS = (1.0, 0.85, 0.7, 0.5, 0.4)
+
 EXPECTED = 'a compute budget in (0, 1] (a fraction of the live set\'s dense forward FLOPs)'
 
 

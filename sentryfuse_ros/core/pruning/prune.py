@@ -26,7 +26,7 @@ from sentryfuse_ros.core.model.backbone import SentryFuseModel
 from sentryfuse_ros.core.model.block import UnitGates
 from sentryfuse_ros.core.errors import PruningError
 from sentryfuse_ros.core.model.flops import count_params
-from sentryfuse_ros.core.pruning.budget import snap_to_level
+from sentryfuse_ros.core.pruning.budget import BUDGET_LEVELS, snap_to_level
 
 UnitScores = List[Tuple[Tensor, Tensor]]  # per block: (attn scores (G,), ffn scores (NF,)), higher = keep
 UnitMasks = List[Tuple[Tensor, Tensor]]   # per block: (attn bool (G,), ffn bool (NF,))
@@ -228,7 +228,7 @@ class SubnetworkCache:
     """
 
     def __init__(self, model: SentryFuseModel, score_fn: Callable[[tuple], UnitScores],
-                 budget_levels: Sequence[float] = (1.0, 0.85, 0.7, 0.5, 0.4), device='cpu',
+                 budget_levels: Sequence[float] = BUDGET_LEVELS, device='cpu',
                  max_cache_mb: Optional[float] = None):
         levels = sorted({float(b) for b in budget_levels}, reverse=True)
         if max_cache_mb is not None and not max_cache_mb >= 0:

@@ -19,83 +19,22 @@ ROS-free: messages are ``rosbags`` objects and the message -> array converters a
 (the CLI passes ``sentryfuse_ros.msg_arrays.modality_inputs``, the node's own).
 """
 import dataclasses
-import pathlib
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 
 from sentryfuse_ros.core.replay.faults import (  # noqa: F401  (re-exported: a replay's inputs)
     DropWindow, Faults, LabelTrack, faults_dict, load_battery_profile, load_label_csv, parse_drop, profile_at)
-from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource, ReadStats, TopicMap, iter_messages
-from sentryfuse_ros.core.config import check, from_dict, read_yaml
-from sentryfuse_ros.core.runtime.engine import EngineConfig, PerceptionEngine
+from sentryfuse_ros.core.bags.reader import SENSOR_MODALITIES, BagSource, ReadStats, iter_messages
+from sentryfuse_ros.core.runtime.engine import PerceptionEngine
 from sentryfuse_ros.core.runtime.inputs import SensorInputs
+from sentryfuse_ros.core.runtime.health import STATUS_NAMES, HealthState, HealthTracker
+from sentryfuse_ros.core.replay.settings import (  # noqa: F401  (re-exported: a replay's configuration)
+    HealthSettings, ReplayConfig, ReplaySettings, health_settings, load_replay_config)
 from sentryfuse_ros.core.runtime.record import STAGES, InferenceRecord, build_record  # noqa: F401  (STAGES re-exported)
 from sentryfuse_ros.core.replay.schedule import TickSchedule
-from sentryfuse_ros.core.errors import BagError, ConfigError
-from sentryfuse_ros.core.runtime.health import (DEFAULT_MODALITY_CONFIGS, STATUS_NAMES, BatteryBudgetConfig,
-                                                HealthState, HealthTracker, TopicMonitorConfig)
 
 MakeConverters = Callable[[Mapping[str, str], int], Dict[str, Callable]]
-
-
-@dataclasses.dataclass(frozen=True)
-class HealthSettings:
-    """The health_monitor node's parameters, for the replayed tracker."""
-    update_rate: float = 10.0  # [Hz] health checks on the bag clock
-    camera: TopicMonitorConfig = DEFAULT_MODALITY_CONFIGS['camera']  # thresholds
-    lidar: TopicMonitorConfig = DEFAULT_MODALITY_CONFIGS['lidar']
-    audio: TopicMonitorConfig = DEFAULT_MODALITY_CONFIGS['audio']
-    battery: BatteryBudgetConfig = BatteryBudgetConfig()  # battery -> compute budget table
-
-    def __post_init__(self):
-        check(isinstance(self.update_rate, (int, float)) and 0 < self.update_rate <= 1000,
-              'health.update_rate', self.update_rate, 'a rate in (0, 1000] Hz')
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplaySettings:
-    """How the replay itself runs."""
-    rate: float = 10.0                 # [Hz] inferences on the bag clock (trigger: timer)
-    trigger: str = 'timer'             # 'timer' (at rate) | 'camera' (one inference per camera frame)
-    label_transition_s: float = 1.0    # predictions this soon after a label change are not scored
-    battery_feed_hz: float = 1.0       # [Hz] a battery profile is fed to the budget table this often
-    device: str = 'cpu'                # 'cpu' | 'cuda'
-    checkpoint: str = ''               # model; '' = models/sentryfuse_sim.pt
-    use_health: bool = True            # false (--ignore-health): infer on every fresh sample, without the
-                                       # health monitor's rate limits (short or sparse bags); budgets still apply
-
-    def __post_init__(self):
-        check(isinstance(self.rate, (int, float)) and 0 < self.rate <= 1000, 'replay.rate',
-              self.rate, 'a rate in (0, 1000] Hz')
-        check(self.trigger in ('timer', 'camera'), 'replay.trigger', self.trigger, "'timer' or 'camera'")
-        check(isinstance(self.label_transition_s, (int, float)) and self.label_transition_s >= 0,
-              'replay.label_transition_s', self.label_transition_s, 'seconds >= 0')
-        check(isinstance(self.battery_feed_hz, (int, float)) and self.battery_feed_hz > 0,
-              'replay.battery_feed_hz', self.battery_feed_hz, 'a positive rate [Hz]')
-        check(self.device in ('cpu', 'cuda'), 'replay.device', self.device, "'cpu' or 'cuda'")
-        check(isinstance(self.use_health, bool), 'replay.use_health', self.use_health, 'true or false')
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplayConfig:
-    """config/replay.yaml: topic map, health, engine and replay settings."""
-    topics: TopicMap = TopicMap()               # bag topic of each modality
-    health: HealthSettings = HealthSettings()   # health monitor thresholds and battery table
-    engine: EngineConfig = EngineConfig()       # perception engine (max ages, budget levels)
-    replay: ReplaySettings = ReplaySettings()   # inference rate, trigger, labels, device
-
-
-def load_replay_config(path=None) -> ReplayConfig:
-    """ReplayConfig from a YAML file (defaults when ``path`` is None); unknown keys rejected."""
-    if path is None:
-        return ReplayConfig()
-    path = pathlib.Path(path)
-    data = read_yaml(path, 'replay config')
-    try:
-        return from_dict(ReplayConfig, data, where='')
-    except (ConfigError, BagError) as exc:
-        raise ConfigError(f'replay config {str(path)!r}: {exc}') from exc
 
 
 # ---------------------------------------------------------------------------- the replay

@@ -24,13 +24,17 @@ from sentryfuse_ros.core.config import check
 from sentryfuse_ros.core.errors import ModelError
 from sentryfuse_ros.core.pruning.budget import check_budget_levels
 from sentryfuse_ros.core.runtime.backends import TorchRunners
+from sentryfuse_ros.core.runtime.params import BUDGET_LEVELS, PERCEPTION, by_name
 from sentryfuse_ros.core.runtime.inputs import AudioRing, Converter, SensorInputs  # noqa: F401  (re-exported)
+
+
+_MAX_AGES = tuple(by_name(PERCEPTION)[f'{m}.max_age'].default for m in pp.MODALITIES)
 
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
-    max_age_s: Tuple[float, float, float] = (0.5, 0.5, 0.5)  # freshness limit per modality (camera, lidar, audio) [s]
-    budget_levels: Tuple[float, ...] = (1.0, 0.85, 0.7, 0.5, 0.4)  # budgets (fractions of the live set's dense FLOPs)
+    max_age_s: Tuple[float, float, float] = _MAX_AGES  # freshness limit per modality (camera, lidar, audio) [s]
+    budget_levels: Tuple[float, ...] = BUDGET_LEVELS  # budgets (fractions of the live set's dense FLOPs)
     min_audio_fill: float = 0.25  # fraction of the audio window that must be filled before audio is used
     max_cache_mb: float = 32.0    # cap on gathered sub-network weights kept beyond the one dense copy [MiB] (MRU)
 

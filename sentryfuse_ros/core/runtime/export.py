@@ -34,11 +34,12 @@ from sentryfuse_ros.core.errors import ExportError
 from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.pruning.prune import SubnetworkCache, Subnetwork
 from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
+from sentryfuse_ros.core.runtime.params import BUDGET_LEVELS
 
 MANIFEST = 'manifest.json'
 MANIFEST_FORMAT = 'sentryfuse-onnx'
 MANIFEST_VERSION = 1
-DEFAULT_BUDGETS = (1.0, 0.85, 0.7, 0.5, 0.4)  # the perception node's default budget_levels
+DEFAULT_BUDGETS = BUDGET_LEVELS  # the perception node's default budget_levels
 OUTPUT = 'logits'
 
 

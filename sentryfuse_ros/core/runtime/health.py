@@ -24,7 +24,7 @@ node's own freshness check, and by offline bag replay.
 import dataclasses
 import math
 from collections import deque
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 from sentryfuse_ros.core.config import check
 
@@ -48,6 +48,8 @@ def _is_int(value) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class TopicMonitorConfig:
+    # defaults: a generic topic; the health monitor's per-modality defaults are its schema's
+    # (core/runtime/params.py MONITOR_DEFAULTS)
     timeout: float = 1.0        # [s] no message for longer than this -> TIMEOUT
     warn_rate: float = 5.0      # [Hz] measured rate below this -> WARN_RATE (still live)
     error_rate: float = 1.0     # [Hz] measured rate below this -> ERROR_RATE (not live)
@@ -67,15 +69,6 @@ class TopicMonitorConfig:
               'an int >= 2')
         check(_is_int(self.recover_count) and self.recover_count >= 1, 'recover_count',
               self.recover_count, 'an int >= 1')
-
-
-# Defaults that fit the default sensor rates (camera 15 Hz, lidar 10 Hz, audio 50 frames/s):
-# a dead camera is reported within timeout + one check period (0.3 s + 0.1 s at 10 Hz).
-DEFAULT_MODALITY_CONFIGS: Dict[str, TopicMonitorConfig] = {
-    'camera': TopicMonitorConfig(timeout=0.3, warn_rate=10.0, error_rate=5.0),
-    'lidar': TopicMonitorConfig(timeout=0.35, warn_rate=7.0, error_rate=3.0),
-    'audio': TopicMonitorConfig(timeout=0.2, warn_rate=35.0, error_rate=20.0, window_size=25),
-}
 
 
 @dataclasses.dataclass(frozen=True)

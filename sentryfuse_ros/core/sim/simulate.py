@@ -25,6 +25,7 @@ from sentryfuse_ros.core.bags.writer import BagSink
 from sentryfuse_ros.core.config import check
 from sentryfuse_ros.core.sim.scenario import Scenario, ScenarioPlayer
 from sentryfuse_ros.core.data.scenes import SCENE_PRESETS, SceneStream
+from sentryfuse_ros.core.data.topics import BATTERY_TOPIC, LABEL_TOPIC, SENSOR_TOPICS
 
 TYPES = {'camera': 'sensor_msgs/msg/Image', 'lidar': 'sensor_msgs/msg/PointCloud2',
          'audio': 'sentryfuse_ros/msg/AudioFrame', 'battery': 'sensor_msgs/msg/BatteryState',
@@ -33,7 +34,7 @@ TYPES = {'camera': 'sensor_msgs/msg/Image', 'lidar': 'sensor_msgs/msg/PointCloud
 
 @dataclasses.dataclass(frozen=True)
 class SimBagConfig:
-    """Defaults match config/perception.yaml's sensor_sim section."""
+    """Defaults match the sensor_sim node's (core/runtime/params.py SENSOR_SIM; sim sits below runtime)."""
     preset: str = 'sim6'                  # core.scenes preset; must match the model's training data
     seed: int = 0                         # scene timeline seed
     scene_duration_s: float = 5.0         # [s] per scene
@@ -48,11 +49,11 @@ class SimBagConfig:
     label_rate: float = 10.0              # [Hz] ground-truth label messages
     transport_delay_s: float = 0.002      # receive time - header stamp for camera and lidar [s]
     start_time_s: float = 1.7e9           # bag clock origin [s since epoch]
-    camera_topic: str = '/camera/image_raw'
-    lidar_topic: str = '/lidar/points'
-    audio_topic: str = '/audio/frames'
-    battery_topic: str = '/battery_state'
-    labels_topic: str = '/sentryfuse/ground_truth'
+    camera_topic: str = SENSOR_TOPICS['camera'][0]
+    lidar_topic: str = SENSOR_TOPICS['lidar'][0]
+    audio_topic: str = SENSOR_TOPICS['audio'][0]
+    battery_topic: str = BATTERY_TOPIC
+    labels_topic: str = LABEL_TOPIC
 
     def __post_init__(self):
         check(self.preset in SCENE_PRESETS, 'preset', self.preset, f'one of {sorted(SCENE_PRESETS)}')

@@ -119,7 +119,8 @@ def test_reconfigure_keeps_newest_arrivals():
 
 
 def test_default_camera_timeout_fits_half_a_second_at_10_hz_checks():
-    cfg = health.DEFAULT_MODALITY_CONFIGS['camera']
+    from sentryfuse_ros.core.runtime.param_configs import topic_monitor_config
+    cfg = topic_monitor_config({}, 'camera')  # the health monitor's schema default
     assert cfg.timeout + 0.1 <= 0.5
     assert cfg.error_rate < cfg.warn_rate < 15.0
 
