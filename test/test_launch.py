@@ -15,7 +15,8 @@ from sentryfuse_ros.apps import graph
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch' / 'perception.launch.py'
 ARGUMENTS = {'use_sim', 'params_file', 'camera_topic', 'lidar_topic', 'audio_topic', 'model_path',
-             'device', 'precision', 'backend', 'onnx_dir', 'compute_budget_override', 'autostart'}
+             'device', 'precision', 'backend', 'onnx_dir', 'compute_budget_override', 'dds_profile',
+             'autostart'}
 
 
 def tree():
@@ -138,3 +139,53 @@ def test_generate_launch_description_with_launch_ros():
     from sentryfuse_ros.core.runtime.params import launch_arguments
     declared = json.loads(out.stdout.split('arguments ', 1)[1])
     assert {k: declared[k] for k in launch_arguments()} == {k: v[0] for k, v in launch_arguments().items()}
+
+
+DDS_ENVIRONMENT = """
+import ast, importlib.util, os, sys
+from launch import LaunchContext
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+spec = importlib.util.spec_from_file_location('perception_launch', sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+context = LaunchContext()
+if len(sys.argv) > 2:
+    context.launch_configurations['dds_profile'] = sys.argv[2]
+for entity in module.generate_launch_description().entities:  # arguments, then the profile
+    if isinstance(entity, (DeclareLaunchArgument, OpaqueFunction)):
+        for action in entity.execute(context) or []:
+            action.execute(context)
+print({name: os.environ.get(name) for name in module.DDS_PROFILE_VARIABLES})
+"""
+FASTDDS, FASTRTPS = 'FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'
+
+
+def dds_environment(*argument, **env):
+    """The Fast DDS profile variables after the launch file's actions ran with the real launch."""
+    import subprocess
+    import sys
+
+    from conftest import domain_for
+    from ros2_cli import ros2_environment
+    base = {k: v for k, v in ros2_environment(domain_for(18)).items()
+            if k not in (FASTDDS, FASTRTPS, 'ROS_DISTRO')}
+    out = subprocess.run([sys.executable, '-c', DDS_ENVIRONMENT, str(LAUNCH), *argument],
+                         env=dict(base, **env), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_launch_sets_the_shipped_dds_profile_by_default():
+    """Default: the installed config/fastdds_large_messages.xml (the variable Fast DDS 3 reads; the
+    legacy one too where ROS_DISTRO has Fast DDS 2); replaced or disabled by dds_profile:=...;
+    a profile the user exported is kept."""
+    env = dds_environment()
+    assert env[FASTRTPS] is None
+    installed = pathlib.Path(env[FASTDDS])
+    assert installed.parts[-4:] == ('share', 'sentryfuse_ros', 'config', 'fastdds_large_messages.xml')
+    assert installed.read_bytes() == (ROOT / 'config' / 'fastdds_large_messages.xml').read_bytes()
+    assert dds_environment(ROS_DISTRO='humble') == {FASTDDS: str(installed), FASTRTPS: str(installed)}
+    assert dds_environment('/robot/dds.xml') == {FASTDDS: '/robot/dds.xml', FASTRTPS: None}
+    assert dds_environment('') == {FASTDDS: None, FASTRTPS: None}
+    assert dds_environment(**{FASTDDS: '/mine.xml'}) == {FASTDDS: '/mine.xml', FASTRTPS: None}

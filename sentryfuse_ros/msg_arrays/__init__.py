@@ -15,8 +15,8 @@ expected.
 
 Modules: ``image`` (Image, CompressedImage), ``cloud`` (PointCloud2, LaserScan), ``audio``
 (AudioFrame, AudioDataStamped), ``inference`` (inference record <-> Prediction + InferenceLatency),
-``_buffers`` (buffer views, stamps, headers). Everything public is
-re-exported here, so callers write ``msg_arrays.image_to_rgb(msg)``.
+``vision`` (vision_msgs Classification, LabelInfo), ``_buffers`` (buffer views, stamps, headers).
+Everything public is re-exported here, so callers write ``msg_arrays.image_to_rgb(msg)``.
 """
 from sentryfuse_ros.core.data.resample import resample  # noqa: F401  (part of this package's API)
 from sentryfuse_ros.msg_arrays._buffers import (  # noqa: F401
@@ -31,3 +31,6 @@ from sentryfuse_ros.msg_arrays.image import (  # noqa: F401
     array_to_compressed_image, array_to_image, compressed_image_to_array, image_to_array, image_to_rgb)
 from sentryfuse_ros.msg_arrays.inference import (  # noqa: F401
     RecordPairer, latency_msg, prediction_msg, record_from_messages)
+from sentryfuse_ros.msg_arrays.vision import (  # noqa: F401
+    class_names_to_label_info, classification_to_probabilities, label_info_to_class_names,
+    probabilities_to_classification)
