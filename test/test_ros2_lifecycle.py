@@ -7,8 +7,11 @@
 
 checked from other processes with `ros2 lifecycle get`, `ros2 topic echo /sentryfuse/prediction`
 (predictions only while active) and `ros2 topic echo /diagnostics` (the reason of the failed
-configure; the forward-pass counter unchanged over a 2 s inactive window). One launch serves the
-module (start-up and prebuild cost ~10-20 s here); the tests run in file order.
+configure; the forward-pass counter unchanged over a 2 s inactive window); while active, the
+vision_msgs outputs: `ros2 topic echo /sentryfuse/classification` (hypotheses whose best class is
+the Prediction's) and `ros2 topic echo --qos-durability transient_local /sentryfuse/label_info`
+started long after configure published the map. One launch serves the module (start-up and prebuild
+cost ~10-20 s here); the tests run in file order.
 """
 import pathlib
 import re
@@ -25,6 +28,8 @@ pytestmark = pytest.mark.slow  # the real ros2 launch/lifecycle/param/topic CLI 
 
 PREDICTION = 'sentryfuse_ros/msg/Prediction'
 DIAGNOSTICS = 'diagnostic_msgs/msg/DiagnosticArray'
+CLASSIFICATION = 'vision_msgs/msg/Classification'
+LABEL_INFO = 'vision_msgs/msg/LabelInfo'
 DISCOVERY = ('--no-daemon', '--spin-time', '3')   # a --no-daemon verb spins this long for discovery
 WAIT_NODE = ('--no-daemon', '--timeout', '10')     # `ros2 param` waits this long for the node
 GRAPH_TIMEOUT = 60.0      # [s] bound on discovery / a transition taking effect on 2 loaded cores
@@ -209,6 +214,58 @@ def test_predictions_only_while_active_and_no_forward_pass_while_inactive(env, l
     resumed = wait_status(diagnostics, t_on, 'sentryfuse: perception', lambda s: in_state('active')(s) and int(
         s['values']['forward_passes']) > int(after['values']['forward_passes']))
     assert int(resumed['values']['inferences']) > int(after['values']['inferences']), resumed
+
+
+def echoed(proc: Process) -> List[dict]:
+    """The messages `ros2 topic echo` printed (YAML documents separated by '---')."""
+    return [yaml.safe_load(doc) for doc in proc.text.split('\n---') if doc.strip() and doc.strip() != '---']
+
+
+def stamp_key(msg: dict) -> Tuple[int, int]:
+    return msg['header']['stamp']['sec'], msg['header']['stamp']['nanosec']
+
+
+def model_classes(launch: Process) -> List[str]:
+    """The class names perception logged at configure ("model ...: classes [...]")."""
+    return yaml.safe_load(launch.wait_for(r'\[perception\]: model .*: classes (\[[^]]*\])', 10).group(1))
+
+
+def test_label_info_is_latched_for_a_late_subscriber(env, launch):
+    """configure published the map long before this subscriber exists: transient local delivers it."""
+    out = ros2(env, 'topic', 'echo', '--qos-durability', 'transient_local', '--qos-reliability', 'reliable',
+               '/sentryfuse/label_info', LABEL_INFO, '--once', '--no-daemon', '--full-length', timeout=60).stdout
+    info = yaml.safe_load(out.split('\n---')[0])
+    names = model_classes(launch)
+    assert [(c['class_id'], c['class_name']) for c in info['class_map']] == list(enumerate(names)), out
+    assert info['threshold'] == 0.0 and info['header']['stamp']['sec'] > 0, out
+
+
+def test_classification_hypotheses_are_the_predictions_scores(env, launch):
+    """Every Classification pairs with the Prediction of its header stamp: one hypothesis per class in
+    class-index order, class_id = the name, scores = the probabilities, the best one = the label."""
+    names = model_classes(launch)
+    echoes = {topic: Process(['ros2', 'topic', 'echo', topic, kind, '--no-daemon', '--full-length'], env)
+              for topic, kind in (('/sentryfuse/classification', CLASSIFICATION),
+                                  ('/sentryfuse/prediction', PREDICTION))}
+    try:
+        deadline = time.monotonic() + GRAPH_TIMEOUT
+        while time.monotonic() < deadline and min(p.text.count('\n---') for p in echoes.values()) < 12:
+            time.sleep(0.2)
+    finally:
+        for proc in echoes.values():
+            proc.stop(timeout=10)
+    classifications = {stamp_key(m): m for m in echoed(echoes['/sentryfuse/classification'])}
+    predictions = {stamp_key(m): m for m in echoed(echoes['/sentryfuse/prediction'])}
+    paired = sorted(set(classifications) & set(predictions))
+    assert len(paired) >= 5, (len(classifications), len(predictions))
+    for key in paired:
+        cls, pred = classifications[key], predictions[key]
+        assert cls['header'] == pred['header']  # the stamp of the newest sample used, and frame_id
+        assert [h['class_id'] for h in cls['results']] == names
+        scores = [h['score'] for h in cls['results']]
+        assert all(0.0 <= x <= 1.0 for x in scores) and sum(scores) == pytest.approx(1.0, abs=1e-4)
+        assert scores == pytest.approx(list(pred['scores']), abs=1e-6)
+        assert names[scores.index(max(scores))] == pred['label'] == names[pred['class_id']]
 
 
 def test_deactivate_and_cleanup_release_the_model(env, launch, predictions, diagnostics):

@@ -60,6 +60,13 @@ def latest_only(profile: QoSProfile) -> QoSProfile:
                       durability=profile.durability)
 
 
+def latched() -> QoSProfile:
+    """Reliable, transient local, keep last 1: a late subscriber that asks for transient local gets the
+    one message published (a map such as LabelInfo, published once per model)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
 def check_qos_name(name: Any, key: str = 'qos') -> None:
     if name not in QOS_NAMES:
         raise ConfigError(f'{key}={name!r}: expected one of {list(QOS_NAMES)}')

@@ -1,17 +1,18 @@
 """perception: SentryGate-pruned, SentryAttend inference over whatever sensors are live.
 
-A lifecycle (managed) node. configure loads and checks the checkpoint, chooses the runtime and
-builds the sub-networks; activate subscribes to camera (Image | CompressedImage), lidar
+A lifecycle (managed) node. configure loads and checks the checkpoint, chooses the runtime, builds
+the sub-networks and publishes the class map (vision_msgs/LabelInfo, transient local) on
+/sentryfuse/label_info; activate subscribes to camera (Image | CompressedImage), lidar
 (PointCloud2 | LaserScan), audio (AudioFrame | AudioDataStamped) and /sentryfuse/health and starts
 inferring: it keeps the newest sample per modality (never waits for all sensors) and at `rate` (or
 on each camera frame) runs the sub-network for the current (live set, compute budget) zero-shot,
-publishing Prediction on /sentryfuse/prediction and InferenceLatency on /sentryfuse/latency;
-deactivate drops the subscriptions and the timer (no forward pass, no conversion while inactive);
-cleanup releases the model. /diagnostics is published in every state. With `autostart` (default)
-the node configures and activates itself at construction, so `ros2 run`, `ros2 launch` and the
-in-process graph of apps/graph.py behave as a plain node; `autostart:=false` leaves the transitions
-to `ros2 lifecycle set /perception ...` or a lifecycle manager. All logic is in
-sentryfuse_ros.core.runtime.engine; this node converts messages and publishes results.
+publishing Prediction (/sentryfuse/prediction), vision_msgs/Classification
+(/sentryfuse/classification) and InferenceLatency (/sentryfuse/latency); deactivate drops the
+subscriptions and the timer (no forward pass while inactive); cleanup releases the model.
+/diagnostics is published in every state. With `autostart` (default) the node configures and
+activates itself at construction, so `ros2 run`, `ros2 launch` and apps/graph.py's in-process graph
+start it as before; `autostart:=false` leaves the transitions to `ros2 lifecycle set /perception ...`
+or a lifecycle manager. All logic is in sentryfuse_ros.core.runtime.engine.
 """
 import dataclasses
 import math
@@ -20,12 +21,13 @@ import time
 from typing import Any, Dict, Mapping, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
+from vision_msgs.msg import Classification, LabelInfo
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from sentryfuse_ros import msg_arrays
 from sentryfuse_ros.core.pruning.budget import is_budget
 from sentryfuse_ros.core.runtime.engine import PerceptionEngine
-from sentryfuse_ros.core.errors import ConfigError
+from sentryfuse_ros.core.errors import ConfigError, ConversionError
 from sentryfuse_ros.core.runtime.choice import Capabilities
 from sentryfuse_ros.core.runtime.latency import LatencyStats
 from sentryfuse_ros.core.runtime.record import STAGES, InferenceRecord, build_record
@@ -35,7 +37,7 @@ from sentryfuse_ros.nodes import common
 from sentryfuse_ros.core.runtime import params
 from sentryfuse_ros.nodes.perception_params import (  # noqa: F401  (public here too)
     ERROR_HOLD_S, build_engine_config, check_values, default_model_path)
-from sentryfuse_ros.nodes.perception_model import load_model
+from sentryfuse_ros.nodes.perception_model import load_model, runtime_status
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
@@ -78,6 +80,8 @@ class Perception(LifecycleNode):
 
         self._pred_pub = self.create_publisher(Prediction, '/sentryfuse/prediction', 10)
         self._lat_pub = self.create_publisher(InferenceLatency, '/sentryfuse/latency', 10)
+        self._class_pub = self.create_publisher(Classification, '/sentryfuse/classification', 10)
+        self._label_pub = self.create_publisher(LabelInfo, '/sentryfuse/label_info', common.latched())
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._subs, self._health_sub, self._timer = [], None, None  # created by activate
         self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
@@ -108,6 +112,9 @@ class Perception(LifecycleNode):
             except ConfigError as exc:
                 self._type_errors.append(str(exc))
                 self.get_logger().error(str(exc))
+        # class id -> name, once per loaded model, for the late subscribers (transient local)
+        self._label_pub.publish(msg_arrays.class_names_to_label_info(
+            self.engine.class_names, stamp=self.get_clock().now().to_msg()))
         self._state = 'inactive'
         return SUCCESS
 
@@ -196,23 +203,6 @@ class Perception(LifecycleNode):
         return self._model_error
 
     # -- set-up --------------------------------------------------------------------------
-    def _runtime_status(self):
-        requested, running, refusal = self._runtime
-        if not requested and not self._model_error:  # unconfigured: configure chooses it
-            level, message = common.LEVEL_OK, f'{self._state}: none chosen yet (configure chooses it)'
-        elif not requested:  # invalid parameters never reached the runtime choice
-            level, message = common.LEVEL_ERROR, self._model_error
-        elif not running:
-            level, message = common.LEVEL_ERROR, f'refused, no inference: {refusal}'
-        elif refusal:
-            level, message = common.LEVEL_WARN, refusal
-        elif self.engine is None:
-            level, message = common.LEVEL_OK, f'{running} chosen; no model loaded ({self._state})'
-        else:
-            level, message = common.LEVEL_OK, f'running {running}'
-        return common.diagnostic_status('sentryfuse: perception runtime', level, message,
-                                        values={'requested': requested, 'running': running or 'none'})
-
     def _build_runtime(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
         check_values(values)
         return values
@@ -288,11 +278,23 @@ class Perception(LifecycleNode):
         record = build_record(result, t=now, origin_s=0.0, total_ms=0.0)
         pred = msg_arrays.prediction_msg(record)
         self._pred_pub.publish(pred)
+        self._publish_classification(record, pred.header)
         record = dataclasses.replace(record, total_ms=(time.perf_counter() - t0) * 1e3 + push_ms)
         self._lat_pub.publish(msg_arrays.latency_msg(record, header=pred.header))
         self._stats.add(**{k: getattr(record, k) for k in STAGES})
         self._last = record
         self._count += 1
+
+    def _publish_classification(self, record: InferenceRecord, header) -> None:
+        """vision_msgs/Classification of the inference: one hypothesis per class (class_id = its name,
+        score = its probability) under the Prediction's header (the stamp of the newest sample used)."""
+        try:
+            msg = msg_arrays.probabilities_to_classification(
+                record.scores, self.engine.class_names, stamp=header.stamp, frame_id=header.frame_id)
+        except ConversionError as exc:  # scores the engine checked finite; counted should one be out of [0, 1]
+            self.engine.record_error('inference', exc)
+            return
+        self._class_pub.publish(msg)
 
     def _note_errors(self, now: float) -> None:
         """Remember when each error count last grew (statuses clear ERROR_HOLD_S after that)."""
@@ -325,7 +327,7 @@ class Perception(LifecycleNode):
             statuses = [self._unconfigured_status()]
         else:
             statuses = self._engine_statuses(now)
-        statuses.append(self._runtime_status())
+        statuses.append(runtime_status(self._runtime, self._model_error, self._state, self.engine is not None))
         errors = self._param_errors + self._type_errors
         statuses.append(common.diagnostic_status(
             'sentryfuse: perception parameters', common.LEVEL_ERROR if errors else common.LEVEL_OK,

@@ -1,5 +1,6 @@
 """The perception node's configure step: the runtime chosen, the checkpoint (or ONNX export) loaded
-and checked, the sub-networks built. Everything but the node itself: a logger is passed in."""
+and checked, the sub-networks built, and the runtime's status. Everything but the node itself: a
+logger is passed in."""
 import dataclasses
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
@@ -8,6 +9,7 @@ from sentryfuse_ros.core.errors import ExportError, RuntimeChoiceError, SentryFu
 from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, resolve_choice
 from sentryfuse_ros.core.runtime.engine import PerceptionEngine
 from sentryfuse_ros.msg_arrays.modality_inputs import audio_converter, lidar_converter
+from sentryfuse_ros.nodes import common
 from sentryfuse_ros.nodes.perception_params import build_engine_config, default_model_path
 
 
@@ -93,3 +95,22 @@ def _onnx_runners(values: Mapping[str, Any], choice, capabilities):
         raise ExportError("backend='onnxruntime' needs onnx_dir (the folder of `sentryfuse export`)")
     threads = int(values['torch_threads']) or 1
     return OnnxRunners(values['onnx_dir'], choice, capabilities, threads=threads)
+
+
+def runtime_status(runtime: Tuple[str, str, str], model_error: str, state: str, loaded: bool):
+    """The 'sentryfuse: perception runtime' DiagnosticStatus of (requested, running, refusal)."""
+    requested, running, refusal = runtime
+    if not requested and not model_error:  # unconfigured: configure chooses it
+        level, message = common.LEVEL_OK, f'{state}: none chosen yet (configure chooses it)'
+    elif not requested:  # invalid parameters never reached the runtime choice
+        level, message = common.LEVEL_ERROR, model_error
+    elif not running:
+        level, message = common.LEVEL_ERROR, f'refused, no inference: {refusal}'
+    elif refusal:
+        level, message = common.LEVEL_WARN, refusal
+    elif not loaded:
+        level, message = common.LEVEL_OK, f'{running} chosen; no model loaded ({state})'
+    else:
+        level, message = common.LEVEL_OK, f'running {running}'
+    return common.diagnostic_status('sentryfuse: perception runtime', level, message,
+                                    values={'requested': requested, 'running': running or 'none'})
