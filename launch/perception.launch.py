@@ -4,10 +4,12 @@
     ros2 launch sentryfuse_ros perception.launch.py camera_topic:=/front/image_raw device:=cuda
     ros2 launch sentryfuse_ros perception.launch.py device:=cuda backend:=onnxruntime onnx_dir:=/path/export
 
-perception is a lifecycle node (launch_ros LifecycleNode): with autostart:=true (default) it
-configures and activates itself as it starts, as under `ros2 run` and `sentryfuse run`;
-autostart:=false leaves it unconfigured for `ros2 lifecycle set /perception configure|activate`
-or a lifecycle manager (launch's OnStateTransition / ChangeState events work on it either way).
+perception is a lifecycle node: with autostart:=true (default) it configures and activates itself
+as it starts, as under `ros2 run` and `sentryfuse run`; autostart:=false leaves it unconfigured for
+`ros2 lifecycle set /perception configure|activate` or a lifecycle manager. It is started as a plain
+launch_ros Node: a LifecycleNode action gives the launch process a DDS participant of its own, and
+with it (and the large-message profile) the nodes' SIGINT shutdown overran launch's 5 s here; own
+launch files that want OnStateTransition events can use LifecycleNode(..., namespace='').
 
 Each node reads its own section (by node name) of `params_file`. Topic arguments remap the
 default topic names of every node. Plain launch_ros, works on Humble and newer. Where
@@ -22,7 +24,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
-from launch_ros.actions import LifecycleNode, Node
+from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 from sentryfuse_ros.core.runtime.params import LAUNCH_PERCEPTION, launch_arguments
@@ -71,10 +73,10 @@ def generate_launch_description() -> LaunchDescription:
         Node(package=PACKAGE, executable='health_monitor', name='health_monitor',
              output='screen', remappings=remappings,
              parameters=[arg('params_file'), use_sim_time, budget]),
-        LifecycleNode(package=PACKAGE, executable='perception', name='perception', namespace='',
-                      output='screen', remappings=remappings,
-                      parameters=[arg('params_file'), use_sim_time, autostart, {
-                          name: ParameterValue(arg(name), value_type=str) for name in LAUNCH_PERCEPTION}]),
+        Node(package=PACKAGE, executable='perception', name='perception',
+             output='screen', remappings=remappings,
+             parameters=[arg('params_file'), use_sim_time, autostart, {
+                 name: ParameterValue(arg(name), value_type=str) for name in LAUNCH_PERCEPTION}]),
         Node(package=PACKAGE, executable='sensor_sim', name='sensor_sim',
              output='screen', remappings=remappings,
              parameters=[arg('params_file'), use_sim_time],
