@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from conftest import domain_for
-from ros2_cli import ROOT, Process, ros2, ros2_environment, stop_daemon
+from ros2_cli import ROOT, Process, ros2, ros2_session
 
 pytestmark = pytest.mark.slow  # the real ros2 launch/lifecycle/param/topic CLI against node processes
 
@@ -40,9 +40,8 @@ GOOD_MODEL = ROOT / 'models' / 'sentryfuse_sim.pt'
 
 @pytest.fixture(scope='module')
 def env():
-    environment = ros2_environment(domain_for(16))
-    yield environment
-    stop_daemon(environment)
+    with ros2_session(domain_for(16)) as environment:
+        yield environment
 
 
 @pytest.fixture(scope='module')
