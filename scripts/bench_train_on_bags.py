@@ -136,9 +136,9 @@ def main(argv=None) -> int:
             out = pathlib.Path(args.out).with_suffix('') / f'{kind}_seed{seed}.pt'
             if kind == 'bags':
                 source = BagBatches(ds, cfg.model.modalities, [], batch_size=cfg.train.batch_size, seed=seed)
-                result = train(run_cfg, out, progress=False, source=source, log=lambda s: None)
+                result = train(run_cfg, out, progress=False, data=source, log=lambda s: None)
             else:
-                result = train(run_cfg, out, progress=False, datasets=(memory_train, memory_test),
+                result = train(run_cfg, out, progress=False, data=(memory_train, memory_test),
                                log=lambda s: None)
             row = {'trained_on': kind, 'seed': seed, 'train_s': round(time.perf_counter() - t1, 1),
                    'replay_heldout': round(replay_accuracy(result, args.heldout), 4),

@@ -16,7 +16,7 @@ T0=$(date +%s)
 echo "grid: $N shards, limit ${LIMIT_S}s each, data $DATA_DIR, work $WORK, $(getconf _NPROCESSORS_ONLN) cores, $("$PY" -c 'import torch,sys; print("python", sys.version.split()[0], "torch", torch.__version__)')"
 # render the synthetic datasets once (one process per dataset), so the shards only read the cache
 # (a dataset outside the grid, e.g. sim10_hard with --quick, just logs "no grid model matches")
-for ds in sim6 sim10_hard; do
+for ds in sim6 sim6_solo sim10_hard; do
   timeout 120 "${BENCH[@]}" --out "$WORK/prep.json" --prepare-data --models "$ds/*" \
     > "$WORK/shards/prepare_$ds.log" 2>&1 &
 done

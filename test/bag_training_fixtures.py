@@ -86,7 +86,7 @@ def ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
         source = Recording(BagDataset(data), cfg.model.modalities, ['bag2'], batch_size=8, seed=0,
                            rank=rank, world_size=world)
         result = train(cfg, pathlib.Path(out) / f'model{world}.pt', progress=False, log=lambda s: None,
-                       source=source, dist=ctx)
+                       data=source, dist=ctx)
     finally:
         distributed.shutdown()
     torch.save({'model': result.model.state_dict(), 'teacher': result.teacher.state_dict(),

@@ -97,9 +97,10 @@ def run(args) -> int:
     words += ['--data-root', args.data_root] * bool(args.data_root)
     result = run_bench(cfg, out, cache_dir=cache, device=args.device, resume=args.resume,
                        command=' '.join(shlex.quote(w) for w in words), shard=shard, models=args.models)
-    from sentryfuse_ros.core.bench.stats import PROTOCOLS, headline_line
-    for proto in PROTOCOLS:  # one headline per protocol (issue 10)
-        print(headline_line(result['records'], proto))
+    from sentryfuse_ros.core.bench.readings import headline_line
+    from sentryfuse_ros.core.bench.spec import PROTOCOL_NAMES
+    for proto in PROTOCOL_NAMES:  # one line per protocol, against the baseline the config fixed in advance
+        print(headline_line(result['records'], proto, cfg.headline[proto], smoke=args.quick))
     return 0
 
 

@@ -24,8 +24,9 @@ def register(subparsers) -> None:
     parser.add_argument('--backend', default='torch', choices=['torch', 'onnxruntime'],
                         help='runtime of the sub-networks (default torch); with onnxruntime or --precision other '
                              'than fp32, reports accuracy per subset x budget against eager torch fp32')
-    parser.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'],
-                        help='fp32 (default), bf16 (CPU with native bf16, or CUDA), fp16 (CUDA)')
+    parser.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16', 'int8'],
+                        help='fp32 (default), bf16 (CPU with native bf16, or CUDA), fp16 (CUDA), int8 (--backend '
+                             'onnxruntime with --onnx-dir of `sentryfuse export --precision int8`)')
     parser.add_argument('--onnx-dir', default=None, help='export folder of `sentryfuse export` (--backend onnxruntime)')
     parser.set_defaults(func=run)
 

@@ -94,7 +94,7 @@ def train_on_dataset(args, cfg, command: str) -> int:
         if world > 1:
             command = f'torchrun --nproc_per_node {world} -m sentryfuse_ros.cli ' + command.split(' ', 1)[1]
         train(cfg, args.out, resume=args.resume, command=command, progress=not args.no_progress, device=device,
-              source=source, dist=dist)
+              data=source, dist=dist)
     finally:
         distributed.shutdown()
     return 0

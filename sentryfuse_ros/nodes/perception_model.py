@@ -94,7 +94,8 @@ def _onnx_runners(values: Mapping[str, Any], choice, capabilities):
     if not values['onnx_dir']:
         raise ExportError("backend='onnxruntime' needs onnx_dir (the folder of `sentryfuse export`)")
     threads = int(values['torch_threads']) or 1
-    return OnnxRunners(values['onnx_dir'], choice, capabilities, threads=threads)
+    return OnnxRunners(values['onnx_dir'], choice, capabilities, threads=threads,
+                       max_cache_mb=float(values['max_cache_mb']))
 
 
 def runtime_status(runtime: Tuple[str, str, str], model_error: str, state: str, loaded: bool):

@@ -1,7 +1,8 @@
 """perception's runtime parameters over real DDS: device=cuda without CUDA and bf16 on a CPU without
 native bf16 leave the node up (CPU fp32 with a WARN status, or no inference with an ERROR status),
-the perception executable started with device:=cuda stays up (it used to die), and
-backend=onnxruntime predicts from the sessions of an export."""
+the perception executable started with device:=cuda stays up (it used to die),
+backend=onnxruntime predicts from the sessions of an export, and precision=int8 with it switches
+between the int8 sessions as the health budget changes."""
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from sentryfuse_ros import msg_arrays  # noqa: E402
 from sentryfuse_ros.core.runtime.choice import Capabilities  # noqa: E402
-from sentryfuse_ros.msg import Prediction  # noqa: E402
+from sentryfuse_ros.msg import ModalityHealth, Prediction  # noqa: E402
 from sentryfuse_ros.nodes.perception import Perception  # noqa: E402
 from ros_helpers import spin_until  # noqa: E402
 
@@ -148,6 +149,36 @@ def test_backend_onnxruntime_predicts_from_the_export(make, checkpoint, tmp_path
     pred = h.predictions[-1]
     assert list(pred.modalities_used) == ['camera'] and pred.subnetwork == 'camera@1.00'
     assert h.perception.engine.runners.stats['builds'] == 14   # every session prebuilt
+
+
+def test_backend_onnxruntime_int8_switches_levels_when_the_budget_changes(make, checkpoint, tmp_path_factory):
+    pytest.importorskip('onnxruntime')
+    from onnx_export import int8_export_dir
+    folder = int8_export_dir(tmp_path_factory, checkpoint)
+    h = make(backend='onnxruntime', precision='int8', onnx_dir=str(folder), budget_levels=[1.0, 0.5])
+    budget = [1.0]
+    pub = h.node.create_publisher(ModalityHealth, '/sentryfuse/health', 10)
+    h.node.create_timer(0.1, lambda: pub.publish(ModalityHealth(
+        modalities=['camera', 'lidar', 'audio'], live=[True, False, False], compute_budget=budget[0])))
+    h.spin_until(lambda: h.predictions and h.predictions[-1].subnetwork == 'camera@1.00'
+                 and h.status(RUNTIME) is not None, 15.0, 'int8 predictions at budget 1.0')
+    assert h.status(RUNTIME).message == 'running onnxruntime cpu int8'
+    assert h.perception.engine.runners.manifest.precision == 'int8'
+    for b, key in ((0.5, 'camera@0.50'), (1.0, 'camera@1.00'), (0.6, 'camera@0.50')):
+        budget[0] = b
+        h.spin_until(lambda: h.predictions[-1].subnetwork == key, 5.0, f'the int8 session {key} at budget {b}')
+        assert h.predictions[-1].compute_budget == pytest.approx(float(key[-4:]))
+        assert np.isfinite(h.predictions[-1].scores).all()
+    stats = h.perception.engine.runners.stats
+    assert stats['builds'] == 4 and stats['evictions'] == 0 and stats['hits'] > 3   # prebuilt: switches are hits
+
+
+def test_int8_with_backend_torch_falls_back_to_torch_fp32_naming_int8(make, checkpoint):
+    h = make(model_path=str(checkpoint), precision='int8')
+    h.spin_until(lambda: len(h.predictions) >= 1 and h.status(RUNTIME) is not None, 15.0, 'fp32 predictions')
+    assert h.status(RUNTIME).level == bytes([1])
+    assert h.status(RUNTIME).message.startswith("precision='int8' with backend='torch': int8 sub-networks are")
+    assert values(h.status(RUNTIME)) == {'requested': 'torch cpu int8', 'running': 'torch cpu fp32'}
 
 
 def test_backend_onnxruntime_without_onnx_dir_is_an_error(make):

@@ -10,16 +10,21 @@ MACs, not a compute budget: see ``core/pruning/budget.py``) is sliced out of the
 held-out test split restricted to the live modalities.
 
 Protocol P2 (criterion): every method prunes the ``sentryfuse`` checkpoint. Protocol P1 (system, the
-paper's reading): SentryGate on ``sentryfuse`` vs every zero-shot baseline on a conventional model.
+paper's reading): SentryGate on ``sentryfuse`` vs every zero-shot baseline on a conventional model. In both
+a baseline's mask is re-solved per live set (costs of absent blocks 0). Protocol P0 (deployed static,
+``core/bench/deployed.py``): each baseline prunes a conventional model once with every sensor; that one model
+runs on every live set, against SentryGate re-pruned per live set at the static model's realised FLOPs.
 
 Every cell is one JSON record ``{model, backbone, dataset, condition, ratio, method, seed, accuracy,
-gflops, params, latency_ms, peak_mem_mb, score_ms, n_test, n_classes}``; the output file is
-``{"meta": {...}, "records": [...]}``, rewritten atomically after every job, and ``resume`` skips the
+gflops, params, latency_ms, peak_mem_mb, score_ms, n_test, n_classes, protocol, calibration, tuning_data, mask,
+calib_samples}`` (labels: ``core/bench/methods.py``; P0's SentryGate records add matched_to, target_gflops);
+the output file is ``{"meta": {...}, "records": [...]}``, rewritten atomically after every job, and ``resume`` skips the
 cells already in it.
 
 Methods (see ``core/pruning/baselines.py`` and ``masktune.py`` for what each criterion computes):
     random, magnitude_l1, magnitude_l2, taylor, fisher, kwon   zero-shot baselines (static scores)
-    kwon_tuned      kwon + Kwon et al.'s layer-wise least-squares mask tuning (tune_samples samples)
+    kwon_tuned      kwon + Kwon et al.'s layer-wise least-squares mask tuning (kwon_samples samples)
+    flap            An et al. 2024 fluctuation metric + bias compensation (flap_samples samples)
     taylor_recal    Taylor saliency re-measured on the live condition's calibration data (oracle)
     sentrygate      SentryGate.scores(live) of the checkpoint (sentryfuse model only)
     gate_uncond     ablation: the all-modality gate row used for every condition
@@ -43,23 +48,22 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from sentryfuse_ros.core.pruning import baselines as bl
 from sentryfuse_ros.core.training import train as tr
 from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
 from sentryfuse_ros.core.config import to_dict
 from sentryfuse_ros.core.training.curriculum import CurriculumConfig
 from sentryfuse_ros.core.data.datasets import MultimodalTensors, SyntheticDataset
 from sentryfuse_ros.core.errors import ConfigError, DataError
-from sentryfuse_ros.core.model.flops import count_params, measure_latency_ms, peak_memory_mb
-from sentryfuse_ros.core.pruning.masktune import tuned_model
-from sentryfuse_ros.core.pruning.prune import select_units, slice_model, total_macs, unit_costs
 from sentryfuse_ros.core.data.scenes import SCENE_PRESETS, SceneConfig
 from sentryfuse_ros.core.bench.spec import (  # noqa: F401  (re-exported: the grid's public names)
     BASELINES, CONVENTIONAL_METHODS, DATASETS, DENSE_METHODS, GATE_METHODS, METHODS, MODELS, ORACLES, RECORD_KEYS,
-    VARIANT_OF, BenchConfig,
+    P0_METHODS, VARIANT_OF, BenchConfig,
     _cells, condition_name, conditions_for, load_bench_config, model_jobs, model_name)
 from sentryfuse_ros.core.bench.results import (  # noqa: F401
     cell_key, merge_results, parse_shard, read_results, select_jobs, write_results)
+from sentryfuse_ros.core.bench.methods import (  # noqa: F401
+    MethodScorer, calibration_sets, evaluate_cell, method_labels)
+from sentryfuse_ros.core.bench.deployed import run_p0
 
 
 # bumped when training code changes what a config trains, so cached checkpoints are not reused across it
@@ -134,122 +138,13 @@ def trained_checkpoint(cfg: BenchConfig, backbone: str, dataset: str, seed: int,
     start = time.perf_counter()
     log(f'training {path.name} ({tcfg.train.steps} steps, {len(data["train"])} samples)')
     kwargs = {'progress': False, 'log': lambda s: None, 'command': f'sentryfuse bench ({variant})'}
-    tr.train(tcfg, path, datasets=(data['train'], data['val']), **kwargs)
+    tr.train(tcfg, path, data=(data['train'], data['val']), **kwargs)
     return path, time.perf_counter() - start
 
 
 def _on(data: MultimodalTensors, device: torch.device) -> MultimodalTensors:
     return MultimodalTensors({m: x.to(device) for m, x in data.inputs.items()}, data.labels.to(device),
                              data.class_names)
-
-
-def calibration_batches(data: MultimodalTensors, cfg: BenchConfig) -> List[Tuple[Dict[str, torch.Tensor], torch.Tensor]]:
-    """The first calib_batches x calib_batch_size samples of a fixed permutation of the training split."""
-    n = min(len(data), cfg.calib_batches * cfg.calib_batch_size)
-    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.data_seed))[:n]
-    sub = data.select(perm)
-    b = cfg.calib_batch_size
-    return [({m: x[i:i + b] for m, x in sub.inputs.items()}, sub.labels[i:i + b]) for i in range(0, n, b)]
-
-
-def tuning_batches(data: MultimodalTensors, cfg: BenchConfig) -> List[Tuple[Dict[str, torch.Tensor], torch.Tensor]]:
-    """kwon_tuned's calibration set: the first tune_samples of the same permutation, in batches of 128."""
-    n = min(len(data), cfg.tune_samples)
-    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.data_seed))[:n]
-    sub = data.select(perm)
-    return [({m: x[i:i + 128] for m, x in sub.inputs.items()}, sub.labels[i:i + 128]) for i in range(0, n, 128)]
-
-
-class MethodScorer:
-    """Unit choices of every method for one trained model (static scores computed once, lazily).
-
-    Args:
-        model, gate: the main checkpoint.
-        calib: calibration batches (all modalities).
-        seed: the random baseline's seed.
-        variants: {'noalign': (model, gate), 'nocurr': (model, gate)} where trained.
-    """
-
-    def __init__(self, model, gate, calib, seed: int, variants: Dict[str, Tuple[Any, Any]], tune=None):
-        self.model, self.gate, self.calib, self.seed, self.variants = model, gate, calib, seed, variants
-        self.tune = calib if tune is None else tune  # kwon_tuned's least-squares calibration batches
-        self._static: Dict[str, Any] = {}
-        self.static_ms: Dict[str, float] = {}
-        self._tuned: Dict[Tuple[Tuple[str, ...], float], Any] = {}
-
-    def _cached(self, key: str, fn: Callable[[], Any]) -> Any:
-        if key not in self._static:
-            start = time.perf_counter()
-            self._static[key] = fn()
-            self.static_ms[key] = (time.perf_counter() - start) * 1e3
-        return self._static[key]
-
-    def model_for(self, method: str, live: Tuple[str, ...] = (), keep_fraction: float = 1.0):
-        """The model a method's masks slice: kwon_tuned's tuned copy for (live, keep_fraction) after ``masks``."""
-        if method == 'kwon_tuned':
-            return self._tuned[(tuple(live), round(float(keep_fraction), 6))]
-        return self._base(method)
-
-    def _base(self, method: str):
-        variant = VARIANT_OF.get(method)
-        return self.model if variant is None else self.variants[variant][0]
-
-    def masks(self, method: str, live: Tuple[str, ...], keep_fraction: float):
-        """(masks, score_ms) keeping ``keep_fraction`` of the prunable MACs (1 - ratio); score_ms is the
-        per-condition scoring time (static scores: 0, see static_ms)."""
-        m = self._base(method)
-        costs = unit_costs(m, live)
-        start = time.perf_counter()
-        if method == 'random':
-            scores = self._cached('random', lambda: bl.random_scores(m, self.seed))
-        elif method in ('magnitude_l1', 'magnitude_l2'):
-            p = 1 if method.endswith('l1') else 2
-            scores = self._cached(method, lambda: bl.magnitude_scores(m, p=p))
-        elif method in ('taylor', 'fisher', 'kwon'):
-            grads = self._cached('grads', lambda: bl.calibration_grads(m, self.calib))
-            if method == 'kwon':
-                fisher = self._cached('fisher', lambda: bl.fisher_scores(grads))
-                return bl.kwon_rearrange(bl.kwon_mask_search(fisher, costs, keep_fraction), grads), 0.0
-            scores = self._cached(method, lambda: (bl.taylor_scores if method == 'taylor' else bl.fisher_scores)(grads))
-        elif method == 'kwon_tuned':
-            grads = self._cached('grads', lambda: bl.calibration_grads(m, self.calib))
-            fisher = self._cached('fisher', lambda: bl.fisher_scores(grads))
-            masks = bl.kwon_rearrange(bl.kwon_mask_search(fisher, costs, keep_fraction), grads)
-            tuned, _ = tuned_model(m, masks, self.tune, live)
-            self._tuned[(tuple(live), round(float(keep_fraction), 6))] = tuned
-            return masks, (time.perf_counter() - start) * 1e3
-        elif method == 'taylor_recal':
-            scores = self._cached(f'recal:{condition_name(live)}',
-                                  lambda: bl.taylor_scores(bl.calibration_grads(m, self.calib, live=live)))
-        elif method == 'sentrygate':
-            scores = self.gate.scores(live)
-        elif method == 'gate_uncond':
-            scores = self.gate.scores(self.model.modalities)
-        elif method == 'gate_noalign':
-            scores = self.variants['noalign'][1].scores(live)
-        else:
-            raise ConfigError(f'method={method!r}: expected one of {METHODS}')
-        score_ms = (time.perf_counter() - start) * 1e3 if method in ('taylor_recal', 'sentrygate',
-                                                                     'gate_uncond', 'gate_noalign') else 0.0
-        if method == 'taylor_recal':
-            score_ms = self.static_ms[f'recal:{condition_name(live)}']
-        return select_units(scores, costs, keep_fraction), score_ms
-
-
-def evaluate_cell(model, masks, test: MultimodalTensors, live: Tuple[str, ...], *, batch: int,
-                  latency_repeats: Optional[int]) -> Dict[str, Any]:
-    """Slice, then accuracy on ``test`` (already on the model's device), GFLOPs, params, latency, memory."""
-    sliced = model if masks is None else slice_model(model, masks)
-    sliced.eval()
-    acc = tr.accuracy(sliced, test, live, batch=batch)
-    out = {'accuracy': round(acc, 6), 'gflops': round(2.0 * total_macs(sliced, live) / 1e9, 6),
-           'params': int(count_params(sliced)), 'latency_ms': None, 'peak_mem_mb': None}
-    if latency_repeats:
-        device = next(sliced.parameters()).device
-        x = sliced.example_inputs(live, batch=1, device=device, generator=torch.Generator().manual_seed(0))
-        out['latency_ms'] = round(measure_latency_ms(sliced, x, repeats=latency_repeats, warmup=2), 4)
-        out['peak_mem_mb'] = round(peak_memory_mb(sliced, x), 4)
-    return out
 
 
 def prepare_data(cfg: BenchConfig, cache_dir, jobs: Sequence[Tuple[str, str, int]],
@@ -313,14 +208,14 @@ def _run_model(cfg: BenchConfig, dataset: str, backbone: str, seed: int, cache_d
     """Train (cached) and evaluate every missing cell of one grid job's models; returns the number of new cells."""
     data = load_data(cfg, dataset, cache_dir)
     info = meta['models'].setdefault(f'{dataset}/{backbone}/s{seed}', {})
-    calib = calibration_batches(data['train'], cfg)
-    tune = tuning_batches(data['train'], cfg)
+    sets = calibration_sets(data['train'], cfg)
     test = _on(data['test'], device)
     n_classes = len(data['train'].class_names)
-    new = 0
+    new, scorers = 0, {}
     for which in cfg.models:
         cells = [c for c in _cells(cfg, data['train'].modalities, seed, which)
-                 if (which, backbone, dataset, condition_name(c[0]), round(c[1], 4), c[2], seed) not in done]
+                 if cell_key({'model': which, 'backbone': backbone, 'dataset': dataset, 'seed': seed,
+                              'condition': condition_name(c[0]), 'ratio': c[1], 'method': c[2]}) not in done]
         if not cells:
             continue
         main = VARIANT_FOR_MODEL[which]
@@ -335,7 +230,8 @@ def _run_model(cfg: BenchConfig, dataset: str, backbone: str, seed: int, cache_d
             info[variant] = {'checkpoint': path.name, 'train_wall_time_s': training.get('train_wall_time_s'),
                              'val_accuracy': training.get('val_accuracy'), 'bench_train_s': round(wall, 1)}
         model, gate = models[main]
-        scorer = MethodScorer(model, gate, calib, seed, {k: v for k, v in models.items() if k != main}, tune=tune)
+        scorer = MethodScorer(model, gate, sets, seed, {k: v for k, v in models.items() if k != main})
+        scorers[which] = scorer
         start = time.perf_counter()
         for live, ratio, method in cells:
             keep = 1.0 - ratio  # keep_fraction of the prunable MACs
@@ -344,10 +240,18 @@ def _run_model(cfg: BenchConfig, dataset: str, backbone: str, seed: int, cache_d
                                    latency_repeats=cfg.latency_repeats if seed in cfg.latency_seeds else None)
             rec = {'model': which, 'backbone': backbone, 'dataset': dataset, 'condition': condition_name(live),
                    'ratio': ratio, 'method': method, 'seed': seed, **result, 'score_ms': round(score_ms, 3),
-                   'n_test': len(test), 'n_classes': n_classes}
+                   'n_test': len(test), 'n_classes': n_classes, 'protocol': 'P1P2', **method_labels(method, 'P1P2'),
+                   'calib_samples': scorer.samples_for(method)}
             records.append(rec)
             done.add(cell_key(rec))
         info.setdefault('static_score_ms', {})[which] = {k: round(v, 2) for k, v in scorer.static_ms.items()}
         info.setdefault('eval_s', {})[which] = round(time.perf_counter() - start, 1)
         new += len(cells)
+    if any(m in cfg.models for m in ('conventional', 'conventional_nocurr')):
+        start = time.perf_counter()
+        new += run_p0(cfg, (dataset, backbone, seed), data, test, sets, records, done,
+                      lambda variant: load_sentryfuse(trained_checkpoint(cfg, backbone, dataset, seed, variant, data,
+                                                                         cache_dir, log)[0], device=device)[:2],
+                      scorers={k: v for k, v in scorers.items() if k != 'sentryfuse'})
+        info.setdefault('eval_s', {})['P0'] = round(time.perf_counter() - start, 1)
     return new

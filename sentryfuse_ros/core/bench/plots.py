@@ -6,8 +6,8 @@ Definitions (all per "cell" = backbone x dataset x condition x ratio, accuracies
     headline           the mean relative gain over cells: all cells, cells with all modalities present,
                        and cells with at least one modality missing ("under modality dropout"); the
                        paper reports 12.7% overall and up to 18% under severe dropout.
-    win                SentryGate's mean accuracy >= the best baseline's (ties count as wins, and are
-                       counted separately too).
+    win                SentryGate's mean accuracy above the best baseline's; a tie (stats.TIE_TOLERANCE) is
+                       counted apart, never as a win.
 The oracle (taylor_recal) and the ablations are reported beside, never counted as baselines.
 """
 import collections
@@ -16,7 +16,8 @@ import pathlib
 import statistics
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from sentryfuse_ros.core.bench import stats
+from sentryfuse_ros.core.bench import report, stats
+from sentryfuse_ros.core.bench.readings import SMOKE_LABEL
 from sentryfuse_ros.core.bench.stats import full_condition
 from sentryfuse_ros.core.bench.spec import BASELINES, DENSE_METHODS, METHODS
 from sentryfuse_ros.core.errors import DataError
@@ -57,7 +58,7 @@ def compare(records: Sequence[Dict[str, Any]], method: str = 'sentrygate',
                      'missing': full[cell[1]].count('+') - cell[2].count('+'), 'acc': ours, 'std': per[method][1],
                      'best_baseline': best, 'best_acc': theirs, 'best_std': per[best][1],
                      'gain': (ours - theirs) / theirs if theirs > 0 else math.nan,
-                     'win': ours >= theirs, 'tie': ours == theirs})
+                     'win': stats.outcome(ours, theirs) == 'win', 'tie': stats.outcome(ours, theirs) == 'tie'})
     return rows
 
 
@@ -106,6 +107,7 @@ def plot_accuracy_vs_ratio(records: Sequence[Dict[str, Any]], out_dir: pathlib.P
     import matplotlib.pyplot as plt
 
     suffix = {'conventional': '@conv', 'conventional_nocurr': '@conv_nocurr'}
+    records = [r for r in records if r.get('protocol', 'P1P2') == 'P1P2']  # masks per live set (P1, P2)
     records = [r if r.get('model', 'sentryfuse') == 'sentryfuse' else {**r, 'method': r['method'] + suffix[r['model']]}
                for r in records if r.get('model', 'sentryfuse') == 'sentryfuse'
                or (r.get('model') == 'conventional' and r['method'] not in DENSE_METHODS)]
@@ -159,16 +161,21 @@ def render_markdown(data: Dict[str, Any], plots: Sequence[pathlib.Path], title: 
     all_records = data['records']
     if not all_records:
         raise DataError('bench results have no records: expected at least one cell')
-    records = [r for r in all_records if r.get('model', 'sentryfuse') == 'sentryfuse']  # protocol P2's model
+    records = [r for r in all_records if r.get('model', 'sentryfuse') == 'sentryfuse'
+               and r.get('protocol', 'P1P2') == 'P1P2']  # protocol P2's model and records
     meta = data.get('meta', {})
     rows = compare(records)
     head = headline(rows)
     lines = [f'## {title}', '']
+    if ' --quick' in str(meta.get('command', '')):
+        lines += [f'**{SMOKE_LABEL}.**', '']
     if meta:
         lines += [f'Run: `{meta.get("command", "")}` on {meta.get("machine", "?")} ({meta.get("cpu_count", "?")} cores, '
                   f'{meta.get("torch_threads", "?")} torch threads, device {meta.get("device", "?")}), '
                   f'torch {meta.get("torch", "?")}, {meta.get("date", "?")}; wall time '
                   f'{_fmt(meta.get("wall_time_s", math.nan), ".0f")} s. Source: `{source}`.', '']
+    headline_cfg = (meta.get('config') or {}).get('headline')
+    lines += report.headline_sections(all_records, headline_cfg) + report.decomposition_section(all_records, headline_cfg)
     lines += protocol_sections(all_records, before)
     lines += ['### P2, legacy view: SentryGate vs the best zero-shot baseline per cell, picked after the fact', '',
               '| cells | n | mean relative gain | median | wins (ties) | paper |', '|---|---|---|---|---|---|']
@@ -211,16 +218,7 @@ def render_markdown(data: Dict[str, Any], plots: Sequence[pathlib.Path], title: 
         lines.append(f'| {s["method"]} | {s["cells"]} | {_fmt(s["accuracy"])} | {_fmt(s["gflops"], ".4f")} | '
                      f'{_fmt(s["params"], ".0f")} | {_fmt(s["latency_ms"], ".2f")} | {_fmt(s["peak_mem_mb"], ".2f")} | '
                      f'{_fmt(s["score_ms"], ".1f")} |')
-    dense = collections.defaultdict(lambda: collections.defaultdict(list))
-    for r in records:
-        if r['method'] in DENSE_METHODS:
-            dense[(r['dataset'], r['backbone'], r['condition'])][r['method']].append(float(r['accuracy']))
-    if dense:
-        lines += ['', '### Dense models (no pruning): with and without the curriculum', '',
-                  '| dataset | backbone | condition | dense (curriculum) | dense_nocurr |', '|---|---|---|---|---|']
-        for (ds, bb, cond), per in sorted(dense.items()):
-            cells = [('%.3f +- %.3f' % _mean_std(per[m])) if per.get(m) else 'n/a' for m in DENSE_METHODS]
-            lines.append(f'| {ds} | {bb} | {cond} | {cells[0]} | {cells[1]} |')
+    lines += _dense_table(records)
     lines += ['', '### Per cell: SentryGate vs the best baseline (mean +- std over seeds)', '',
               '| dataset | backbone | condition | ratio | SentryGate | best baseline | its acc | gain |',
               '|---|---|---|---|---|---|---|---|']
@@ -232,6 +230,22 @@ def render_markdown(data: Dict[str, Any], plots: Sequence[pathlib.Path], title: 
         lines += ['', '### Accuracy vs pruning ratio', '']
         lines += [f'![{p.stem}]({p.name})' for p in plots]
     return '\n'.join(lines) + '\n'
+
+
+def _dense_table(records: Sequence[Dict[str, Any]]) -> List[str]:
+    """The unpruned SentryFuse models with and without the curriculum, mean +- std over seeds."""
+    dense = collections.defaultdict(lambda: collections.defaultdict(list))
+    for r in records:
+        if r['method'] in DENSE_METHODS:
+            dense[(r['dataset'], r['backbone'], r['condition'])][r['method']].append(float(r['accuracy']))
+    if not dense:
+        return []
+    lines = ['', '### Dense models (no pruning): with and without the curriculum', '',
+             '| dataset | backbone | condition | dense (curriculum) | dense_nocurr |', '|---|---|---|---|---|']
+    for (ds, bb, cond), per in sorted(dense.items()):
+        cells = [('%.3f +- %.3f' % _mean_std(per[m])) if per.get(m) else 'n/a' for m in DENSE_METHODS]
+        lines.append(f'| {ds} | {bb} | {cond} | {cells[0]} | {cells[1]} |')
+    return lines
 
 
 def write_report(data: Dict[str, Any], out_dir: pathlib.Path, *, title: str = 'Pruning benchmark',
@@ -251,24 +265,24 @@ def _ci(lo: float, hi: float, pct: bool = True) -> str:
 
 def protocol_sections(records: Sequence[Dict[str, Any]], before: Optional[Sequence[Dict[str, Any]]] = None) -> List[str]:
     """Markdown for protocols P1 and P2 (core/bench/stats.py), dense gap, ablations, before/after."""
-    lines = ['### Protocols P1 and P2: SentryGate vs the best baseline chosen on held-out seeds', '',
+    lines = ['### Protocols P0, P1 and P2 by group: SentryGate vs the best baseline chosen on held-out seeds', '',
              'Best baseline per cell and seed = the candidate with the highest mean accuracy on the *other* seeds '
-             '(one seed: after the fact, marked). Intervals: 95% bootstrap over seeds. Points = absolute accuracy '
-             'points. Weak cells: best baseline < 1.5x chance.', '']
+             f'(one seed: after the fact, marked). Intervals: {report.LEVEL} bootstrap over seeds. Points = absolute '
+             'accuracy points. Weak cells: best baseline < 1.5x chance. Wins/ties/losses: a tie is not a win.', '']
     for proto, (what, _) in stats.PROTOCOLS.items():
         rows = stats.protocol_rows(records, proto)
         lines += [f'#### {proto} ({what})', '']
         if not rows:
             lines += ['No cells: this run lacks the models this protocol needs.', '']
             continue
-        lines += ['| cells | n | seeds | mean relative gain | 95% interval | points | interval | wins |',
-                  '|---|---|---|---|---|---|---|---|']
+        lines += [f'| cells | n | seeds | mean relative gain | {report.LEVEL} interval | points | interval | '
+                  'wins/ties/losses |', '|---|---|---|---|---|---|---|---|']
         for label, sel in stats.groups(rows):
             if not sel:
                 continue
             h = stats.summarize(sel)
             lines.append(f'| {label} | {h["cells"]} | {h["seeds"]} | {_pct(h["gain"])} | {_ci(*h["gain_ci"])} | '
-                         f'{h["pts"]:+.2f} | {_ci(*h["pts_ci"], pct=False)} | {h["wins"]}/{h["cells"]} |')
+                         f'{h["pts"]:+.2f} | {_ci(*h["pts_ci"], pct=False)} | {h["wins"]}/{h["ties"]}/{h["losses"]} |')
         weak = sum(r['weak'] for r in rows)
         post = sum(r['post_hoc'] for r in rows)
         picks = collections.Counter(r['best_baseline'] for r in rows)

@@ -5,14 +5,17 @@ import json
 import pathlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from sentryfuse_ros.core.bench.spec import VARIANT_OF, BenchConfig, _cells, model_jobs, model_name
+from sentryfuse_ros.core.bench.spec import VARIANT_OF, BenchConfig, _cells, model_jobs, model_name, p0_cells
 from sentryfuse_ros.core.data.preprocess import MODALITIES
 from sentryfuse_ros.core.errors import ConfigError, DataError
 
 
 def cell_key(rec: Dict[str, Any]) -> Tuple:
-    return (rec.get('model', 'sentryfuse'), rec['backbone'], rec['dataset'], rec['condition'], round(float(rec['ratio']), 4), rec['method'],
-            int(rec['seed']))
+    """What identifies one cell: model, backbone, dataset, condition, ratio, method, seed, protocol and, for P0's
+    SentryGate records, the static model it is matched to."""
+    return (rec.get('model', 'sentryfuse'), rec['backbone'], rec['dataset'], rec['condition'],
+            round(float(rec['ratio']), 4), rec['method'], int(rec['seed']), rec.get('protocol', 'P1P2'),
+            rec.get('matched_to'))
 
 
 def read_results(path: pathlib.Path) -> Dict[str, Any]:
@@ -29,8 +32,9 @@ def read_results(path: pathlib.Path) -> Dict[str, Any]:
         data = {'meta': {}, 'records': data}
     if not isinstance(data, dict) or not isinstance(data.get('records'), list):
         raise DataError(f'bench results {str(path)!r}: expected {{"meta": ..., "records": [...]}}')
-    for rec in data['records']:  # files written before issue 10 ran every method on the SentryFuse model
+    for rec in data['records']:  # older files: every method on the SentryFuse model, masks per live set
         rec.setdefault('model', 'sentryfuse')
+        rec.setdefault('protocol', 'P1P2')
     return data
 
 
@@ -57,7 +61,8 @@ def _job_weight(cfg: BenchConfig, job: Tuple[str, str, int]) -> float:
     n_mods = 2 if job[0] == 'avmnist' else 3
     cells = [c for model in cfg.models for c in _cells(cfg, MODALITIES[:n_mods], job[2], model)]
     trainings = len(cfg.models) + len({VARIANT_OF[m] for _, _, m in cells if m in VARIANT_OF})
-    return 100.0 * trainings + 0.2 * len(cells) * (2 if job[2] in cfg.latency_seeds else 1)
+    p0 = 2 * len(p0_cells(cfg, MODALITIES[:n_mods])) * (2 ** n_mods - 1)  # static + matched SentryGate per live set
+    return 100.0 * trainings + 0.2 * (len(cells) * (2 if job[2] in cfg.latency_seeds else 1) + p0)
 
 
 def select_jobs(cfg: BenchConfig, *, shard: Optional[Tuple[int, int]] = None,

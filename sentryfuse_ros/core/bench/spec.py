@@ -9,14 +9,24 @@ from sentryfuse_ros.core.model.config import BACKBONES, ModelConfig
 from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.training import train as tr
 
-BASELINES = ('random', 'magnitude_l1', 'magnitude_l2', 'taylor', 'fisher', 'kwon', 'kwon_tuned')
+BASELINES = ('random', 'magnitude_l1', 'magnitude_l2', 'taylor', 'fisher', 'kwon', 'kwon_tuned', 'flap')
 ORACLES = ('taylor_recal',)
 GATE_METHODS = ('sentrygate', 'gate_uncond', 'gate_noalign')
 DENSE_METHODS = ('dense', 'dense_nocurr')
 METHODS = BASELINES + ORACLES + GATE_METHODS + DENSE_METHODS
 DATASETS = tuple(SCENE_PRESETS) + ('avmnist',)
 RECORD_KEYS = ('model', 'backbone', 'dataset', 'condition', 'ratio', 'method', 'seed', 'accuracy', 'gflops',
-               'params', 'latency_ms', 'peak_mem_mb', 'n_classes')
+               'params', 'latency_ms', 'peak_mem_mb', 'n_classes', 'protocol', 'calibration', 'tuning_data', 'mask')
+# protocol of a record: 'P0' (deployed static: a baseline's masks solved once with every sensor, that one
+# model run on every live set; SentryGate re-pruned per live set at the static model's realised FLOPs) or
+# 'P1P2' (masks re-solved per live set: protocols P1 and P2 read the same records)
+RECORD_PROTOCOLS = ('P0', 'P1P2')
+PROTOCOL_NAMES = ('P0', 'P1', 'P2')
+P0_MODELS = ('conventional', 'conventional_nocurr')  # the models a user of a static pruner deploys
+P0_METHODS = BASELINES                                # what P0 prunes them with (taylor_recal is per live set)
+# the baseline each protocol's headline compares with, fixed before the run (P0/P1 'model/method', P2 'method');
+# default: the held-out picks most often chosen in the previous full grid (bench/bench_report.md)
+DEFAULT_HEADLINE = {'P0': 'conventional/kwon_tuned', 'P1': 'conventional/kwon_tuned', 'P2': 'taylor'}
 # the trained models a grid job can evaluate (protocol P1 compares SentryGate on 'sentryfuse' with the
 # baselines on the conventional ones; protocol P2 runs every criterion on 'sentryfuse'):
 #   sentryfuse           SentryGate + alignment + pruned training steps + the modality-dropout curriculum
@@ -34,12 +44,18 @@ VARIANT_OF = {'gate_noalign': 'noalign', 'dense_nocurr': 'nocurr'}  # methods ne
 class BenchConfig:
     backbones: tuple = BACKBONES                    # fusion backbones to train
     datasets: tuple = DATASETS                      # scene presets (core/data/scenes.py) and/or 'avmnist'
-    seeds: tuple = (0, 1, 2)                        # training seeds (model init, batch order, curriculum)
-    ratios: tuple = (0.2, 0.3, 0.4, 0.5, 0.6)       # fractions of prunable MACs removed (keep_fraction = 1 - ratio)
+    seeds: tuple = (0, 1, 2, 3, 4)                  # training seeds (model init, batch order, curriculum)
+    ratios: tuple = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # fractions of prunable MACs removed
+                                                    # (keep_fraction = 1 - ratio)
     methods: tuple = METHODS                        # which rows to compute (module docstring)
     models: tuple = ('sentryfuse',)                 # trained models per job (MODELS); conventional ones run the
                                                     # baselines, the oracle and dense only
-    tune_samples: int = 512                         # kwon_tuned: calibration samples of the least-squares tuning
+    kwon_samples: int = 2048                        # kwon / kwon_tuned: calibration samples of the Fisher, the mask
+                                                    # search and the least-squares tuning (Kwon et al.: 2,048)
+    flap_samples: int = 1024                        # flap: calibration samples of the fluctuation statistics and the
+                                                    # bias compensation (An et al.: 1,024)
+    headline: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_HEADLINE))  # per protocol, the
+                                                    # baseline fixed in advance for the headline (P0/P1 model/method)
     conditions: str = 'all_subsets'                 # 'main' (all + each single modality missing) | 'all_subsets'
     ablation_seeds: tuple = (0,)                    # seeds that also train the noalign / nocurr variants
     latency_seeds: tuple = (0,)                     # seeds whose cells get latency and peak memory
@@ -73,13 +89,25 @@ class BenchConfig:
               f'a non-empty subset of {METHODS}')
         check(len(self.models) > 0 and set(self.models) <= set(MODELS) and 'sentryfuse' in self.models, 'models',
               self.models, f"a subset of {MODELS} holding 'sentryfuse'")
+        _check_headline(self.headline)
         check(self.conditions in ('main', 'all_subsets'), 'conditions', self.conditions, "'main' or 'all_subsets'")
         check(set(self.scene_overrides) <= set(SCENE_PRESETS), 'scene_overrides', self.scene_overrides,
               f'keys from {tuple(SCENE_PRESETS)}')
         for key in ('train_size', 'val_size', 'test_size', 'calib_batches', 'calib_batch_size', 'eval_batch',
-                    'latency_repeats', 'tune_samples'):
+                    'latency_repeats', 'kwon_samples', 'flap_samples'):
             check(isinstance(getattr(self, key), int) and getattr(self, key) >= 1, key, getattr(self, key),
                   'a positive int')
+
+
+def _check_headline(headline: dict) -> None:
+    """Every protocol named once, P0/P1 as 'model/method' on a conventional model, P2 as a baseline."""
+    check(isinstance(headline, dict) and set(headline) == set(PROTOCOL_NAMES), 'headline', headline,
+          f'a mapping with exactly the keys {PROTOCOL_NAMES}')
+    for proto in ('P0', 'P1'):
+        model, _, method = str(headline[proto]).partition('/')
+        check(model in P0_MODELS and method in BASELINES, f'headline.{proto}', headline[proto],
+              f"'model/method' with model in {P0_MODELS} and method in {BASELINES}")
+    check(headline['P2'] in BASELINES, 'headline.P2', headline['P2'], f'one of {BASELINES}')
 
 
 def load_bench_config(path, section: str) -> BenchConfig:
@@ -115,6 +143,12 @@ def _cells(cfg: BenchConfig, modalities: Sequence[str], seed: int,
             for ratio in ((0.0,) if method in DENSE_METHODS else cfg.ratios):
                 out.append((live, float(ratio), method))
     return out
+
+
+def p0_cells(cfg: BenchConfig, modalities: Sequence[str]) -> List[Tuple[str, float, str]]:
+    """(model, ratio, method) of protocol P0's static models: each is pruned once and run on every live set."""
+    return [(model, float(ratio), method) for model in cfg.models if model in P0_MODELS
+            for method in cfg.methods if method in P0_METHODS for ratio in cfg.ratios]
 
 
 def model_jobs(cfg: BenchConfig) -> List[Tuple[str, str, int]]:

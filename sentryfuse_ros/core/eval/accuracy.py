@@ -17,8 +17,7 @@ from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.runtime.backends import OnnxRunner, OnnxRunners, TorchRunners
 from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, check_choice
 from sentryfuse_ros.core.runtime.export import file_sha256, load_manifest
-from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
-from sentryfuse_ros.core.eval.evaluate import _check_fresh_seed, scene_config_of
+from sentryfuse_ros.core.pruning.checkpoint import check_fresh_seed, load_sentryfuse, scene_config_of
 
 
 def runner_logits(runner, runners, inputs: Dict[str, torch.Tensor], batch: int = 64) -> torch.Tensor:
@@ -44,7 +43,7 @@ def runtime_accuracy(checkpoint, *, seed: int, choice: RuntimeChoice, n: int = 1
         seed: test-set seed (not the training/validation seeds).
         choice: the runtime to measure (checked against ``caps``; refused choices raise).
         n: test scenes.
-        budgets: budget levels (onnxruntime: each must be exported).
+        budgets: budget levels (onnxruntime: each must be exported; the subsets are the export's).
         onnx_dir: export folder (``sentryfuse export``) for backend 'onnxruntime'; it must have
             been exported from this checkpoint (checked by sha256).
         threads: onnxruntime intra-op threads.
@@ -57,7 +56,7 @@ def runtime_accuracy(checkpoint, *, seed: int, choice: RuntimeChoice, n: int = 1
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f'--n={n!r}: expected a positive number of test scenes')
     ref_model, ref_gate, meta = load_sentryfuse(checkpoint, device='cpu')
-    _check_fresh_seed(seed, meta, checkpoint)
+    check_fresh_seed(seed, meta, checkpoint)
     data = SyntheticDataset(scene_config_of(meta, checkpoint), ref_model.config.preprocess, seed=int(seed),
                             n=n).subset(ref_model.modalities)
     reference = TorchRunners(ref_model, ref_gate.scores, budgets, device='cpu', precision='fp32')
@@ -76,7 +75,10 @@ def runtime_accuracy(checkpoint, *, seed: int, choice: RuntimeChoice, n: int = 1
         runners = TorchRunners(model, gate.scores, budgets, device=choice.device, precision=choice.precision)
     labels = data.labels.numpy()
     records = []
-    for live in modality_subsets(ref_model.modalities):
+    subsets = modality_subsets(ref_model.modalities)
+    if choice.backend == 'onnxruntime':   # the subsets the export holds (`sentryfuse export --subsets`)
+        subsets = [live for live in subsets if live in {s.subset for s in manifest.subnetworks}]
+    for live in subsets:
         for b in budgets:
             ref = reference.get(live, b)
             run = runners.get(live, b)

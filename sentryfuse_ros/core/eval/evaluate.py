@@ -22,36 +22,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 
 from sentryfuse_ros.core.model.backbone import SentryFuseModel
-from sentryfuse_ros.core.config import from_dict
 from sentryfuse_ros.core.data.datasets import SyntheticDataset
 from sentryfuse_ros.core.errors import CheckpointError, ConfigError
 from sentryfuse_ros.core.model.flops import count_flops, count_params, measure_latency_ms, peak_memory_mb
 from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.pruning.prune import SubnetworkCache
-from sentryfuse_ros.core.data.scenes import SceneConfig
-from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
+from sentryfuse_ros.core.pruning.checkpoint import check_fresh_seed, load_sentryfuse, scene_config_of
 from sentryfuse_ros.core.training.train import accuracy, subset_key
 
 BUDGETS = (1.0, 0.7, 0.5)
 RECORD_KEYS = ('subset', 'budget', 'accuracy', 'gflops', 'params', 'latency_ms', 'peak_mem_mb', 'n')
-
-
-def scene_config_of(meta: Dict[str, Any], path) -> SceneConfig:
-    """The SceneConfig the checkpoint was trained on (from its training metadata)."""
-    try:
-        scene = meta['training']['train_config']['data']['scene']
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f'checkpoint {str(path)!r} has no training.train_config.data.scene; expected a '
-                              'checkpoint written by `sentryfuse train`') from exc
-    return from_dict(SceneConfig, scene, where='data.scene')
-
-
-def _check_fresh_seed(seed: int, meta: Dict[str, Any], path) -> None:
-    data = meta['training']['train_config']['data']
-    used = {int(data['seed']), int(data['seed']) + 1}
-    if int(seed) in used:
-        raise ConfigError(f'--seed={seed}: the checkpoint {str(path)!r} trained/validated on dataset seeds '
-                          f'{sorted(used)}; expected another seed for a fresh test set')
 
 
 def _batch1(model: SentryFuseModel, data, live) -> Dict[str, torch.Tensor]:
@@ -100,7 +80,7 @@ def evaluate(checkpoint, *, seed: int, n: int = 1000, budgets: Sequence[float] =
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f'--n={n!r}: expected a positive number of test scenes')
     model, gate, meta = load_sentryfuse(checkpoint, device=device)
-    _check_fresh_seed(seed, meta, checkpoint)
+    check_fresh_seed(seed, meta, checkpoint)
     scene = scene_config_of(meta, checkpoint)
     t0 = time.perf_counter()
     data = SyntheticDataset(scene, model.config.preprocess, seed=int(seed), n=n).subset(model.modalities)

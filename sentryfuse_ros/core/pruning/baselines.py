@@ -34,7 +34,18 @@ criterion takes a weight-update step. What each one computes:
   set and drop the member whose removal leaves the smallest form. Their third step, mask tuning by
   layer-wise least squares (which changes weights), is ``core/pruning/masktune.py`` (the bench's
   ``kwon_tuned`` row).
+* ``flap_statistics`` + ``flap_scores`` + ``flap_select`` + ``flap_compensate``: FLAP (An et al., AAAI
+  2024), fluctuation-based structured pruning, retraining-free. Per input channel j of each output
+  projection (the o-projection's input = the heads' outputs; fc2's input = the GELU activations), the
+  fluctuation metric var_n,t(x_j) * ||W[:, j]||^2 over calibration samples and tokens (their WIFV); each
+  layer's channel metrics are standardized (z-score within the layer and module, their AL-AM
+  structure), a unit scores the mean of its channels, and units are kept in descending score order
+  while their MACs fit the budget (a global threshold; the best unit of every block and kind first,
+  as everywhere here). The pruned channels' mean contribution W[:, pruned] @ mean(x[pruned]) is added
+  to the projection's bias (their bias compensation), so the sliced model is corrected without a
+  gradient step.
 """
+import copy
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -47,6 +58,8 @@ from sentryfuse_ros.core.pruning.gate import ones_gates
 from sentryfuse_ros.core.pruning.prune import UnitCosts, UnitMasks, UnitScores
 
 UnitGrads = List[Tuple[Tensor, Tensor]]  # per block: (attn (N, G), ffn (N, NF)) per-sample dL_n/dg
+# per block: ((o-input mean (G*R*D,), variance (G*R*D,)), (fc2-input mean (F,), variance (F,))), float64 CPU
+FlapStats = List[Tuple[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor]]]
 
 
 def random_scores(model: SentryFuseModel, seed: int) -> UnitScores:
@@ -89,6 +102,15 @@ def magnitude_scores(model: SentryFuseModel, p: int = 1) -> UnitScores:
     return out
 
 
+def _live_inputs(inputs: Dict[str, Tensor], live: Optional[Sequence[str]], device) -> Dict[str, Tensor]:
+    """The batch's tensors of ``live`` (default: all of them) on ``device``; PruningError if one is missing."""
+    mods = list(inputs) if live is None else list(live)
+    missing = [m for m in mods if m not in inputs]
+    if missing:
+        raise PruningError(f'calibration batch lacks live modalities {missing}: it has {sorted(inputs)}')
+    return {m: inputs[m].to(device) for m in mods}
+
+
 def calibration_grads(model: SentryFuseModel, batches: Iterable[Tuple[Dict[str, Tensor], Tensor]],
                       live: Optional[Sequence[str]] = None) -> UnitGrads:
     """Per-sample gradients dL_n/dg of every unit's gate (fixed at 1) on calibration batches.
@@ -111,11 +133,7 @@ def calibration_grads(model: SentryFuseModel, batches: Iterable[Tuple[Dict[str, 
     n = 0
     try:
         for inputs, labels in batches:
-            mods = list(inputs) if live is None else list(live)
-            missing = [m for m in mods if m not in inputs]
-            if missing:
-                raise PruningError(f'calibration batch lacks live modalities {missing}: it has {sorted(inputs)}')
-            x = {m: inputs[m].to(device) for m in mods}
+            x = _live_inputs(inputs, live, device)
             y = labels.to(device)
             b = int(y.shape[0])
             gates = ones_gates(layout, device=device, batch_size=b)
@@ -248,3 +266,112 @@ def kwon_rearrange(masks: UnitMasks, grads: UnitGrads) -> UnitMasks:
                                f'{ma.numel()}/{mf.numel()}: expected the same')
         out.append((_greedy_rearrange(ma, ga), _greedy_rearrange(mf, gf)))
     return out
+
+
+class _Moments:
+    """Running per-channel sum and sum of squares of a projection's input, over samples and tokens."""
+
+    def __init__(self):
+        self.n, self.s, self.s2 = 0, None, None
+
+    def __call__(self, module, args) -> None:
+        x = args[0].detach().double().flatten(0, -2).cpu()  # (B, T, K) -> (B*T, K)
+        self.s = x.sum(0) if self.s is None else self.s + x.sum(0)
+        self.s2 = x.pow(2).sum(0) if self.s2 is None else self.s2 + x.pow(2).sum(0)
+        self.n += x.shape[0]
+
+    def mean_var(self, width: int) -> Tuple[Tensor, Tensor]:
+        if self.n == 0:  # a block the calibration inputs never ran
+            return torch.zeros(width, dtype=torch.float64), torch.zeros(width, dtype=torch.float64)
+        mean = self.s / self.n
+        return mean, (self.s2 / self.n - mean.pow(2)).clamp(min=0.0)
+
+
+@torch.no_grad()
+def flap_statistics(model: SentryFuseModel, batches: Iterable[Tuple[Dict[str, Tensor], Tensor]],
+                    live: Optional[Sequence[str]] = None) -> FlapStats:
+    """Per-channel mean and variance of every o-projection and fc2 input on calibration batches.
+
+    Args:
+        model: the model to measure (eval mode during the pass, restored afterwards).
+        batches: (inputs, labels) pairs; labels are not used (FLAP needs no labels).
+        live: modalities to feed (default: every modality in each batch).
+    """
+    moments = [(_Moments(), _Moments()) for _ in model.blocks()]
+    handles = []
+    for blk, (ma, mf) in zip(model.blocks(), moments):
+        handles += [blk.attn.o.register_forward_pre_hook(ma), blk.ffn.fc2.register_forward_pre_hook(mf)]
+    device = next(model.parameters()).device
+    was_training, n = model.training, 0
+    model.eval()
+    try:
+        for inputs, _ in batches:
+            model(_live_inputs(inputs, live, device))
+            n += 1
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if n == 0:
+        raise PruningError('calibration batches: expected at least one batch, got none')
+    return [(ma.mean_var(blk.attn.o.in_features), mf.mean_var(blk.ffn.fc2.in_features))
+            for blk, (ma, mf) in zip(model.blocks(), moments)]
+
+
+def _standardized(x: Tensor) -> Tensor:
+    std = x.std()
+    return (x - x.mean()) / std if x.numel() > 1 and float(std) > 0 else torch.zeros_like(x)
+
+
+def flap_scores(model: SentryFuseModel, stats: FlapStats) -> UnitScores:
+    """Standardized fluctuation metric per unit: mean over its channels of z(var(x_j) * ||W[:, j]||^2)."""
+    if len(stats) != len(model.blocks()):
+        raise PruningError(f'FLAP statistics for {len(stats)} blocks: expected {len(model.blocks())}')
+    out = []
+    for blk, ((_, var_a), (_, var_f)) in zip(model.blocks(), stats):
+        g, nf = blk.unit_layout()
+        wa = blk.attn.o.weight.detach().double().cpu().pow(2).sum(0)    # (C, G*R*D) -> (G*R*D,)
+        wf = blk.ffn.fc2.weight.detach().double().cpu().pow(2).sum(0)   # (C, F) -> (F,)
+        za, zf = _standardized(var_a * wa), _standardized(var_f * wf)
+        out.append((za.view(g, -1).mean(1), zf.view(nf, -1).mean(1)))  # (G*R*D,) -> (G,); (F,) -> (NF,)
+    return out
+
+
+def flap_select(scores: UnitScores, costs: UnitCosts, keep_fraction: float) -> UnitMasks:
+    """FLAP's global threshold on prunable MACs: the best unit of every (block, kind) that runs, then units in
+    descending score order, each kept while the kept prunable MACs fit ``keep_fraction`` x total (as
+    ``prune.select_units``: checked where it enters, 1.0 or more keeps every unit)."""
+    if len(scores) != len(costs):
+        raise PruningError(f'scores for {len(scores)} blocks but costs for {len(costs)}: expected the same')
+    if keep_fraction >= 1.0:
+        return [(torch.ones(len(a), dtype=torch.bool), torch.ones(len(f), dtype=torch.bool)) for a, f in costs]
+    keep = [[torch.zeros(len(c[k]), dtype=torch.bool) for k in (0, 1)] for c in costs]
+    units = []  # (score, block, kind, index, cost)
+    for i, (s_pair, c_pair) in enumerate(zip(scores, costs)):
+        for k in (0, 1):
+            s, c = torch.as_tensor(s_pair[k]).double(), torch.as_tensor(c_pair[k]).double()
+            keep[i][k][int(torch.argmax(s))] = True
+            units += [(float(s[j]), i, k, j, float(c[j])) for j in range(len(s)) if float(c[j]) > 0]
+    total = float(sum(float(torch.as_tensor(c).sum()) for pair in costs for c in pair))
+    used = sum(float(torch.as_tensor(costs[i][k])[keep[i][k]].sum()) for i in range(len(costs)) for k in (0, 1))
+    for score, i, k, j, c in sorted(units, key=lambda u: (-u[0], u[1], u[2], u[3])):
+        if not keep[i][k][j] and used + c <= keep_fraction * total * (1 + 1e-12):
+            keep[i][k][j] = True
+            used += c
+    return [(a, f) for a, f in keep]
+
+
+@torch.no_grad()
+def flap_compensate(model: SentryFuseModel, masks: UnitMasks, stats: FlapStats) -> SentryFuseModel:
+    """A deep copy whose o-projection / fc2 biases absorb the pruned channels' mean contribution."""
+    if len(masks) != len(stats) or len(masks) != len(model.blocks()):
+        raise PruningError(f'{len(masks)} masks and {len(stats)} statistics: expected {len(model.blocks())} each')
+    new = copy.deepcopy(model)
+    for blk, (ma, mf), ((mean_a, _), (mean_f, _)) in zip(new.blocks(), masks, stats):
+        for lin, mask, mean in ((blk.attn.o, ma, mean_a), (blk.ffn.fc2, mf, mean_f)):
+            mask = torch.as_tensor(mask)
+            pruned = (~mask).repeat_interleave(lin.in_features // mask.numel())  # (U,) -> (K,) channels
+            if bool(pruned.any()):
+                w = lin.weight.detach().double().cpu()[:, pruned]                 # (C, K_pruned)
+                lin.bias.add_((w @ mean[pruned]).to(lin.bias))                     # (C,)
+    return new

@@ -11,6 +11,8 @@ from typing import Any, Dict, Tuple, Union
 
 import torch
 
+from sentryfuse_ros.core.config import from_dict
+from sentryfuse_ros.core.data.scenes import SceneConfig
 from sentryfuse_ros.core.model.backbone import SentryFuseModel
 from sentryfuse_ros.core.errors import CheckpointError, ConfigError, ModelError, PruningError
 from sentryfuse_ros.core.model.config import config_from_dict, config_to_dict
@@ -21,20 +23,32 @@ VERSION = 1
 RESERVED = ('format', 'version', 'config', 'state_dict', 'kept_units')
 
 
-def save_checkpoint(path: Union[str, pathlib.Path], model: SentryFuseModel, extra: Dict[str, Any] = None) -> None:
+STORE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def save_checkpoint(path: Union[str, pathlib.Path], model: SentryFuseModel, extra: Dict[str, Any] = None, *,
+                    dtype: torch.dtype = torch.float32) -> None:
     """Write ``model`` (config, weights, slicing if any) and ``extra`` to ``path`` (parents created).
 
     Args:
         path: output file.
         model: the model; a sliced model also records which units it kept.
         extra: more top-level entries (plain data and tensors only); may not use reserved keys.
+        dtype: how the floating weights are stored (float16 halves the file; :func:`load_checkpoint`
+            casts them back to the dtype it is asked for). A weight the cast turns into inf is an error.
     """
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(RESERVED))
     if clash:
         raise CheckpointError(f'{path}: extra keys {clash} are reserved; expected other names')
-    data = {'format': FORMAT, 'version': VERSION, 'config': config_to_dict(model.config),
-            'state_dict': {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if dtype not in STORE_DTYPES:
+        raise CheckpointError(f'{path}: dtype={dtype}: expected one of {[str(d) for d in STORE_DTYPES]}')
+    state = {k: (v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu())
+             for k, v in model.state_dict().items()}
+    bad = _non_finite(state)
+    if bad:
+        raise CheckpointError(f'{path}: weights stored as {dtype} must be finite, but {bad} (out of its range?)')
+    data = {'format': FORMAT, 'version': VERSION, 'config': config_to_dict(model.config), 'state_dict': state}
     kept = model.kept_units()
     m = model.config.model
     nf_full = m.ffn_dim // m.ffn_block
@@ -61,8 +75,12 @@ def _non_finite(tensors: Dict[str, Any]) -> str:
     return f'{len(bad)} tensors hold NaN/inf values: {", ".join(bad[:3])}{", ..." if len(bad) > 3 else ""}'
 
 
-def load_checkpoint(path: Union[str, pathlib.Path], device='cpu') -> Tuple[SentryFuseModel, Dict[str, Any]]:
+def load_checkpoint(path: Union[str, pathlib.Path], device='cpu',
+                    dtype: torch.dtype = torch.float32) -> Tuple[SentryFuseModel, Dict[str, Any]]:
     """Rebuild the model from a checkpoint alone; returns (model in eval mode on ``device``, extra).
+
+    The weights are cast to ``dtype`` (float32, or bfloat16 for a bf16 runtime) whatever they were stored
+    as, and checked for finiteness after the cast.
 
     Raises CheckpointError naming the path and the problem for a missing, corrupt or foreign file, a
     config that does not validate, or weights that do not match the config or are not finite.
@@ -100,14 +118,18 @@ def load_checkpoint(path: Union[str, pathlib.Path], device='cpu') -> Tuple[Sentr
         first = str(exc).split('\n\t')
         raise CheckpointError(f'checkpoint {str(path)!r}: state_dict does not match its config: '
                               f'{" ".join(s.strip() for s in first[:3])}') from exc
-    bad = _non_finite(data['state_dict'])
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise CheckpointError(f'checkpoint {str(path)!r}: dtype={dtype}: expected torch.float32 or torch.bfloat16')
+    model = model.to(dtype)
+    bad = _non_finite(model.state_dict())
     if bad:
         raise CheckpointError(f'checkpoint {str(path)!r}: weights must be finite, but {bad}')
     extra = {k: v for k, v in data.items() if k not in RESERVED}
     return model.to(device).eval(), extra
 
 
-def load_sentryfuse(path, device='cpu') -> Tuple[SentryFuseModel, SentryGate, Dict[str, Any]]:
+def load_sentryfuse(path, device='cpu', dtype: torch.dtype = torch.float32) -> Tuple[SentryFuseModel, SentryGate,
+                                                                                     Dict[str, Any]]:
     """Model, SentryGate and metadata from one trained checkpoint (what nodes and benchmarks call).
 
     Returns:
@@ -115,7 +137,7 @@ def load_sentryfuse(path, device='cpu') -> Tuple[SentryFuseModel, SentryGate, Di
         'training' (steps, seed, val accuracy, wall time, command, versions, config) and
         'saliency_ema' (the teacher's state dict).
     """
-    model, extra = load_checkpoint(path, device=device)
+    model, extra = load_checkpoint(path, device=device, dtype=dtype)
     if 'gate' not in extra:
         raise CheckpointError(f'checkpoint {str(path)!r} has no SentryGate table (key "gate"); expected a '
                               'checkpoint written by `sentryfuse train`')
@@ -130,3 +152,22 @@ def load_sentryfuse(path, device='cpu') -> Tuple[SentryFuseModel, SentryGate, Di
         raise CheckpointError(f'checkpoint {str(path)!r}: the SentryGate table must be finite, but {bad}')
     meta = {k: v for k, v in extra.items() if k != 'gate'}
     return model, gate.to(device).eval(), meta
+
+
+def scene_config_of(meta: Dict[str, Any], path) -> SceneConfig:
+    """The SceneConfig the checkpoint was trained on (from its training metadata)."""
+    try:
+        scene = meta['training']['train_config']['data']['scene']
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f'checkpoint {str(path)!r} has no training.train_config.data.scene; expected a '
+                              'checkpoint written by `sentryfuse train`') from exc
+    return from_dict(SceneConfig, scene, where='data.scene')
+
+
+def check_fresh_seed(seed: int, meta: Dict[str, Any], path) -> None:
+    """ConfigError when ``seed`` is one of the dataset seeds the checkpoint trained or validated on."""
+    data = meta['training']['train_config']['data']
+    used = {int(data['seed']), int(data['seed']) + 1}
+    if int(seed) in used:
+        raise ConfigError(f'--seed={seed}: the checkpoint {str(path)!r} trained/validated on dataset seeds '
+                          f'{sorted(used)}; expected another seed for a fresh test set')

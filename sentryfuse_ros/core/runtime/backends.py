@@ -8,11 +8,13 @@ counts. A runner takes the engine's preprocessed inputs and returns logits.
   cast to the precision's dtype (fp32, bf16, fp16) when built.
 - :class:`OnnxRunners`: one onnxruntime session per file of an export manifest
   (``sentryfuse export``), on the providers of the checked RuntimeChoice (CPU here; TensorRT/CUDA
-  execution providers where onnxruntime-gpu is installed). Sessions are created once; a switch
-  is a dictionary lookup, as for torch.
+  execution providers where onnxruntime-gpu is installed), fp32 or int8 graphs as the export's
+  precision says. Sessions are kept most-recently-used within ``max_cache_mb`` (counted as their
+  graph files' bytes); a switch to a kept one is a dictionary lookup, as for torch.
 
 Shapes: inputs {modality: (1, ...)} as in engine.py; logits (1, K).
 """
+import collections
 import dataclasses
 import itertools
 import time
@@ -130,14 +132,20 @@ class OnnxRunners:
         choice: a checked onnxruntime RuntimeChoice (device and precision pick the providers).
         caps: the machine's Capabilities (its onnxruntime providers).
         threads: intra-op threads per session.
+        max_cache_mb: cap on the graph bytes of the sessions kept [MiB] (the least recently used one
+            is closed first; the one in use always stays); None = keep every session.
     """
 
-    def __init__(self, manifest, choice: RuntimeChoice, caps: Capabilities, threads: int = 1):
+    def __init__(self, manifest, choice: RuntimeChoice, caps: Capabilities, threads: int = 1,
+                 max_cache_mb: Optional[float] = None):
         if choice.backend != 'onnxruntime':
             raise RuntimeChoiceError(f"OnnxRunners with backend={choice.backend!r}: expected 'onnxruntime'")
+        if max_cache_mb is not None and not max_cache_mb >= 0:
+            raise ExportError(f'max_cache_mb={max_cache_mb!r}: expected a size >= 0 [MiB] or None')
         self.manifest: Manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+        _check_precision(self.manifest, choice)
         self.device = torch.device('cpu')       # inputs are handed over as host arrays
-        self.input_dtype = torch.float32        # the exported graphs are fp32
+        self.input_dtype = torch.float32        # the exported graphs take fp32 (int8 ones too)
         self.dtype = torch.float32
         self.preprocess = self.manifest.preprocess
         self.class_names = self.manifest.class_names
@@ -148,8 +156,9 @@ class OnnxRunners:
         for entry in self.manifest.subnetworks:
             self._by_subset.setdefault(entry.subset, {})[entry.budget] = entry
         self.levels = tuple(sorted({e.budget for e in self.manifest.subnetworks}, reverse=True))
-        self._runners: Dict[Tuple[Tuple[str, ...], float], OnnxRunner] = {}
-        self._builds = self._hits = 0
+        self._runners: 'collections.OrderedDict[Tuple[Tuple[str, ...], float], OnnxRunner]' = collections.OrderedDict()
+        self.max_cache_bytes = None if max_cache_mb is None else int(max_cache_mb * 2 ** 20)
+        self._builds = self._hits = self._evictions = 0
 
     def level_for(self, live: Tuple[str, ...], budget: float) -> float:
         """The exported level a request maps to (``budget.snap_to_level``, as the torch cache snaps)."""
@@ -163,14 +172,31 @@ class OnnxRunners:
         level = self.level_for(live, float(budget))
         runner = self._runners.get((live, level))
         if runner is not None:
+            self._runners.move_to_end((live, level))
             self._hits += 1
             return runner
         entry = self._by_subset[live][level]
+        self._evict(incoming=self._graph_bytes(entry))  # close first: the peak stays near the cap
         session = ort_session(self.manifest.folder / entry.file, self.providers, self.threads)
         runner = OnnxRunner(session, entry.key, entry.subset, entry.budget, entry.gflops)
         self._runners[(live, level)] = runner
         self._builds += 1
         return runner
+
+    def _graph_bytes(self, entry: ExportedSubnetwork) -> int:
+        return entry.bytes or (self.manifest.folder / entry.file).stat().st_size
+
+    def storage_bytes(self) -> int:
+        """Graph bytes of the sessions kept."""
+        return sum(self._graph_bytes(self._by_subset[live][level]) for live, level in self._runners)
+
+    def _evict(self, incoming: int) -> None:
+        """Close least recently used sessions until the kept graph bytes plus ``incoming`` fit the cap."""
+        if self.max_cache_bytes is None:
+            return
+        while self._runners and self.storage_bytes() + incoming > self.max_cache_bytes:
+            self._runners.popitem(last=False)
+            self._evictions += 1
 
     def example_inputs(self, live: Sequence[str]) -> Dict[str, Tensor]:
         live = tuple(m for m in pp.MODALITIES if m in set(live))
@@ -187,7 +213,21 @@ class OnnxRunners:
 
     @property
     def stats(self) -> dict:
-        return {'builds': self._builds, 'hits': self._hits, 'cached': len(self._runners)}
+        """{'builds', 'hits', 'cached', 'evictions', 'storage_mb' (graph bytes of the kept sessions)}."""
+        return {'builds': self._builds, 'hits': self._hits, 'cached': len(self._runners), 'evictions': self._evictions,
+                'storage_mb': self.storage_bytes() / 2 ** 20}
+
+
+def _check_precision(manifest: Manifest, choice: RuntimeChoice) -> None:
+    """ExportError when the export's graphs cannot run ``choice``'s precision (int8 needs an int8 export)."""
+    wanted = 'int8' if choice.precision == 'int8' else 'fp32'   # fp16 is TensorRT's cast of the fp32 graphs
+    if manifest.precision != wanted:
+        raise ExportError(f'export {str(manifest.folder)!r} holds {manifest.precision} graphs: precision='
+                          f'{choice.precision!r} expected an export of `sentryfuse export --precision {wanted}`')
+    if wanted == 'int8' and choice.device == 'cuda' and manifest.quantization != 'static':
+        raise ExportError(f'export {str(manifest.folder)!r} holds {manifest.quantization} int8 graphs: TensorRT '
+                          "(device='cuda') expected static QDQ graphs (`sentryfuse export --precision int8 "
+                          "--quantization static`)")
 
 
 def _trt_cache_dir(manifest: Manifest, choice: RuntimeChoice, caps: Capabilities):

@@ -16,7 +16,10 @@ What runs where:
     onnxruntime  cpu     fp32       CPUExecutionProvider on the exported fp32 graphs
     onnxruntime  cuda    fp32       TensorrtExecutionProvider (fp32) or else CUDAExecutionProvider
     onnxruntime  cuda    fp16       TensorrtExecutionProvider with trt_fp16_enable (needs TensorRT)
-The log-mel STFT always runs in fp32 (LogMel casts), whatever the precision.
+    onnxruntime  cpu     int8       CPUExecutionProvider on the int8 graphs of `sentryfuse export --precision int8`
+    onnxruntime  cuda    int8       TensorrtExecutionProvider with trt_int8_enable on static (QDQ) int8 graphs
+The log-mel STFT always runs in fp32 (LogMel casts; the int8 export leaves it unquantized), whatever
+the precision. int8 exists only as exported graphs: backend 'torch' refuses it.
 """
 import dataclasses
 from typing import Optional, Tuple
@@ -25,7 +28,7 @@ from sentryfuse_ros.core.config import check
 from sentryfuse_ros.core.errors import RuntimeChoiceError
 
 DEVICES = ('cpu', 'cuda')
-PRECISIONS = ('fp32', 'bf16', 'fp16')
+PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8')
 BACKENDS = ('torch', 'onnxruntime')
 TENSORRT_EP = 'TensorrtExecutionProvider'
 CUDA_EP = 'CUDAExecutionProvider'
@@ -35,7 +38,8 @@ CPU_EP = 'CPUExecutionProvider'
 @dataclasses.dataclass(frozen=True)
 class RuntimeChoice:
     device: str = 'cpu'        # 'cpu' or 'cuda'
-    precision: str = 'fp32'    # 'fp32', 'bf16' (CPU with native bf16, or CUDA) or 'fp16' (CUDA only)
+    precision: str = 'fp32'    # 'fp32', 'bf16' (CPU with native bf16, or CUDA), 'fp16' (CUDA only) or
+                               # 'int8' (backend 'onnxruntime' on an int8 export only)
     backend: str = 'torch'     # 'torch' (eager sub-networks) or 'onnxruntime' (sessions of an export)
 
     def __post_init__(self):
@@ -90,6 +94,10 @@ def check_choice(choice: RuntimeChoice, caps: Capabilities) -> None:
         why = (f'torch (built with CUDA {caps.torch_cuda_build}) sees no CUDA device' if caps.torch_cuda_build
                else 'torch here is built without CUDA')
         raise RuntimeChoiceError(f"device='cuda': {why}; expected device='cpu' on this machine")
+    if choice.precision == 'int8' and choice.backend != 'onnxruntime':
+        raise RuntimeChoiceError(f"precision='int8' with backend={choice.backend!r}: int8 sub-networks are the "
+                                 "quantized graphs of `sentryfuse export --precision int8`; expected "
+                                 "backend='onnxruntime' (with onnx_dir of such an export)")
     if choice.precision == 'fp16' and choice.device == 'cpu':
         raise RuntimeChoiceError("precision='fp16' on device='cpu': fp16 runs on CUDA only; "
                                  "expected 'fp32' (or 'bf16' where the CPU has native bf16)")
@@ -103,8 +111,8 @@ def check_choice(choice: RuntimeChoice, caps: Capabilities) -> None:
             raise RuntimeChoiceError("backend='onnxruntime': onnxruntime is not installed "
                                      "(pip install -r requirements-py.txt); expected backend='torch'")
         if choice.precision == 'bf16':
-            raise RuntimeChoiceError("precision='bf16' with backend='onnxruntime': the exported graphs are fp32; "
-                                     "expected 'fp32' (or 'fp16' through TensorRT on CUDA)")
+            raise RuntimeChoiceError("precision='bf16' with backend='onnxruntime': the exported graphs are fp32 "
+                                     "or int8; expected 'fp32', 'int8' (or 'fp16' through TensorRT on CUDA)")
         if choice.device == 'cuda' and not ({CUDA_EP, TENSORRT_EP} & set(caps.ort_providers)):
             raise RuntimeChoiceError(f"device='cuda' with backend='onnxruntime': onnxruntime has providers "
                                      f"{list(caps.ort_providers)}; expected {TENSORRT_EP} or {CUDA_EP} "
@@ -112,6 +120,9 @@ def check_choice(choice: RuntimeChoice, caps: Capabilities) -> None:
         if choice.precision == 'fp16' and TENSORRT_EP not in caps.ort_providers:
             raise RuntimeChoiceError(f"precision='fp16' with backend='onnxruntime' needs {TENSORRT_EP} "
                                      f"(trt_fp16_enable); onnxruntime has {list(caps.ort_providers)}")
+        if choice.precision == 'int8' and choice.device == 'cuda' and TENSORRT_EP not in caps.ort_providers:
+            raise RuntimeChoiceError(f"precision='int8' on device='cuda' needs {TENSORRT_EP} (trt_int8_enable on "
+                                     f"a static QDQ export); onnxruntime has {list(caps.ort_providers)}")
 
 
 def resolve_choice(choice: RuntimeChoice, caps: Capabilities, *, fallback: bool) -> Tuple[RuntimeChoice, str]:
@@ -148,6 +159,8 @@ def ort_providers_for(choice: RuntimeChoice, caps: Capabilities, cache_dir: Opti
     out = []
     if TENSORRT_EP in caps.ort_providers:
         options = {'trt_fp16_enable': choice.precision == 'fp16'}
+        if choice.precision == 'int8':   # explicit quantization: TensorRT honours the QDQ nodes of the graph
+            options['trt_int8_enable'] = True
         if cache_dir:
             options.update(trt_engine_cache_enable=True, trt_engine_cache_path=cache_dir)
         out.append((TENSORRT_EP, options))

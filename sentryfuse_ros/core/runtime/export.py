@@ -6,10 +6,16 @@ into each traced graph, so every (subset, budget) sub-network is its own ONNX fi
 the log-mel front end). Every graph is run in onnxruntime on sample inputs and compared with torch
 before it is written; a difference above ``atol`` is an ExportError and nothing is written for it.
 
+With ``precision='int8'`` each fp32 graph is then quantized and checked against itself on
+held-out samples (``quantize.py``); only the int8 graphs are written. Graphs are staged in a hidden
+folder inside ``out`` and moved in, then the manifest is written: a failure leaves no new graph and
+no manifest (an older export in ``out`` stays whole).
+
 Folder layout (``out``):
     manifest.json                      what the runtime needs, see MANIFEST_FORMAT below
     camera+lidar+audio@1.00.onnx       one fp32 graph per sub-network, batch 1, inputs named after
     ...                                the modalities (canonical order), output 'logits' (1, K)
+    camera+lidar+audio@1.00.int8.onnx  (precision int8) the int8 graph instead, same inputs/outputs
 
 Shapes (inputs of a graph, batch 1):
     camera (1, 3, S, S) float32, lidar (1, 3, G, G) float32, audio (1, A) float32 -> logits (1, K)
@@ -20,6 +26,8 @@ import hashlib
 import json
 import logging
 import pathlib
+import shutil
+import tempfile
 import time
 import warnings
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
@@ -35,12 +43,14 @@ from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.pruning.prune import SubnetworkCache, Subnetwork
 from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
 from sentryfuse_ros.core.runtime.params import BUDGET_LEVELS
+from sentryfuse_ros.core.runtime.quantize import Int8Check, QuantizeConfig, SampleSource, check_int8, quantize_graph
 
 MANIFEST = 'manifest.json'
 MANIFEST_FORMAT = 'sentryfuse-onnx'
 MANIFEST_VERSION = 1
 DEFAULT_BUDGETS = BUDGET_LEVELS  # the perception node's default budget_levels
 OUTPUT = 'logits'
+EXPORT_PRECISIONS = ('fp32', 'int8')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +63,11 @@ class ExportedSubnetwork:
     gflops: float                              # forward GFLOPs at batch 1 (as Subnetwork.gflops)
     params: int                                # parameter elements of the sliced model
     inputs: Tuple[Tuple[str, Tuple[int, ...]], ...]  # (name, shape) per graph input, float32
-    max_abs_diff: float                        # worst |onnxruntime - torch| over the check samples
+    max_abs_diff: float                        # worst |onnxruntime fp32 - torch| over the check samples
+    precision: str = 'fp32'                    # 'fp32' or 'int8' (the graph's weights)
+    bytes: int = 0                             # size of the graph file
+    fp32_bytes: int = 0                        # size of its fp32 graph (int8: the one it was quantized from)
+    check: Optional[Int8Check] = None          # int8: the check against the fp32 graph on held-out samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +80,8 @@ class Manifest:
     modalities: Tuple[str, ...]
     preprocess: PreprocessConfig               # what the inputs must be preprocessed with
     subnetworks: Tuple[ExportedSubnetwork, ...]
+    precision: str = 'fp32'                    # of every graph: 'fp32' or 'int8'
+    quantization: Optional[str] = None         # int8: 'dynamic' or 'static' (QDQ)
 
     def budgets(self, subset: Sequence[str]) -> Tuple[float, ...]:
         """Budget levels exported for ``subset``, highest first."""
@@ -209,7 +225,8 @@ def parse_subsets(names: Optional[Sequence[str]], modalities: Sequence[str]) -> 
 
 def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, pathlib.Path], *,
                       budgets: Sequence[float] = DEFAULT_BUDGETS, subsets: Optional[Sequence[str]] = None,
-                      samples: int = 3, atol: float = 1e-4, opset: Optional[int] = None,
+                      samples: int = 3, atol: float = 1e-4, opset: Optional[int] = None, precision: str = 'fp32',
+                      quantize: Optional[QuantizeConfig] = None,
                       log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Export every (subset, budget) sub-network of a trained checkpoint; returns the manifest dict.
 
@@ -223,42 +240,87 @@ def export_checkpoint(checkpoint: Union[str, pathlib.Path], out: Union[str, path
         samples: sample inputs per graph for the torch check.
         atol: allowed max |logits difference| between onnxruntime and torch.
         opset: ONNX opset (None: the exporter's default).
+        precision: 'fp32' or 'int8' (each fp32 graph quantized and checked, see quantize.py).
+        quantize: how int8 graphs are made and checked (None: QuantizeConfig() defaults).
         log: progress lines.
     """
     log = log or (lambda s: None)
+    if precision not in EXPORT_PRECISIONS:
+        raise ExportError(f'precision={precision!r}: expected one of {list(EXPORT_PRECISIONS)}')
+    quantize = (quantize or QuantizeConfig()) if precision == 'int8' else None
     checkpoint = pathlib.Path(checkpoint)
-    model, gate, _meta = load_sentryfuse(checkpoint, device='cpu')
+    model, gate, meta = load_sentryfuse(checkpoint, device='cpu')
     chosen = parse_subsets(subsets, model.modalities)
+    source = SampleSource(checkpoint, meta, model, quantize) if quantize else None
     cache = SubnetworkCache(model, gate.scores, budget_levels=budgets, device='cpu')
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # an interrupted re-export leaves no stale manifest
-    entries = []
-    for live in chosen:
-        for level in cache.levels:
-            t0 = time.perf_counter()
-            sub = cache.get(live, level)
-            entry = export_subnetwork(sub, out / f'{sub.key}.onnx', samples=samples, atol=atol, opset=opset)
-            entries.append(entry)
-            log(f'{sub.key}: {entry.gflops:.4f} GFLOPs, max |ort - torch| {entry.max_abs_diff:.2e}, '
-                f'{time.perf_counter() - t0:.1f} s')
+    staging = pathlib.Path(tempfile.mkdtemp(prefix='.staging-', dir=out))
+    try:
+        entries = []
+        for live in chosen:
+            for level in cache.levels:
+                t0 = time.perf_counter()
+                sub = cache.get(live, level)
+                entry = export_subnetwork(sub, staging / f'{sub.key}.onnx', samples=samples, atol=atol, opset=opset)
+                entry = dataclasses.replace(entry, bytes=(staging / entry.file).stat().st_size,
+                                            fp32_bytes=(staging / entry.file).stat().st_size)
+                if quantize is not None:
+                    entry = _int8_subnetwork(entry, staging, quantize, source)
+                entries.append(entry)
+                log(_entry_line(entry, time.perf_counter() - t0))
+        manifest = _manifest_dict(checkpoint, model, entries, atol=atol, samples=samples, quantize=quantize,
+                                  opset=_opset_of(staging / entries[0].file))
+        (out / MANIFEST).unlink(missing_ok=True)  # an interrupted move below leaves no stale manifest
+        for entry in entries:
+            (staging / entry.file).replace(out / entry.file)
+        tmp = out / (MANIFEST + '.partial')
+        tmp.write_text(json.dumps(manifest, indent=1) + '\n', encoding='utf-8')
+        tmp.replace(out / MANIFEST)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _int8_subnetwork(entry: ExportedSubnetwork, staging: pathlib.Path, config: QuantizeConfig,
+                     source: SampleSource) -> ExportedSubnetwork:
+    """Quantize the staged fp32 graph of ``entry``, check it, and return the int8 entry (fp32 graph removed)."""
+    fp32 = staging / entry.file
+    int8 = staging / f'{entry.key}.int8.onnx'
+    calibration = source.draw(entry.subset, 'calibration')[0] if config.quantization == 'static' else None
+    quantize_graph(fp32, int8, config, calibration)
+    samples, labels, where = source.draw(entry.subset, 'check')
+    result = check_int8(entry.key, ort_session(fp32), ort_session(int8), samples, labels, where, config)
+    fp32.unlink()
+    return dataclasses.replace(entry, file=int8.name, precision='int8', bytes=int8.stat().st_size, check=result)
+
+
+def _entry_line(entry: ExportedSubnetwork, seconds: float) -> str:
+    line = f'{entry.key}: {entry.gflops:.4f} GFLOPs, max |ort - torch| {entry.max_abs_diff:.2e}'
+    if entry.check is not None:
+        c = entry.check
+        line += (f'; int8 {entry.bytes / entry.fp32_bytes:.2f}x the fp32 size, accuracy {c.fp32_accuracy:.3f} -> '
+                 f'{c.accuracy:.3f} ({c.delta_points:+.2f} points, agreement {c.agreement:.3f}, max |dlogit| '
+                 f'{c.max_abs_logit_diff:.2e}, {c.n} held-out)')
+    return f'{line}, {seconds:.1f} s'
+
+
+def _manifest_dict(checkpoint: pathlib.Path, model, entries: Sequence[ExportedSubnetwork], *, atol: float,
+                   samples: int, quantize: Optional[QuantizeConfig], opset: int) -> Dict[str, Any]:
     import onnxruntime  # noqa: PLC0415
-    manifest = {
+    return {
         'format': MANIFEST_FORMAT, 'version': MANIFEST_VERSION,
         'checkpoint': str(checkpoint), 'checkpoint_sha256': file_sha256(checkpoint),
         'class_names': list(model.config.class_names), 'modalities': list(model.modalities),
         'preprocess': to_dict(model.config.preprocess), 'model': to_dict(model.config.model),
         'output': OUTPUT, 'dtype': 'float32', 'batch': 1, 'atol': atol, 'check_samples': samples,
-        'opset': _opset_of(out / entries[0].file),
+        'precision': 'int8' if quantize else 'fp32', 'quantization': quantize.record() if quantize else None,
+        'opset': opset,
         'exported_with': {'torch': str(torch.__version__), 'onnxruntime': onnxruntime.__version__},
         'subnetworks': [dict(dataclasses.asdict(e), subset=list(e.subset),
                              inputs=[{'name': n, 'shape': list(s), 'dtype': 'float32'} for n, s in e.inputs])
                         for e in entries],
     }
-    tmp = out / (MANIFEST + '.partial')
-    tmp.write_text(json.dumps(manifest, indent=1) + '\n', encoding='utf-8')
-    tmp.replace(out / MANIFEST)
-    return manifest
 
 
 def load_manifest(folder: Union[str, pathlib.Path]) -> Manifest:
@@ -283,16 +345,23 @@ def load_manifest(folder: Union[str, pathlib.Path]) -> Manifest:
                 key=str(s['key']), subset=tuple(s['subset']), budget=float(s['budget']), file=str(s['file']),
                 gflops=float(s['gflops']), params=int(s['params']),
                 inputs=tuple((str(i['name']), tuple(int(d) for d in i['shape'])) for i in s['inputs']),
-                max_abs_diff=float(s['max_abs_diff'])))
+                max_abs_diff=float(s['max_abs_diff']), precision=str(s.get('precision', 'fp32')),
+                bytes=int(s.get('bytes', 0)), fp32_bytes=int(s.get('fp32_bytes', 0)),
+                check=None if s.get('check') is None else Int8Check(**s['check'])))
         manifest = Manifest(folder=folder, checkpoint=str(data['checkpoint']),
                             checkpoint_sha256=str(data['checkpoint_sha256']),
                             class_names=tuple(data['class_names']), modalities=tuple(data['modalities']),
                             preprocess=from_dict(PreprocessConfig, data['preprocess'], where='preprocess'),
-                            subnetworks=tuple(subs))
-    except (KeyError, TypeError, ValueError) as exc:
+                            subnetworks=tuple(subs), precision=str(data.get('precision', 'fp32')),
+                            quantization=(data.get('quantization') or {}).get('quantization'))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise ExportError(f'{str(path)!r} lacks or mangles a field: {type(exc).__name__}: {exc}') from exc
     if not manifest.subnetworks:
         raise ExportError(f'{str(path)!r} lists no sub-networks; expected at least one')
+    mixed = sorted({s.precision for s in manifest.subnetworks} - {manifest.precision})
+    if manifest.precision not in EXPORT_PRECISIONS or mixed:
+        raise ExportError(f'{str(path)!r} has precision {manifest.precision!r} with graphs of precision '
+                          f'{mixed or [manifest.precision]}: expected one of {list(EXPORT_PRECISIONS)} for all')
     missing = [s.file for s in manifest.subnetworks if not (folder / s.file).is_file()]
     if missing:
         raise ExportError(f'export folder {str(folder)!r} lacks {missing} named in its manifest')

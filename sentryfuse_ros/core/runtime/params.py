@@ -138,8 +138,8 @@ def _perception_schema() -> Schema:
               '`ros2 lifecycle set /perception configure` (or a lifecycle manager)'),
         _spec('model_path', str, '', "checkpoint; '' = the shipped models/sentryfuse_sim.pt", **model),
         _spec('device', str, 'cpu', 'torch device of inference', choices=DEVICES, **model),
-        _spec('precision', str, 'fp32', 'bf16: CPU with native bf16 or CUDA; fp16: CUDA', choices=PRECISIONS,
-              **model),
+        _spec('precision', str, 'fp32', 'bf16: CPU with native bf16 or CUDA; fp16: CUDA; int8: backend onnxruntime '
+              'with the onnx_dir of an int8 export', choices=PRECISIONS, **model),
         _spec('backend', str, 'torch', 'torch: eager sub-networks; onnxruntime: sessions of onnx_dir',
               choices=BACKENDS, **model),
         _spec('onnx_dir', str, '', 'folder written by `sentryfuse export` (backend onnxruntime; its budget '
@@ -161,7 +161,7 @@ def _perception_schema() -> Schema:
               "the live set's dense FLOPs; a budget is snapped down to one)", item=float, low=0.0, high=1.0,
               low_open=True, nonempty=True),
         _spec('max_cache_mb', float, 32.0, '[MiB] gathered sub-network weights kept beyond the one dense copy '
-              '(MRU)', low=0.0, high=1e6),
+              '(MRU); backend onnxruntime: graph bytes of the sessions kept (MRU)', low=0.0, high=1e6),
         _spec('prebuild', bool, True, 'build every (live subset, budget level) sub-network at start-up'),
         _spec('torch_threads', int, 1, "CPU threads for torch ops (0 = torch's default; 1 keeps OpenMP "
               "workers from spinning against the other nodes' callbacks)", low=0, high=1024),

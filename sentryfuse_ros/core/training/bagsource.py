@@ -18,7 +18,7 @@ Everything is a function of (seed, step), so a resumed run continues with the sa
 Shapes: per rank and step, inputs {modality: (b, ...)} float32, labels (b,) int64, b = batch_size / world.
 """
 import math
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -115,8 +115,12 @@ class BagBatches:
                 f'{self.val_bags or "(none held out)"}; {self.steps_per_epoch} steps per epoch'
                 + (f' on each of {self.world_size} processes' if self.world_size > 1 else ''))
 
+    def stats_batches(self, modalities: Sequence[str], device) -> Iterator[Dict[str, torch.Tensor]]:
+        """The first 8 steps' batches, all ``modalities`` drawn (what the input statistics are fitted on)."""
+        return (self.batch(i, modalities, device)[1] for i in range(8))
+
     def meta(self) -> Dict[str, Any]:
-        return {'dataset': {'path': str(self.dataset.path), 'manifest_hash': self.dataset.hash,
+        return {'val_size': int(len(self.val_index)), 'dataset': {'path': str(self.dataset.path), 'manifest_hash': self.dataset.hash,
                             'preprocess_hash': self.dataset.manifest.get('preprocess_hash'),
                             'val_bags': self.val_bags, 'train_samples': int(len(self.train_index)),
                             'val_samples': int(len(self.val_index)), 'steps_per_epoch': self.steps_per_epoch,

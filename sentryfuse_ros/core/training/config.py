@@ -60,6 +60,34 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class BalanceConfig:
+    """Modality balancing (core/training/balance.py); every method is off by default."""
+    aux_weight: float = 0.0        # per-modality auxiliary heads: weight of the mean cross-entropy of a linear head on
+                                   # each live modality's pooled encoder tokens (0 = off; the heads are dropped at
+                                   # deployment: not in the checkpoint's model, no inference FLOPs)
+    ogm_alpha: float = 0.0         # OGM-GE (Peng et al., CVPR 2022): alpha of the modulation coefficient
+                                   # 1 - tanh(alpha * relu(ratio - 1)) on the dominant modality's encoder gradient
+                                   # (0 = off); ratio = its confidence over the mean of the other live ones'
+    ogm_noise: float = 1.0         # OGM-GE's generalization enhancement: Gaussian noise of this many times each
+                                   # modulated gradient's std is added (0 = plain OGM)
+    ogm_end_frac: float = 1.0      # OGM-GE modulates up to this fraction of the run (the paper stops it early)
+
+    def __post_init__(self):
+        check(self.aux_weight >= 0, 'aux_weight', self.aux_weight, 'a weight >= 0')
+        check(self.ogm_alpha >= 0, 'ogm_alpha', self.ogm_alpha, 'an alpha >= 0')
+        check(self.ogm_noise >= 0, 'ogm_noise', self.ogm_noise, 'a noise scale >= 0')
+        check(0.0 <= self.ogm_end_frac <= 1.0, 'ogm_end_frac', self.ogm_end_frac, 'a fraction in [0, 1]')
+
+    @property
+    def heads(self) -> bool:
+        """Whether the run keeps per-modality heads (the auxiliary loss, or OGM-GE's confidence)."""
+        return self.aux_weight > 0 or self.ogm_alpha > 0
+
+
+CHECKPOINT_DTYPES = ('float32', 'float16')
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     steps: int = 1500                  # optimizer steps
     batch_size: int = 64               # scenes per step
@@ -74,6 +102,8 @@ class TrainConfig:
     curriculum: CurriculumConfig = CurriculumConfig()  # modality-dropout schedule
     gate: GateTrainConfig = GateTrainConfig()          # SentryGate / saliency / pruned-step settings
     autocast: str = 'none'             # 'bf16': forward passes under torch.autocast bfloat16 (AMX on CPU); 'none': fp32
+    balance: BalanceConfig = BalanceConfig()  # modality balancing (auxiliary heads, OGM-GE); off by default
+    checkpoint_dtype: str = 'float32'  # the checkpoint's stored weights: float16 halves the file (loaded into fp32)
 
     def __post_init__(self):
         for key in ('steps', 'batch_size', 'checkpoint_every', 'eval_batch'):
@@ -87,6 +117,8 @@ class TrainConfig:
         check(self.grad_clip >= 0, 'grad_clip', self.grad_clip, 'a norm >= 0')
         check(isinstance(self.seed, int), 'seed', self.seed, 'an int')
         check(self.autocast in AUTOCASTS, 'autocast', self.autocast, f'one of {AUTOCASTS}')
+        check(self.checkpoint_dtype in CHECKPOINT_DTYPES, 'checkpoint_dtype', self.checkpoint_dtype,
+              f'one of {CHECKPOINT_DTYPES}')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -123,3 +123,21 @@ def shutdown() -> None:
     """Leave the process group (no-op outside a distributed run)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+class LocalContext:
+    """The single-process stand-in for :class:`DistContext`: the same calls, no communication."""
+    rank, world_size, is_main = 0, 1, True
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def average_grads(self, module: torch.nn.Module) -> None:
+        """Nothing to average over one process."""
+
+    def global_saliency(self, gates: Sequence[Tuple[torch.Tensor, torch.Tensor]], *, kind: str,
+                        skipped_blocks_zero: bool = True) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        return read_saliency(gates, kind=kind, skipped_blocks_zero=skipped_blocks_zero)
+
+    def barrier(self) -> None:
+        """Nothing to wait for."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pathlib
-from typing import TYPE_CHECKING, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,8 +24,9 @@ def state_path(out) -> pathlib.Path:
 
 
 def _save_state(path: pathlib.Path, cfg: 'TrainFileConfig', step: int, elapsed: float, model, gate, teacher, opt,
-                rng: np.random.Generator) -> None:
-    data = {'format': STATE_FORMAT, 'config': to_dict(cfg), 'step': step, 'elapsed_s': elapsed,
+                rng: np.random.Generator, extra: Optional[Dict[str, Any]] = None) -> None:
+    """Write the state atomically; ``extra``: more plain data/tensors of the run (balancing heads, monitor rows)."""
+    data = {'extra': dict(extra or {}), 'format': STATE_FORMAT, 'config': to_dict(cfg), 'step': step, 'elapsed_s': elapsed,
             'model': model.state_dict(), 'gate': gate.state_dict(), 'teacher': teacher.state_dict(),
             'optimizer': opt.state_dict(), 'numpy_rng': rng.bit_generator.state,
             'torch_rng': torch.get_rng_state()}
@@ -36,7 +37,8 @@ def _save_state(path: pathlib.Path, cfg: 'TrainFileConfig', step: int, elapsed: 
 
 
 def _load_state(path: pathlib.Path, cfg: 'TrainFileConfig', model, gate, teacher, opt,
-                rng: np.random.Generator) -> Tuple[int, float]:
+                rng: np.random.Generator) -> Tuple[int, float, Dict[str, Any]]:
+    """Load the state into the given objects; (step, elapsed seconds, the ``extra`` it was saved with)."""
     if not path.is_file():
         raise CheckpointError(f'--resume: no training state {str(path)!r}; expected one written by an earlier '
                               'interrupted run with the same --out')
@@ -56,7 +58,7 @@ def _load_state(path: pathlib.Path, cfg: 'TrainFileConfig', model, gate, teacher
     opt.load_state_dict(data['optimizer'])
     rng.bit_generator.state = data['numpy_rng']
     torch.set_rng_state(data['torch_rng'])
-    return int(data['step']), float(data['elapsed_s'])
+    return int(data['step']), float(data['elapsed_s']), dict(data.get('extra') or {})
 
 
 def _first_difference(a, b, where: str = '') -> str:

@@ -6,14 +6,11 @@ import pathlib
 import pytest
 import torch
 
+from bench_fixtures import tiny_model_and_gate
 from sentryfuse_ros.cli import main as cli_main
 from sentryfuse_ros.core.bench import grid as bench
 from sentryfuse_ros.core.bench.plots import compare, headline, render_markdown, write_report
 from sentryfuse_ros.core.errors import ConfigError, DataError
-from sentryfuse_ros.core.pruning.gate import SentryGate
-from sentryfuse_ros.core.model.config import ModelConfig, SentryFuseConfig
-from sentryfuse_ros.core.data.preprocess import PreprocessConfig
-from sentryfuse_ros.core.model.backbone import SentryFuseModel
 from sentryfuse_ros.core.pruning.prune import slice_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -61,23 +58,14 @@ def test_config_file_sections_load():
 
 
 def _tiny():
-    torch.manual_seed(0)
-    m = ModelConfig(modalities=('camera', 'audio'), dim=16, depth=2, num_heads=4, num_kv_heads=2, ffn_dim=32,
-                    ffn_block=8, num_fusion_tokens=2, n_fft=128, hop=64, n_mels=16)
-    pre = PreprocessConfig(image_size=16, bev_size=16, audio_samples=1024)
-    model = SentryFuseModel(SentryFuseConfig(model=m, preprocess=pre, class_names=('a', 'b'))).eval()
-    gate = SentryGate(modalities=model.modalities, layout=model.unit_layout())
-    with torch.no_grad():
-        for p in gate.parameters():
-            p.normal_()
-    return model, gate
+    return tiny_model_and_gate()
 
 
 @pytest.mark.parametrize('method', [m for m in bench.METHODS if m not in bench.DENSE_METHODS])
 def test_every_method_gives_sliceable_masks_within_budget(method):
     model, gate = _tiny()
     calib = [(model.example_inputs(('camera', 'audio'), batch=4), torch.tensor([0, 1, 0, 1]))]
-    scorer = bench.MethodScorer(model, gate, calib, seed=0, variants={'noalign': (model, gate)})
+    scorer = bench.MethodScorer(model, gate, {'calib': calib}, seed=0, variants={'noalign': (model, gate)})
     full = bench.evaluate_cell(model, None, _test_set(model), ('camera',), batch=8, latency_repeats=None)
     for budget in (0.7, 0.4):
         masks, score_ms = scorer.masks(method, ('camera',), budget)
@@ -102,25 +90,34 @@ def test_quick_grid_end_to_end_and_resume(tmp_path, capsys):
             '--cache-dir', str(cache)]
     assert cli_main(args) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert [line.split(' ')[0] for line in printed[-2:]] == ['P1', 'P2'] and all('SentryGate vs' in x for x in printed[-2:])
+    assert [line.split(' ')[0] for line in printed[-3:]] == ['P0', 'P1', 'P2']
+    assert all('SMOKE RUN' in x and 'SentryGate vs' in x and '(fixed in advance)' in x for x in printed[-3:])
     data = json.loads(out.read_text())
     recs = data['records']
     cfg = bench.load_bench_config(ROOT / 'config' / 'bench.yaml', 'quick')
-    assert cfg.models == ('sentryfuse', 'conventional')
+    assert cfg.models == ('sentryfuse', 'conventional', 'conventional_nocurr')
     pruned = [m for m in cfg.methods if m not in bench.DENSE_METHODS]
     conv = [m for m in pruned if m in bench.CONVENTIONAL_METHODS]
-    assert len(recs) == 4 * (len(cfg.ratios) * len(pruned) + 1) + 4 * (len(cfg.ratios) * len(conv) + 1)
-    assert {r['method'] for r in recs if r['model'] == 'conventional'} == set(conv) | {'dense'}
+    p0 = [m for m in pruned if m in bench.P0_METHODS]
+    live = [r for r in recs if r['protocol'] == 'P1P2']
+    assert len(live) == 4 * (len(cfg.ratios) * len(pruned) + 1) + 2 * 4 * (len(cfg.ratios) * len(conv) + 1)
+    assert len(recs) - len(live) == 2 * len(p0) * len(cfg.ratios) * 4 * 2  # P0: static + matched, 4 live sets
+    assert {r['method'] for r in live if r['model'] == 'conventional'} == set(conv) | {'dense'}
     for r in recs:
         assert set(bench.RECORD_KEYS) <= set(r) and r['model'] in bench.MODELS and r['n_classes'] == 6
         assert 0.0 <= r['accuracy'] <= 1.0 and r['gflops'] > 0 and r['params'] > 0
-        assert all(math.isfinite(r[k]) for k in ('accuracy', 'gflops', 'latency_ms', 'peak_mem_mb'))
+        assert r['calibration'] in ('static', 'per_live_set') and r['tuning_data'] in (
+            'none', 'all_sensors', 'live_sensors')
+        if r['protocol'] == 'P1P2':
+            assert all(math.isfinite(r[k]) for k in ('accuracy', 'gflops', 'latency_ms', 'peak_mem_mb'))
+        elif r['method'] == 'sentrygate':
+            assert r['flops_matched'] and abs(r['flops_gap']) <= 0.03
     for which in cfg.models:
-        for cond in {r['condition'] for r in recs}:
-            for m in {r['method'] for r in recs if r['model'] == which} - set(bench.DENSE_METHODS):
-                g = {r['ratio']: r['gflops'] for r in recs
+        for cond in {r['condition'] for r in live}:
+            for m in {r['method'] for r in live if r['model'] == which} - set(bench.DENSE_METHODS):
+                g = {r['ratio']: r['gflops'] for r in live
                      if r['model'] == which and r['condition'] == cond and r['method'] == m}
-                dense = [r['gflops'] for r in recs if r['model'] == which and r['condition'] == cond
+                dense = [r['gflops'] for r in live if r['model'] == which and r['condition'] == cond
                          and r['method'] == 'dense'][0]
                 ratios = sorted(g)
                 assert all(g[a] > g[b] for a, b in zip(ratios, ratios[1:])) and g[ratios[0]] < dense
@@ -135,6 +132,8 @@ def test_quick_grid_end_to_end_and_resume(tmp_path, capsys):
     report = tmp_path / 'report'
     assert cli_main(['bench-report', '--in', str(out), '--out-dir', str(report)]) == 0
     assert (report / 'bench_report.md').is_file() and list(report.glob('*.png'))
+    text = (report / 'bench_report.md').read_text()
+    assert '**SMOKE RUN' in text and '#### P0 (deployed static' in text and '### Decomposition' in text
 
 
 def _synthetic_records():
@@ -205,7 +204,7 @@ def test_shards_are_disjoint_cover_the_grid_and_balance_trainings(n):
     assert sorted(flat) == sorted(bench.model_jobs(cfg)) and len(flat) == len(set(flat))
     # per job: sentryfuse + conventional + conventional_nocurr, + noalign and nocurr on the ablation seed
     trainings = [sum(len(cfg.models) + 2 * (j[2] in cfg.ablation_seeds) for j in p) for p in parts]
-    assert sum(trainings) == 9 * 5 + 18 * 3
+    assert sum(trainings) == 12 * 5 + 48 * 3  # 4 datasets x 3 backbones, 5 seeds
     if n == 15:
         assert max(trainings) - min(trainings) <= 3
 
@@ -214,7 +213,7 @@ def test_models_filter():
     cfg = bench.load_bench_config(ROOT / 'config' / 'bench.yaml', 'full')
     jobs = bench.select_jobs(cfg, models=['sim6/*/s0', 'avmnist/mid/*'])
     assert sorted(map(bench.model_name, jobs)) == sorted(
-        ['sim6/early/s0', 'sim6/mid/s0', 'sim6/bottleneck/s0', 'avmnist/mid/s0', 'avmnist/mid/s1', 'avmnist/mid/s2'])
+        ['sim6/early/s0', 'sim6/mid/s0', 'sim6/bottleneck/s0'] + [f'avmnist/mid/s{s}' for s in range(5)])
     with pytest.raises(ConfigError, match="no grid model matches; names look like 'sim6/early/s0'"):
         bench.select_jobs(cfg, models=['imagenet/*'])
 
@@ -285,8 +284,8 @@ def test_read_results_accepts_gzip(tmp_path):
     payload = {'meta': {'x': 1}, 'records': [{'method': 'random'}]}
     (tmp_path / 'r.json.gz').write_bytes(gzip.compress(_json.dumps(payload).encode()))
     # a record from before issue 10 reads as the SentryFuse model's (every method pruned it)
-    assert bench.read_results(tmp_path / 'r.json.gz') == {'meta': {'x': 1},
-                                                          'records': [{'method': 'random', 'model': 'sentryfuse'}]}
+    assert bench.read_results(tmp_path / 'r.json.gz') == {
+        'meta': {'x': 1}, 'records': [{'method': 'random', 'model': 'sentryfuse', 'protocol': 'P1P2'}]}
     (tmp_path / 'bad.json.gz').write_bytes(b'not gzip')
     with pytest.raises(DataError, match=r"bench results .*bad.json.gz' are unreadable"):
         bench.read_results(tmp_path / 'bad.json.gz')

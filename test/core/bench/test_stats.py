@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from sentryfuse_ros.core.bench import stats
+from sentryfuse_ros.core.bench import readings, stats
 
 
 def rec(model, method, seed, acc, cond='camera+audio', ratio=0.3, dataset='avmnist', n_classes=10):
@@ -32,14 +32,15 @@ def test_p1_compares_with_the_conventional_model_only():
     p2, = stats.protocol_rows(recs, 'P2')
     assert p1['best_acc'] == pytest.approx(0.5) and p1['best_baseline'] == 'conventional/taylor'
     assert p2['best_acc'] == pytest.approx(0.9)
-    assert 'P1 (system)' in stats.headline_line(recs, 'P1') and '+20.0%' in stats.headline_line(recs, 'P1')
+    line = readings.headline_line(recs, 'P1', 'conventional/taylor')
+    assert line.startswith('P1 (system): SentryGate vs conventional/taylor (fixed in advance) +20.0%')
 
 
 def test_weak_cells_and_one_seed_post_hoc():
     recs = [rec('sentryfuse', 'taylor', 0, 0.14), rec('sentryfuse', 'sentrygate', 0, 0.2)]  # chance 0.1
     row, = stats.protocol_rows(recs, 'P2')
     assert row['weak'] and row['post_hoc']
-    assert 'picked after the fact' in stats.headline_line(recs, 'P2')
+    assert 'held-out best (1 seed: picked after the fact)' in readings.headline_line(recs, 'P2', 'taylor')
 
 
 def test_bootstrap_interval_covers_the_mean_and_is_degenerate_for_equal_seeds():

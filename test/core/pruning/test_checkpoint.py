@@ -130,3 +130,44 @@ def test_checkpoint_whose_gate_table_is_nan_is_refused(tmp_path, checkpoint):
     with pytest.raises(CheckpointError, match=r"'.*nan_gate.pt': the SentryGate table must be finite, but \d+ "
                                               r'tensors hold NaN/inf values: inclusion \(\d+ of \d+\)'):
         load_sentryfuse(path)
+
+
+def test_fp16_stored_checkpoint_scores_as_its_fp32_source(tmp_path, checkpoint):
+    """The trained checkpoint stored as float16 is about half the size, loads into fp32 (or bf16 on request)
+    and scores within 0.5 points of the fp32 file on every modality subset of fresh scenes."""
+    from sentryfuse_ros.core.config import from_dict
+    from sentryfuse_ros.core.data.datasets import SyntheticDataset
+    from sentryfuse_ros.core.data.scenes import SceneConfig
+    from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
+    from sentryfuse_ros.core.training.batches import validate
+    model, gate, meta = load_sentryfuse(checkpoint)
+    half = tmp_path / 'half.pt'
+    save_checkpoint(half, model, {'gate': gate.state_dict(), **meta}, dtype=torch.float16)
+    stored = torch.load(half, weights_only=True)['state_dict']
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    assert half.stat().st_size < 0.6 * checkpoint.stat().st_size
+    model16, gate16, _ = load_sentryfuse(half)
+    assert all(p.dtype == torch.float32 for p in model16.parameters())
+    scene = from_dict(SceneConfig, meta['training']['train_config']['data']['scene'])
+    data = SyntheticDataset(scene, model.config.preprocess, seed=7, n=200).subset(model.modalities)
+    a = validate(model, gate, data, batch=100, budgets=(1.0,))['1.00']
+    b = validate(model16, gate16, data, batch=100, budgets=(1.0,))['1.00']
+    assert all(abs(a[k] - b[k]) <= 0.005 for k in a), (a, b)
+    bf16, _ = load_checkpoint(half, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())
+    x = {m: v[:4] for m, v in data.inputs.items()}
+    assert torch.isfinite(bf16(x).float()).all()
+
+
+def test_fp16_storage_refuses_weights_out_of_its_range(tmp_path):
+    model = tiny()
+    with torch.no_grad():
+        model.head.bias[0] = 1e6  # float16 tops out at 65504
+    with pytest.raises(CheckpointError, match=r"weights stored as torch.float16 must be finite, but 1 tensors hold "
+                                              r'NaN/inf values: head.bias \(1 of 3\) \(out of its range\?\)'):
+        save_checkpoint(tmp_path / 'x.pt', model, {}, dtype=torch.float16)
+    with pytest.raises(CheckpointError, match=r'dtype=torch.int8: expected one of'):
+        save_checkpoint(tmp_path / 'x.pt', model, {}, dtype=torch.int8)
+    save_checkpoint(tmp_path / 'ok.pt', tiny(), {})
+    with pytest.raises(CheckpointError, match=r'dtype=torch.float16: expected torch.float32 or torch.bfloat16'):
+        load_checkpoint(tmp_path / 'ok.pt', dtype=torch.float16)

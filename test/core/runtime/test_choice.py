@@ -11,7 +11,7 @@ JETSON = Capabilities(cuda=True, cuda_bf16=True, cpu_bf16=False, torch_cuda_buil
                       ort_providers=(TENSORRT_EP, CUDA_EP, CPU_EP))
 
 
-@pytest.mark.parametrize('field,value', [('device', 'gpu'), ('precision', 'int8'), ('backend', 'tensorrt')])
+@pytest.mark.parametrize('field,value', [('device', 'gpu'), ('precision', 'int4'), ('backend', 'tensorrt')])
 def test_unknown_values_are_config_errors(field, value):
     with pytest.raises(ConfigError, match=f"{field}={value!r}"):
         RuntimeChoice(**{field: value})
@@ -30,6 +30,10 @@ def test_unknown_values_are_config_errors(field, value):
     (RuntimeChoice(backend='onnxruntime', device='cuda', precision='fp16'),
      Capabilities(cuda=True, ort_providers=(CUDA_EP, CPU_EP)), "precision='fp16' with backend='onnxruntime' needs"),
     (RuntimeChoice(device='cuda', precision='bf16'), Capabilities(cuda=True), "this GPU does not support bf16"),
+    (RuntimeChoice(precision='int8'), CPU_ONLY,
+     r"precision='int8' with backend='torch': int8 sub-networks are the quantized graphs of `sentryfuse export"),
+    (RuntimeChoice(backend='onnxruntime', device='cuda', precision='int8'),
+     Capabilities(cuda=True, ort_providers=(CUDA_EP, CPU_EP)), "precision='int8' on device='cuda' needs Tensorrt"),
 ])
 def test_refusals_name_the_value(choice, caps, match):
     with pytest.raises(RuntimeChoiceError, match=match):
@@ -39,14 +43,15 @@ def test_refusals_name_the_value(choice, caps, match):
 
 
 @pytest.mark.parametrize('choice', [RuntimeChoice(), RuntimeChoice(precision='bf16'),
-                                    RuntimeChoice(backend='onnxruntime')])
+                                    RuntimeChoice(backend='onnxruntime'),
+                                    RuntimeChoice(backend='onnxruntime', precision='int8')])
 def test_what_a_cpu_with_bf16_runs(choice):
     assert resolve_choice(choice, CPU_ONLY, fallback=False) == (choice, '')
 
 
 @pytest.mark.parametrize('choice', [RuntimeChoice(device='cuda', precision=p, backend=b)
-                                    for p in ('fp32', 'fp16', 'bf16') for b in ('torch', 'onnxruntime')
-                                    if not (p == 'bf16' and b == 'onnxruntime')])
+                                    for p in ('fp32', 'fp16', 'bf16', 'int8') for b in ('torch', 'onnxruntime')
+                                    if not (p == 'bf16' and b == 'onnxruntime') and not (p == 'int8' and b == 'torch')])
 def test_what_a_jetson_runs(choice):
     check_choice(choice, JETSON)
 
@@ -77,6 +82,14 @@ def test_providers_best_first():
                                    'trt_engine_cache_path': '/c'}), CPU_EP]
     fp32 = ort_providers_for(RuntimeChoice(device='cuda', backend='onnxruntime'), JETSON)
     assert fp32 == [(TENSORRT_EP, {'trt_fp16_enable': False}), CUDA_EP, CPU_EP]
+    int8 = ort_providers_for(RuntimeChoice(device='cuda', precision='int8', backend='onnxruntime'), JETSON)
+    assert int8 == [(TENSORRT_EP, {'trt_fp16_enable': False, 'trt_int8_enable': True}), CPU_EP]
+
+
+def test_int8_with_backend_torch_falls_back_to_torch_fp32_naming_int8():
+    choice, warning = resolve_choice(RuntimeChoice(precision='int8'), CPU_ONLY, fallback=True)
+    assert choice == RuntimeChoice()
+    assert warning.startswith("precision='int8' with backend='torch'") and warning.endswith('torch cpu fp32')
 
 
 def test_detect_reads_this_machine():

@@ -298,7 +298,8 @@ def transitions(lives):
 def test_a_stream_that_stops_and_resumes_is_live_again_within_timeout_plus_recover_count_checks(name, rate):
     """A 10 Hz health check on the default thresholds: the sensor returns at 8 s. With the gap in
     the rate window, the lidar came back 1.15 s after it resumed; now within its timeout + 3 checks."""
-    cfg = health.DEFAULT_MODALITY_CONFIGS[name]
+    from sentryfuse_ros.core.runtime.param_configs import topic_monitor_config
+    cfg = topic_monitor_config({}, name)  # the health monitor's schema default
     period = 0.1
     checks = [0.05 + period * k for k in range(120)]
     lives = simulate(ModalityMonitor(name, cfg), stream(rate, 0.0, 5.0) + stream(rate, 8.0, 12.0), checks)

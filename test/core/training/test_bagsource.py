@@ -80,15 +80,14 @@ def test_errors(dataset):
 def test_training_on_a_bag_source_resumes_bit_exactly(dataset, tmp_path):
     from bag_training_fixtures import tiny_config
 
-    from sentryfuse_ros.core.training.train import train
+    from sentryfuse_ros.core.training.train import TrainingRun, train
     torch.set_num_threads(1)
     cfg = tiny_config(steps=6, batch_size=8)
     source = lambda: BagBatches(dataset, ALL, ['bag2'], batch_size=8, seed=0)  # noqa: E731
     quiet = dict(progress=False, log=lambda s: None)
-    full = train(cfg, tmp_path / 'full.pt', source=source(), **quiet)
-    part = train(cfg, tmp_path / 'part.pt', source=source(), stop_after=3, **quiet)
-    assert part.meta == {'steps': 3, 'stopped': True}
-    resumed = train(cfg, tmp_path / 'part.pt', source=source(), resume=True, **quiet)
+    full = train(cfg, tmp_path / 'full.pt', data=source(), **quiet)
+    assert TrainingRun(cfg, tmp_path / 'part.pt', data=source(), **quiet).advance(3) == 3
+    resumed = train(cfg, tmp_path / 'part.pt', data=source(), resume=True, **quiet)
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     assert resumed.meta['dataset']['manifest_hash'] == dataset.hash

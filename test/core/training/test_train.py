@@ -19,8 +19,8 @@ from sentryfuse_ros.core.data.preprocess import PreprocessConfig
 from sentryfuse_ros.core.data.scenes import SceneConfig
 from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
 from sentryfuse_ros.core.training.state import state_path
-from sentryfuse_ros.core.training.train import (DataConfig, Progress, TrainConfig, TrainFileConfig, load_train_config,
-                                                train, validate)
+from sentryfuse_ros.core.training.train import (DataConfig, Progress, TrainConfig, TrainFileConfig, TrainingRun,
+                                                load_train_config, train, validate)
 
 TINY = TrainFileConfig(
     model=ModelConfig(dim=16, depth=2, num_heads=4, num_kv_heads=2, ffn_dim=32, ffn_block=8, num_fusion_tokens=2,
@@ -69,8 +69,8 @@ def test_cli_train_writes_a_checkpoint_that_reloads_identically(tmp_path):
         for (a1, f1), (a2, f2) in zip(gate.scores(live), result.gate.scores(live)):
             assert torch.equal(a1, a2) and torch.equal(f1, f2)
     # the recorded validation accuracies are reproduced by the reloaded model + gate
-    from sentryfuse_ros.core.training.train import _datasets
-    _, val = _datasets(TINY)
+    from sentryfuse_ros.core.training.batches import scene_datasets
+    _, val = scene_datasets(TINY)
     assert validate(model, gate, val, batch=16) == t['val_accuracy']
     # the gate learned something from the teacher: scores are no longer all zero
     assert any(float(a.abs().sum() + f.abs().sum()) > 0 for a, f in gate.scores(model.modalities))
@@ -84,8 +84,9 @@ def test_resume_continues_from_the_saved_step(tmp_path, saliency):
     quiet = dict(progress=False, log=lambda s: None)
     whole = train(cfg, tmp_path / 'whole.pt', **quiet)
     logs = []
-    part = train(cfg, tmp_path / 'part.pt', stop_after=10, progress=False, log=logs.append)
-    assert part.meta == {'steps': 10, 'stopped': True} and not (tmp_path / 'part.pt').exists()
+    part = TrainingRun(cfg, tmp_path / 'part.pt', progress=False, log=logs.append)
+    assert part.advance(10) == 10 and not (tmp_path / 'part.pt').exists()
+    assert any('stopped after step 10' in line for line in logs)
     assert state_path(tmp_path / 'part.pt').is_file()
     resumed = train(cfg, tmp_path / 'part.pt', resume=True, progress=False, log=logs.append)
     assert any('resuming from' in line and 'at step 10/20' in line for line in logs)
@@ -100,7 +101,7 @@ def test_resume_continues_from_the_saved_step(tmp_path, saliency):
 def test_resume_errors(tmp_path):
     with pytest.raises(CheckpointError, match=r"--resume: no training state .*none\.train_state\.pt"):
         train(TINY, tmp_path / 'none.pt', resume=True, progress=False, log=lambda s: None)
-    train(TINY, tmp_path / 'x.pt', stop_after=10, progress=False, log=lambda s: None)
+    TrainingRun(TINY, tmp_path / 'x.pt', progress=False, log=lambda s: None).advance(10)
     other = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, lr=0.01))
     with pytest.raises(ConfigError, match=r'made with another config \(train\.lr: saved 0\.002, now 0\.01\)'):
         train(other, tmp_path / 'x.pt', resume=True, progress=False, log=lambda s: None)
@@ -174,7 +175,7 @@ def test_train_on_given_datasets_takes_their_class_names(tmp_path):
         return MultimodalTensors(inputs, labels, ('low', 'mid', 'high'))
     cfg = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, modalities=('camera', 'audio')),
                               train=dataclasses.replace(TINY.train, steps=6))
-    result = train(cfg, tmp_path / 'given.pt', progress=False, log=lambda s: None, datasets=(make(24), make(12)))
+    result = train(cfg, tmp_path / 'given.pt', progress=False, log=lambda s: None, data=(make(24), make(12)))
     model, gate, meta = load_sentryfuse(tmp_path / 'given.pt')
     assert meta['class_names'] == ['low', 'mid', 'high'] and model.modalities == ('camera', 'audio')
     assert set(meta['training']['val_accuracy']['1.00']) == {'camera', 'audio', 'camera+audio'}
@@ -246,12 +247,12 @@ def test_sandwich_recipe_trains_and_differs_from_pruned_steps(tmp_path):
 def test_input_norm_is_measured_on_the_training_set_and_stored_in_the_checkpoint(tmp_path):
     from sentryfuse_ros.core.errors import DataError
     from sentryfuse_ros.core.training.inputnorm import fit_input_norm
-    from sentryfuse_ros.core.training.train import _datasets
+    from sentryfuse_ros.core.training.batches import scene_datasets
     cfg = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, input_norm=True),
                               train=dataclasses.replace(TINY.train, steps=4))
     train(cfg, tmp_path / 'n.pt', progress=False, log=lambda s: None)
     model, _, _ = load_sentryfuse(tmp_path / 'n.pt')
-    train_set, _ = _datasets(cfg)
+    train_set, _ = scene_datasets(cfg)
     for m in ('camera', 'lidar'):
         x = train_set.inputs[m].double()                       # (N, 3, H, W)
         tok = model.tokenizers[m]
