@@ -4,6 +4,13 @@
     ros2 launch sentryfuse_ros perception.launch.py camera_topic:=/front/image_raw device:=cuda
     ros2 launch sentryfuse_ros perception.launch.py device:=cuda backend:=onnxruntime onnx_dir:=/path/export
 
+perception is a lifecycle node: with autostart:=true (default) it configures and activates itself
+as it starts, as under `ros2 run` and `sentryfuse run`; autostart:=false leaves it unconfigured for
+`ros2 lifecycle set /perception configure|activate` or a lifecycle manager. It is started as a plain
+launch_ros Node: a LifecycleNode action gives the launch process a DDS participant of its own, and
+with it (and the large-message profile) the nodes' SIGINT shutdown overran launch's 5 s here; own
+launch files that want OnStateTransition events can use LifecycleNode(..., namespace='').
+
 Each node reads its own section (by node name) of `params_file`. Topic arguments remap the
 default topic names of every node. Plain launch_ros, works on Humble and newer. Where
 `ros2 launch` is missing, `sentryfuse run [--use-sim]` starts the same graph from the same YAML.
@@ -61,13 +68,14 @@ def generate_launch_description() -> LaunchDescription:
     use_sim_time = {'use_sim_time': ParameterValue(arg('use_sim_time'), value_type=bool)}
     budget = {'compute_budget_override': ParameterValue(arg('compute_budget_override'),
                                                         value_type=float)}
+    autostart = {'autostart': ParameterValue(arg('autostart'), value_type=bool)}
     nodes = [
         Node(package=PACKAGE, executable='health_monitor', name='health_monitor',
              output='screen', remappings=remappings,
              parameters=[arg('params_file'), use_sim_time, budget]),
         Node(package=PACKAGE, executable='perception', name='perception',
              output='screen', remappings=remappings,
-             parameters=[arg('params_file'), use_sim_time, {
+             parameters=[arg('params_file'), use_sim_time, autostart, {
                  name: ParameterValue(arg(name), value_type=str) for name in LAUNCH_PERCEPTION}]),
         Node(package=PACKAGE, executable='sensor_sim', name='sensor_sim',
              output='screen', remappings=remappings,

@@ -4,6 +4,7 @@ Where it comes from: a sourced ROS 2 (``ROS_DISTRO`` set, ``ros2`` on PATH), els
 sources that ``make setup`` builds into ``.cache/ros2cli`` (scripts/setup.sh, step 5). When
 neither is there the test FAILS with a message naming the missing tool: no silent skip.
 """
+import contextlib
 import os
 import pathlib
 import re
@@ -12,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -127,6 +128,16 @@ class Process:
                 pass
             self.wait(5.0)
         return rc
+
+
+@contextlib.contextmanager
+def ros2_session(domain: int) -> Iterator[Dict[str, str]]:
+    """:func:`ros2_environment` for a test module's verbs; `ros2 daemon stop` when it is done."""
+    env = ros2_environment(domain)
+    try:
+        yield env
+    finally:
+        stop_daemon(env)
 
 
 def stop_daemon(env: Dict[str, str]) -> None:

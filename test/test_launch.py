@@ -15,7 +15,8 @@ from sentryfuse_ros.apps import graph
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch' / 'perception.launch.py'
 ARGUMENTS = {'use_sim', 'params_file', 'camera_topic', 'lidar_topic', 'audio_topic', 'model_path',
-             'device', 'precision', 'backend', 'onnx_dir', 'compute_budget_override', 'dds_profile'}
+             'device', 'precision', 'backend', 'onnx_dir', 'compute_budget_override', 'dds_profile',
+             'autostart'}
 
 
 def tree():
@@ -32,8 +33,8 @@ def kwarg(call, key):
 
 
 def launch_nodes():
-    """{node name: ast.Call} of every launch_ros Node(...)."""
-    return {kwarg(c, 'name').value: c for c in calls('Node')}
+    """{node name: ast.Call} of every launch_ros Node(...) and LifecycleNode(...)."""
+    return {kwarg(c, 'name').value: c for c in calls('Node') + calls('LifecycleNode')}
 
 
 def cmake_programs():

@@ -60,6 +60,13 @@ def latest_only(profile: QoSProfile) -> QoSProfile:
                       durability=profile.durability)
 
 
+def latched() -> QoSProfile:
+    """Reliable, transient local, keep last 1: a late subscriber that asks for transient local gets the
+    one message published (a map such as LabelInfo, published once per model)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
 def check_qos_name(name: Any, key: str = 'qos') -> None:
     if name not in QOS_NAMES:
         raise ConfigError(f'{key}={name!r}: expected one of {list(QOS_NAMES)}')
@@ -89,7 +96,7 @@ def declare_parameters(node: Node, schema: params.Schema) -> Dict[str, Any]:
     for spec in schema:
         node.declare_parameter(spec.name, _parameter_value(spec.default),
                                ParameterDescriptor(dynamic_typing=True, description=spec.description))
-    return {spec.name: _plain(node.get_parameter(spec.name).value) for spec in schema}
+    return current_values(node, schema)
 
 
 def fix_descriptors(node: Node, schema: params.Schema) -> None:
@@ -168,11 +175,13 @@ def _offending(values: Mapping[str, Any], defaults: Mapping[str, Any], names: Se
 
 def install_validator(node: Node, schema: params.Schema,
                       build: Callable[[Mapping[str, Any]], Any],
-                      apply: Callable[[Any, Set[str]], None]) -> Callable:
+                      apply: Callable[[Any, Set[str]], None],
+                      gate: Optional[Callable[[List[str]], str]] = None) -> Callable:
     """Register the on-set callback of a node: a change of a read-only parameter is refused; every
     proposed value is checked against the schema (type, finite, range, choices: the start-up policy),
     then the merged values of the schema go through ``build`` (cross-parameter checks, ConfigError
     refuses); success calls ``apply(built, changed names)``, which makes the change take effect.
+    ``gate(changed names)``, when given, runs before the value checks: a non-empty reason refuses.
     A refusal names the value and what was expected, and changes nothing. Returns the callback."""
     specs = params.by_name(schema)
 
@@ -182,6 +191,9 @@ def install_validator(node: Node, schema: params.Schema,
         if fixed:
             return SetParametersResult(
                 successful=False, reason=f'{fixed} cannot change at run time; restart the node')
+        blocked = gate([p.name for p in mine]) if gate is not None else ''
+        if blocked:  # e.g. a lifecycle node's parameters that change only while it is unconfigured
+            return SetParametersResult(successful=False, reason=blocked)
         values = {n: node.get_parameter(n).value for n in specs}
         try:
             for p in mine:
@@ -195,6 +207,11 @@ def install_validator(node: Node, schema: params.Schema,
 
     node.add_on_set_parameters_callback(on_set)
     return on_set
+
+
+def current_values(node: Node, schema: params.Schema) -> Dict[str, Any]:
+    """{name: value} of the schema's parameters as the node holds them now (plain Python)."""
+    return {spec.name: _plain(node.get_parameter(spec.name).value) for spec in schema}
 
 
 def _plain(value: Any) -> Any:

@@ -1,11 +1,18 @@
 """perception: SentryGate-pruned, SentryAttend inference over whatever sensors are live.
 
-Subscribes to camera (Image | CompressedImage), lidar (PointCloud2 | LaserScan), audio
-(AudioFrame | AudioDataStamped) and /sentryfuse/health; keeps the newest sample per modality
-(never waits for all sensors); at `rate` (or on each camera frame) runs the sub-network for the
-current (live set, compute budget) zero-shot; publishes Prediction on /sentryfuse/prediction,
-InferenceLatency on /sentryfuse/latency and /diagnostics. All logic is in
-sentryfuse_ros.core.runtime.engine; this node converts messages and publishes results.
+A lifecycle (managed) node. configure loads and checks the checkpoint, chooses the runtime, builds
+the sub-networks and publishes the class map (vision_msgs/LabelInfo, transient local) on
+/sentryfuse/label_info; activate subscribes to camera (Image | CompressedImage), lidar
+(PointCloud2 | LaserScan), audio (AudioFrame | AudioDataStamped) and /sentryfuse/health and starts
+inferring: it keeps the newest sample per modality (never waits for all sensors) and at `rate` (or
+on each camera frame) runs the sub-network for the current (live set, compute budget) zero-shot,
+publishing Prediction (/sentryfuse/prediction), vision_msgs/Classification
+(/sentryfuse/classification) and InferenceLatency (/sentryfuse/latency); deactivate drops the
+subscriptions and the timer (no forward pass while inactive); cleanup releases the model.
+/diagnostics is published in every state. With `autostart` (default) the node configures and
+activates itself at construction, so `ros2 run`, `ros2 launch` and apps/graph.py's in-process graph
+start it as before; `autostart:=false` leaves the transitions to `ros2 lifecycle set /perception ...`
+or a lifecycle manager. All logic is in sentryfuse_ros.core.runtime.engine.
 """
 import dataclasses
 import math
@@ -14,14 +21,14 @@ import time
 from typing import Any, Dict, Mapping, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
+from vision_msgs.msg import Classification, LabelInfo
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from sentryfuse_ros import msg_arrays
-from sentryfuse_ros.msg_arrays.modality_inputs import audio_converter, lidar_converter
 from sentryfuse_ros.core.pruning.budget import is_budget
 from sentryfuse_ros.core.runtime.engine import PerceptionEngine
-from sentryfuse_ros.core.errors import ConfigError, ExportError, RuntimeChoiceError, SentryFuseError
-from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, resolve_choice
+from sentryfuse_ros.core.errors import ConfigError, ConversionError
+from sentryfuse_ros.core.runtime.choice import Capabilities
 from sentryfuse_ros.core.runtime import stamps
 from sentryfuse_ros.core.runtime.latency import LatencyStats
 from sentryfuse_ros.core.runtime.record import STAGES, InferenceRecord, build_record
@@ -31,10 +38,12 @@ from sentryfuse_ros.nodes import common
 from sentryfuse_ros.core.runtime import params
 from sentryfuse_ros.nodes.perception_params import (  # noqa: F401  (public here too)
     ERROR_HOLD_S, build_engine_config, check_values, default_model_path)
+from sentryfuse_ros.nodes.perception_model import load_model, runtime_status
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-
-class Perception(Node):
+class Perception(LifecycleNode):
     """Args:
         capabilities: what this machine can run (default: detected; tests pass their own).
         **kwargs: passed to rclpy Node (context, parameter_overrides, ...).
@@ -50,7 +59,9 @@ class Perception(Node):
         self._param_errors = common.fall_back_to_defaults(self, values, defaults, common.spec_checks(schema) + [
             (tuple(k for k in defaults if k != 'model_path'), check_values)])
         common.fix_descriptors(self, schema)
-        self._values = values
+        self._values = values         # as the last configure read them (the parameters until then)
+        self._state = 'unconfigured'  # lifecycle primary state, as this node's transitions left it
+        self._type_errors = []        # message types the last configure could not import
         self._stats = LatencyStats(int(values['stats_window']))
         self._health: Optional[ModalityHealth] = None
         self._health_received = -math.inf
@@ -60,38 +71,134 @@ class Perception(Node):
         self._model_error = ''
         self._prebuild_ms = 0.0
         self._last: Optional[InferenceRecord] = None  # the newest published inference
-        self._count = 0
+        self._count = 0          # Predictions published since start (every state, every configure)
+        self._forward_passes = 0  # sub-network calls of engines released by cleanup
         self._audio_push_ms = 0.0  # audio conversion since the last inference (done in push)
         self.engine: Optional[PerceptionEngine] = None
         self._health_timeout = float(values['health_timeout'])
-        self._load_engine(values)
-        common.install_validator(self, schema, self._build_runtime, self._apply_runtime)
+        common.install_validator(self, schema, self._build_runtime, self._apply_runtime,
+                                 gate=self._configure_gate)
 
-        qos = common.qos_profile(values['qos'])
-        self._types = {m: values[f'{m}.type'] for m in MODALITIES}
-        self._subs = []
+        self._pred_pub = self.create_publisher(Prediction, '/sentryfuse/prediction', 10)
+        self._lat_pub = self.create_publisher(InferenceLatency, '/sentryfuse/latency', 10)
+        self._class_pub = self.create_publisher(Classification, '/sentryfuse/classification', 10)
+        self._label_pub = self.create_publisher(LabelInfo, '/sentryfuse/label_info', common.latched())
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._subs, self._health_sub, self._timer = [], None, None  # created by activate
+        self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
+        self._jump_handle = self.get_clock().create_jump_callback(
+            common.jump_back_threshold(), post_callback=self._on_clock_jump)
+        if values['autostart'] and self.trigger_configure() == SUCCESS:
+            self.trigger_activate()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load and check the checkpoint, choose the runtime, build the sub-networks; FAILURE (the
+        node stays unconfigured, the reason logged and on /diagnostics) when any of it fails."""
+        values = common.current_values(self, params.PERCEPTION)
+        self._values, self._model_error, self._runtime = values, '', ('', '', '')
+        self._stats = LatencyStats(int(values['stats_window']))
+        if self._capabilities is None:
+            self._capabilities = Capabilities.detect()
+        loaded = load_model(values, self._capabilities, self.get_logger())
+        self.engine, self._converters, self._runtime = loaded.engine, loaded.converters, loaded.runtime
+        self._prebuild_ms, self._model_error = loaded.prebuild_ms, loaded.error
+        if self.engine is None:
+            self.get_logger().error('configure failed, the node stays unconfigured (fix the parameter, '
+                                    'then `ros2 lifecycle set /perception configure`)')
+            return FAILURE
+        self._types = {}
+        self._type_errors = []
         for m in MODALITIES:
             try:
-                msg_type = common.message_type(self._types[m])
+                self._types[m] = common.message_type(values[f'{m}.type'])
             except ConfigError as exc:
-                self._param_errors.append(str(exc))
+                self._type_errors.append(str(exc))
                 self.get_logger().error(str(exc))
-                continue
+        # class id -> name, once per loaded model, for the late subscribers (transient local)
+        self._label_pub.publish(msg_arrays.class_names_to_label_info(
+            self.engine.class_names, stamp=self.get_clock().now().to_msg()))
+        self._state = 'inactive'
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe to the sensors and the health topic, start the inference timer."""
+        values = self._values
+        qos = common.qos_profile(values['qos'])
+        for m, msg_type in self._types.items():
             # camera, lidar and health: only the newest is used (latest-only queues); audio: every frame
             self._subs.append(self.create_subscription(
                 msg_type, values[f'{m}.topic'], lambda msg, m=m: self._on_sensor(m, msg),
                 qos if m == 'audio' else common.latest_only(qos)))
         self._health_sub = self.create_subscription(ModalityHealth, values['health_topic'], self._on_health,
                                                     common.latest_only(common.qos_profile('reliable')))
-        self._pred_pub = self.create_publisher(Prediction, '/sentryfuse/prediction', 10)
-        self._lat_pub = self.create_publisher(InferenceLatency, '/sentryfuse/latency', 10)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._timer = None
         if values['trigger'] == 'timer':
             self._timer = self.create_timer(1.0 / float(values['rate']), self._on_timer)
-        self._diag_timer = self.create_timer(float(values['diagnostics_period']), self._on_diagnostics)
-        self._jump_handle = self.get_clock().create_jump_callback(
-            common.jump_back_threshold(), post_callback=self._on_clock_jump)
+        self._state = 'active'
+        self.get_logger().info(f"active: inferring ({values['trigger']} trigger)")
+        return SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop all compute: no subscription, no timer, no forward pass until activated again."""
+        self._stop_inputs()
+        self._state = 'inactive'
+        self.get_logger().info('inactive: no inference until activated')
+        return SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release the model (sub-networks, caches, sessions); the parameters can change again."""
+        self._release_engine()
+        self._runtime, self._state = ('', '', ''), 'unconfigured'
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._release_engine()
+        self._state = 'finalized'
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: release everything and go back to unconfigured."""
+        self.get_logger().error(f'a transition from {state.label} raised; releasing the model')
+        self._stop_inputs()
+        self._release_engine()
+        self._state = 'unconfigured'
+        return SUCCESS
+
+    def _stop_inputs(self) -> None:
+        for sub in self._subs + [self._health_sub]:
+            if sub is not None:
+                self.destroy_subscription(sub)
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+        self._subs, self._health_sub, self._timer = [], None, None
+        self._health, self._health_received, self._audio_push_ms = None, -math.inf, 0.0
+        if self.engine is not None:  # an activate starts from new samples
+            for m in self.engine.modalities:
+                self.engine.drop(m)
+
+    def _release_engine(self) -> None:
+        if self.engine is not None:
+            self._forward_passes += self.engine.forward_passes
+            device = self.engine.device
+            self.engine, self._converters, self._last = None, {}, None
+            if getattr(device, 'type', device) == 'cuda':
+                import torch  # noqa: PLC0415 (torch-heavy)
+                torch.cuda.empty_cache()
+
+    def _configure_gate(self, names) -> str:
+        """Why a change of ``names`` is refused now ('' = go on): the parameters that configure reads
+        to load the model change only while unconfigured, taking effect at the next configure."""
+        fixed = sorted(n for n in names if n in params.UNCONFIGURED_ONLY)
+        if fixed and self._state != 'unconfigured':
+            return (f'{fixed} cannot change while the node is {self._state}: configure reads them; '
+                    '`ros2 lifecycle set /perception deactivate` (if active), `cleanup`, set them, then `configure`')
+        return ''
+
+    @property
+    def lifecycle_state(self) -> str:
+        """'unconfigured', 'inactive', 'active' or 'finalized'."""
+        return self._state
 
     @property
     def model_error(self) -> str:
@@ -99,82 +206,6 @@ class Perception(Node):
         return self._model_error
 
     # -- set-up --------------------------------------------------------------------------
-    def _load_engine(self, values: Mapping[str, Any]) -> None:
-        import torch  # noqa: PLC0415 (torch-heavy)
-
-        from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse  # noqa: PLC0415
-        if int(values['torch_threads']) > 0:
-            torch.set_num_threads(int(values['torch_threads']))
-        path = values['model_path'] or default_model_path()
-        try:
-            choice = self._choose_runtime(values)
-            if choice is None:
-                return
-            # the engine is assigned only once it is ready: a prebuild that fails leaves no engine
-            # that would report OK "no inference yet" forever, but the model status ERROR with its cause
-            if choice.backend == 'onnxruntime':
-                path = values['onnx_dir']
-                engine = PerceptionEngine(None, None, build_engine_config(values),
-                                          runners=_onnx_runners(values, choice, self._capabilities))
-                if set(engine.runners.levels) != set(engine.config.budget_levels):
-                    self.get_logger().warning(
-                        f'budget_levels {list(engine.config.budget_levels)} differ from the export\'s levels '
-                        f'{list(engine.runners.levels)}: the export\'s levels are used (re-export with --budgets)')
-            else:
-                model, gate, _meta = load_sentryfuse(path, device=choice.device)
-                engine = PerceptionEngine(model, gate.scores, build_engine_config(values),
-                                          device=choice.device, precision=choice.precision)
-            self._converters = {
-                'camera': msg_arrays.image_to_rgb,
-                'lidar': lidar_converter(values['lidar.type']),
-                'audio': audio_converter(engine.pre.audio_rate),
-            }
-            self.get_logger().info(f'model {path}: classes {list(engine.class_names)}, '
-                                   f'modalities {list(engine.modalities)}, runtime {choice}')
-            if values['prebuild']:
-                ms = engine.prebuild()
-                self._prebuild_ms = ms
-                self.get_logger().info(f'prebuilt {engine.runners.stats.get("builds", 0)} sub-networks '
-                                       f'in {ms:.0f} ms (zero-shot: select + slice, no gradients)')
-            self.engine = engine
-        except Exception as exc:  # noqa: BLE001 - any failure of the model file leaves the node up, ERROR
-            if not isinstance(exc, (SentryFuseError, OSError)):
-                exc = f'{type(exc).__name__}: {exc}'
-            self.engine = None
-            self._model_error = f'cannot load model {path!r}: {exc}'
-            self.get_logger().error(self._model_error)
-
-    def _choose_runtime(self, values: Mapping[str, Any]) -> Optional[RuntimeChoice]:
-        """The runtime to run (the requested one, or CPU fp32 after a refusal with runtime_fallback),
-        None when it is refused without fallback. Refusals are logged and kept for /diagnostics."""
-        requested = RuntimeChoice(device=values['device'], precision=values['precision'], backend=values['backend'])
-        if self._capabilities is None:
-            self._capabilities = Capabilities.detect()
-        try:
-            choice, warning = resolve_choice(requested, self._capabilities, fallback=values['runtime_fallback'])
-        except RuntimeChoiceError as exc:
-            self._runtime = (str(requested), '', str(exc))
-            self._model_error = f'runtime {requested} refused (runtime_fallback false): {exc}'
-            self.get_logger().error(self._model_error)
-            return None
-        self._runtime = (str(requested), str(choice), warning)
-        if warning:
-            self.get_logger().warning(f'runtime {requested} refused: {warning}')
-        return choice
-
-    def _runtime_status(self):
-        requested, running, refusal = self._runtime
-        if not requested:  # invalid parameters never reached the runtime choice
-            level, message = common.LEVEL_ERROR, self._model_error or 'no runtime chosen'
-        elif not running:
-            level, message = common.LEVEL_ERROR, f'refused, no inference: {refusal}'
-        elif refusal:
-            level, message = common.LEVEL_WARN, refusal
-        else:
-            level, message = common.LEVEL_OK, f'running {running}'
-        return common.diagnostic_status('sentryfuse: perception runtime', level, message,
-                                        values={'requested': requested, 'running': running or 'none'})
-
     def _build_runtime(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
         check_values(values)
         return values
@@ -270,11 +301,23 @@ class Perception(Node):
         record = build_record(result, t=now, origin_s=0.0, total_ms=0.0)
         pred = msg_arrays.prediction_msg(record)
         self._pred_pub.publish(pred)
+        self._publish_classification(record, pred.header)
         record = dataclasses.replace(record, total_ms=(time.perf_counter() - t0) * 1e3 + push_ms)
         self._lat_pub.publish(msg_arrays.latency_msg(record, header=pred.header))
         self._stats.add(**{k: getattr(record, k) for k in STAGES})
         self._last = record
         self._count += 1
+
+    def _publish_classification(self, record: InferenceRecord, header) -> None:
+        """vision_msgs/Classification of the inference: one hypothesis per class (class_id = its name,
+        score = its probability) under the Prediction's header (the stamp of the newest sample used)."""
+        try:
+            msg = msg_arrays.probabilities_to_classification(
+                record.scores, self.engine.class_names, stamp=header.stamp, frame_id=header.frame_id)
+        except ConversionError as exc:  # scores the engine checked finite; counted should one be out of [0, 1]
+            self.engine.record_error('inference', exc)
+            return
+        self._class_pub.publish(msg)
 
     def _note_errors(self, now: float) -> None:
         """Remember when each error count last grew (statuses clear ERROR_HOLD_S after that)."""
@@ -299,59 +342,69 @@ class Perception(Node):
                 self.get_logger().error(f'{modality}: {text} (logged once per cause; counted on /diagnostics)')
 
     def _on_diagnostics(self) -> None:
+        """Published in every lifecycle state: while unconfigured the model status (ERROR with the
+        reason of a failed configure), while inactive the perception status OK 'inactive' with its
+        counters (inferences, forward_passes: unchanged while inactive)."""
         now = self._now()
-        statuses = []
         if self.engine is None:
-            statuses.append(common.diagnostic_status(
-                'sentryfuse: perception model', common.LEVEL_ERROR, self._model_error))
+            statuses = [self._unconfigured_status()]
         else:
-            live, budget, source = self.health_view(now)
-            last = self._last
-            values: Dict[str, Any] = {
-                'inferences': self._count, 'health_source': source, 'compute_budget': budget,
-                'subnetwork': last.subnetwork if last else '', 'gflops': last.gflops if last else 0.0,
-                'modalities_used': '+'.join(last.modalities) if last else '',
-                'subnetwork_switches': self.engine.switches,
-                'subnetworks_built': self.engine.runners.stats.get('builds', 0),
-                'prebuild_ms': self._prebuild_ms,
-            }
-            for stage, row in self._stats.percentiles((50, 95)).items():
-                values[f'{stage}_p50'] = row['p50']
-                values[f'{stage}_p95'] = row['p95']
+            statuses = self._engine_statuses(now)
+        statuses.append(runtime_status(self._runtime, self._model_error, self._state, self.engine is not None))
+        errors = self._param_errors + self._type_errors
+        statuses.append(common.diagnostic_status(
+            'sentryfuse: perception parameters', common.LEVEL_ERROR if errors else common.LEVEL_OK,
+            '; '.join(errors) or 'OK', values={'invalid_at_startup': len(self._param_errors)}))
+        self._diag_pub.publish(common.diagnostic_array(self.get_clock().now().to_msg(), statuses))
+
+    def _counters(self) -> Dict[str, Any]:
+        passes = self._forward_passes + (self.engine.forward_passes if self.engine is not None else 0)
+        return {'lifecycle_state': self._state, 'inferences': self._count, 'forward_passes': passes}
+
+    def _unconfigured_status(self):
+        if self._model_error:
+            level, message = common.LEVEL_ERROR, self._model_error
+        else:
+            level, message = common.LEVEL_OK, (f'{self._state}: no model loaded '
+                                               '(`ros2 lifecycle set /perception configure` loads it)')
+        return common.diagnostic_status('sentryfuse: perception model', level, message, values=self._counters())
+
+    def _engine_statuses(self, now: float) -> list:
+        live, budget, source = self.health_view(now)
+        last = self._last
+        values: Dict[str, Any] = {
+            **self._counters(), 'health_source': source, 'compute_budget': budget,
+            'subnetwork': last.subnetwork if last else '', 'gflops': last.gflops if last else 0.0,
+            'modalities_used': '+'.join(last.modalities) if last else '',
+            'subnetwork_switches': self.engine.switches,
+            'subnetworks_built': self.engine.runners.stats.get('builds', 0),
+            'prebuild_ms': self._prebuild_ms,
+        }
+        for stage, row in self._stats.percentiles((50, 95)).items():
+            values[f'{stage}_p50'] = row['p50']
+            values[f'{stage}_p95'] = row['p95']
+        if self._state != 'active':  # a commanded state, not a fault: OK, and how to resume
+            level = common.LEVEL_OK
+            message = f'{self._state}: no inference (`ros2 lifecycle set /perception activate` resumes)'
+        else:
             level = common.LEVEL_OK if source == 'health monitor' else common.LEVEL_WARN
             message = f'{last.subnetwork} {last.gflops:.3f} GFLOPs' if last else 'no inference yet'
             if source != 'health monitor':
                 message += f'; {source}'
-            self._note_errors(now)
-            recent = self._recent_errors(now)
-            errors = self.engine.errors
-            values['inference_errors'] = errors.get('inference', 0)
-            values['health_errors'] = errors.get('health', 0)  # health messages refused (e.g. stamps far off)
-            if 'inference' in recent:   # e.g. non-finite logits: nothing is published, say why
-                level = common.LEVEL_ERROR
-                message = f'inference failed: {recent["inference"]}; {message}'
-            statuses.append(common.diagnostic_status('sentryfuse: perception', level, message, values=values))
-            inputs = [m for m in MODALITIES if m in recent]
-            statuses.append(common.diagnostic_status(
-                'sentryfuse: perception inputs', common.LEVEL_WARN if inputs else common.LEVEL_OK,
-                '; '.join(f'{m}: {recent[m]}' for m in inputs) or 'OK',
-                values={f'{m}_errors': errors.get(m, 0) for m in MODALITIES}))
-        statuses.append(self._runtime_status())
-        statuses.append(common.diagnostic_status(
-            'sentryfuse: perception parameters',
-            common.LEVEL_ERROR if self._param_errors else common.LEVEL_OK,
-            '; '.join(self._param_errors) or 'OK', values={'invalid_at_startup': len(self._param_errors)}))
-        self._diag_pub.publish(common.diagnostic_array(self.get_clock().now().to_msg(), statuses))
-
-
-def _onnx_runners(values: Mapping[str, Any], choice, capabilities):
-    """The onnxruntime sessions of ``onnx_dir`` (ExportError when it is unset, missing or corrupt)."""
-    from sentryfuse_ros.core.runtime.backends import OnnxRunners  # noqa: PLC0415
-    if not values['onnx_dir']:
-        raise ExportError("backend='onnxruntime' needs onnx_dir (the folder of `sentryfuse export`)")
-    threads = int(values['torch_threads']) or 1
-    return OnnxRunners(values['onnx_dir'], choice, capabilities, threads=threads,
-                       max_cache_mb=float(values['max_cache_mb']))
+        self._note_errors(now)
+        recent = self._recent_errors(now)
+        errors = self.engine.errors
+        values['inference_errors'] = errors.get('inference', 0)
+        values['health_errors'] = errors.get('health', 0)  # health messages refused (e.g. stamps far off)
+        if 'inference' in recent:   # e.g. non-finite logits: nothing is published, say why
+            level = common.LEVEL_ERROR
+            message = f'inference failed: {recent["inference"]}; {message}'
+        inputs = [m for m in MODALITIES if m in recent]
+        return [common.diagnostic_status('sentryfuse: perception', level, message, values=values),
+                common.diagnostic_status(
+                    'sentryfuse: perception inputs', common.LEVEL_WARN if inputs else common.LEVEL_OK,
+                    '; '.join(f'{m}: {recent[m]}' for m in inputs) or 'OK',
+                    values={f'{m}_errors': errors.get(m, 0) for m in MODALITIES})]
 
 
 def main(args=None) -> int:

@@ -105,6 +105,7 @@ class PerceptionEngine:
                                    max_stamp_offset_s=config.max_stamp_offset_s)
         self._current_key: Optional[str] = None
         self.switches = 0
+        self.forward_passes = 0  # sub-network calls by infer() (prebuild's warm-up runs not counted)
         # the input stage's methods and error counters, under the engine's long-standing names
         self.push, self.drop, self.fresh = self.inputs.push, self.inputs.drop, self.inputs.fresh
         self.stamp_of, self.received_of = self.inputs.stamp_of, self.inputs.received_of
@@ -171,6 +172,7 @@ class PerceptionEngine:
         reconfigure_ms = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()
+        self.forward_passes += 1
         with torch.inference_mode():
             logits = sub(tensors)                                            # (1, K)
             probs = torch.softmax(logits.float(), dim=-1)[0].cpu().numpy()   # (K,)

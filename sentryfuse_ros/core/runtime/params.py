@@ -48,6 +48,8 @@ class ParamSpec:
     choices: Tuple[Any, ...] = ()     # allowed values (of the elements for a list), () = any
     item: Optional[type] = None       # element type of a list parameter
     read_only: bool = True            # True: cannot change at run time (ros2 param set is refused)
+    unconfigured_only: bool = False   # lifecycle node: settable only while it is unconfigured (configure
+                                      # reads it); read_only is then False
     nonempty: bool = False            # strings and lists: '' / [] refused
 
     def expected(self) -> str:
@@ -129,17 +131,21 @@ def _spec(name, kind, default, description, **kw) -> ParamSpec:
 
 # ---------------------------------------------------------------------------------------- perception
 def _perception_schema() -> Schema:
+    # what configure needs to load a model: fixable while unconfigured after a failed configure
+    model = dict(read_only=False, unconfigured_only=True)
     out = [
-        _spec('model_path', str, '', "checkpoint; '' = the shipped models/sentryfuse_sim.pt"),
-        _spec('device', str, 'cpu', 'torch device of inference', choices=DEVICES),
+        _spec('autostart', bool, True, 'configure and activate at start-up; false: stay unconfigured until '
+              '`ros2 lifecycle set /perception configure` (or a lifecycle manager)'),
+        _spec('model_path', str, '', "checkpoint; '' = the shipped models/sentryfuse_sim.pt", **model),
+        _spec('device', str, 'cpu', 'torch device of inference', choices=DEVICES, **model),
         _spec('precision', str, 'fp32', 'bf16: CPU with native bf16 or CUDA; fp16: CUDA; int8: backend onnxruntime '
-              'with the onnx_dir of an int8 export', choices=PRECISIONS),
+              'with the onnx_dir of an int8 export', choices=PRECISIONS, **model),
         _spec('backend', str, 'torch', 'torch: eager sub-networks; onnxruntime: sessions of onnx_dir',
-              choices=BACKENDS),
+              choices=BACKENDS, **model),
         _spec('onnx_dir', str, '', 'folder written by `sentryfuse export` (backend onnxruntime; its budget '
-              'levels replace budget_levels)'),
+              'levels replace budget_levels)', **model),
         _spec('runtime_fallback', bool, True, 'a device/precision/backend this machine cannot run: true = CPU '
-              'fp32 with a WARN status; false = no inference, ERROR status'),
+              'fp32 with a WARN status; false = no inference, ERROR status', **model),
         _spec('rate', float, 10.0, '[Hz] inferences when trigger = timer', low=0.0, high=1000.0, low_open=True,
               read_only=False),
         _spec('trigger', str, 'timer', 'timer (at rate) | camera (one inference per camera frame)',
@@ -171,6 +177,7 @@ def _perception_schema() -> Schema:
 
 
 PERCEPTION = _perception_schema()
+UNCONFIGURED_ONLY = frozenset(s.name for s in PERCEPTION if s.unconfigured_only)
 
 
 # ------------------------------------------------------------------------------------ health monitor
@@ -294,7 +301,7 @@ LAUNCH_PERCEPTION = ('model_path', 'device', 'precision', 'backend', 'onnx_dir')
 def launch_arguments() -> Dict[str, Tuple[str, str]]:
     """{launch argument: (default as a string, description)} of launch/perception.launch.py, from the
     schemas: `<modality>_topic` (remaps every node's default topic), perception's runtime choices and
-    the health monitor's budget override."""
+    autostart, and the health monitor's budget override."""
     perception, monitor = by_name(PERCEPTION), by_name(health_monitor_schema(()))
     out = {f'{m}_topic': (perception[f'{m}.topic'].default, f'remaps {m} topic of every node')
            for m in MODALITIES}
@@ -303,4 +310,6 @@ def launch_arguments() -> Dict[str, Tuple[str, str]]:
         out[name] = (str(spec.default), f'perception {name}: {spec.description} ({spec.expected()})')
     spec = monitor['compute_budget_override']
     out[spec.name] = (str(spec.default), f'health_monitor {spec.name}: {spec.description}')
+    spec = perception['autostart']
+    out[spec.name] = (str(spec.default).lower(), f'perception {spec.name}: {spec.description}')
     return out

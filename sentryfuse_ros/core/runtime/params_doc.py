@@ -15,7 +15,10 @@ Generated from `sentryfuse_ros/core/runtime/params.py` by
 `python -m sentryfuse_ros.core.runtime.params_doc > docs/parameters.md` (a test checks it is current):
 do not edit by hand. `config/perception.yaml` sets only what the deployment decides; every other
 parameter has the default below. **settable**: `ros2 param set` changes it on the running node (an
-invalid value is refused with its reason and changes nothing); **read-only**: fixed at start-up. The
+invalid value is refused with its reason and changes nothing); **read-only**: fixed at start-up;
+**while unconfigured**: perception is a lifecycle node, and what its configure step reads to load the
+model can be set while it is unconfigured (`ros2 lifecycle set /perception cleanup` first when it is
+configured), taking effect at the next `configure`. The
 same checks run at start-up, where an invalid value is logged, reported on /diagnostics and replaced
 by its default. Floats must be finite. An unknown parameter name in `sentryfuse run --set` or a
 parameters file is refused, naming it.
@@ -31,12 +34,18 @@ def _cell(text: str) -> str:
     return text.replace('|', '\\|')
 
 
+def _when(spec: params.ParamSpec) -> str:
+    if spec.unconfigured_only:
+        return 'while unconfigured'
+    return 'read-only' if spec.read_only else 'settable'
+
+
 def node_table(node: str) -> List[str]:
     lines = [f'## {node}', '', '| parameter | default | valid values | at run time | description |',
              '|---|---|---|---|---|']
     for spec in params.node_schema(node):
         lines.append(f'| `{spec.name}` | `{_default(spec.default)}` | {_cell(spec.expected())} | '
-                     f'{"read-only" if spec.read_only else "settable"} | {_cell(spec.description)} |')
+                     f'{_when(spec)} | {_cell(spec.description)} |')
     if node == 'health_monitor':
         lines += ['', 'A modality named in `modalities` beyond camera, lidar and audio gets `<name>.topic` '
                   f'`/<name>` and the thresholds {params.OTHER_MONITOR}.']

@@ -52,9 +52,15 @@ def test_precision_choices_are_the_runtime_constant():
 
 
 def test_settable_parameters_are_the_ones_a_node_applies():
-    settable = {node: sorted(s.name for s in params.node_schema(node) if not s.read_only) for node in params.NODES}
+    settable = {node: sorted(s.name for s in params.node_schema(node) if not (s.read_only or s.unconfigured_only))
+                for node in params.NODES}
     assert settable['perception'] == ['audio.max_age', 'camera.max_age', 'diagnostics_period', 'health_timeout',
                                       'lidar.max_age', 'rate']
+    # what configure reads to load the model: settable while the lifecycle node is unconfigured
+    assert sorted(params.UNCONFIGURED_ONLY) == ['backend', 'device', 'model_path', 'onnx_dir', 'precision',
+                                                'runtime_fallback']
+    assert not any(spec(params.PERCEPTION, name).read_only for name in params.UNCONFIGURED_ONLY)
+    assert not any(s.unconfigured_only for node in ('health_monitor', 'sensor_sim') for s in params.node_schema(node))
     assert 'compute_budget_override' in settable['health_monitor'] and 'camera.timeout' in settable['health_monitor']
     assert 'update_rate' not in settable['health_monitor'] and settable['sensor_sim'] == []
 
