@@ -59,6 +59,8 @@ def graph_parameters(config: ReplayConfig, mapping: Dict[str, str], types: Dict[
     params = {'health_monitor': health, 'perception': perception}
     if use_sim_time:
         params['**'] = {'use_sim_time': True}
+    else:  # the nodes run on this machine's clock, the messages keep the bag's stamps (maybe years old)
+        perception['max_stamp_offset'] = 1e12
     return params
 
 

@@ -35,6 +35,8 @@ def battery_config(values: Mapping[str, Any]) -> BatteryBudgetConfig:
 
 def engine_config(values: Mapping[str, Any]) -> EngineConfig:
     """The perception engine's freshness limits, budget levels and cache cap from perception parameters."""
-    v = _with_defaults(params.PERCEPTION, values, [*(f'{m}.max_age' for m in MODALITIES), 'budget_levels', 'max_cache_mb'])
+    v = _with_defaults(params.PERCEPTION, values, [*(f'{m}.max_age' for m in MODALITIES), 'budget_levels', 'max_cache_mb',
+                                                   'max_stamp_offset'])
     return EngineConfig(max_age_s=tuple(v[f'{m}.max_age'] for m in MODALITIES),
-                        budget_levels=tuple(v['budget_levels']), max_cache_mb=v['max_cache_mb'])
+                        budget_levels=tuple(v['budget_levels']), max_cache_mb=v['max_cache_mb'],
+                        max_stamp_offset_s=v['max_stamp_offset'])

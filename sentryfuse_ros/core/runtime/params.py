@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 from sentryfuse_ros.core.data.scenes import SCENE_PRESETS
 from sentryfuse_ros.core.data.topics import BATTERY_TOPIC, HEALTH_TOPIC, LABEL_TOPIC, MODALITIES, SENSOR_TOPICS
 from sentryfuse_ros.core.errors import ConfigError
+from sentryfuse_ros.core.runtime.stamps import MAX_STAMP_OFFSET_S
 from sentryfuse_ros.core.pruning.budget import BUDGET_LEVELS  # perception: budgets with a cached sub-network
 from sentryfuse_ros.core.runtime.choice import BACKENDS, PRECISIONS
 
@@ -152,6 +153,9 @@ def _perception_schema() -> Schema:
               choices=TRIGGERS),
         _spec('qos', str, 'sensor_data', 'QoS of the sensor subscriptions', choices=QOS_NAMES),
         _spec('health_topic', str, HEALTH_TOPIC, 'ModalityHealth of the health monitor', nonempty=True),
+        _spec('max_stamp_offset', float, MAX_STAMP_OFFSET_S, '[s] a sensor or health message stamped further than '
+              'this from the node\'s clock is refused and counted (old bags replayed without /clock need more)',
+              low=0.0, high=1e12, low_open=True),
         _spec('health_timeout', float, 1.0, '[s] without health messages -> own freshness check, budget 1.0',
               low=0.0, high=3600.0, low_open=True, read_only=False),
         _spec('diagnostics_period', float, 1.0, '[s] between /diagnostics publications', low=0.0, high=3600.0,
