@@ -156,11 +156,11 @@ def run_engine(args, rgb, points) -> dict:
     from sentryfuse_ros.core.runtime.engine import PerceptionEngine
     from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
     from sentryfuse_ros.msg_arrays.modality_inputs import engine_converters
-    from sentryfuse_ros.nodes.perception import build_engine_config
+    from sentryfuse_ros.core.runtime.param_configs import engine_config
 
     torch.set_num_threads(args.threads)
     model, gate, _ = load_sentryfuse(args.model)
-    engine = PerceptionEngine(model, gate.scores, build_engine_config({}))
+    engine = PerceptionEngine(model, gate.scores, engine_config({}))
     engine.prebuild()
     convert = engine_converters({'lidar': 'sensor_msgs/msg/PointCloud2'}, engine.pre.audio_rate)  # the node's
     n_audio = AUDIO_RATE // int(round(args.rate))

@@ -37,7 +37,7 @@ from sentryfuse_ros.msg import InferenceLatency, ModalityHealth, Prediction
 from sentryfuse_ros.nodes import common
 from sentryfuse_ros.core.runtime import params
 from sentryfuse_ros.nodes.perception_params import (  # noqa: F401  (public here too)
-    ERROR_HOLD_S, build_engine_config, check_values, default_model_path)
+    ERROR_HOLD_S, check_values, default_model_path)
 from sentryfuse_ros.nodes.perception_model import load_model, runtime_status
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE

@@ -10,7 +10,8 @@ from sentryfuse_ros.core.runtime.choice import Capabilities, RuntimeChoice, reso
 from sentryfuse_ros.core.runtime.engine import PerceptionEngine
 from sentryfuse_ros.msg_arrays.modality_inputs import audio_converter, lidar_converter
 from sentryfuse_ros.nodes import common
-from sentryfuse_ros.nodes.perception_params import build_engine_config, default_model_path
+from sentryfuse_ros.core.runtime.param_configs import engine_config
+from sentryfuse_ros.nodes.perception_params import default_model_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ def load_model(values: Mapping[str, Any], capabilities: Capabilities, logger) ->
             return LoadedModel(None, {}, runtime, 0.0, error)
         if choice.backend == 'onnxruntime':
             path = values['onnx_dir']
-            engine = PerceptionEngine(None, None, build_engine_config(values),
+            engine = PerceptionEngine(None, None, engine_config(values),
                                       runners=_onnx_runners(values, choice, capabilities))
             if set(engine.runners.levels) != set(engine.config.budget_levels):
                 logger.warning(
@@ -48,7 +49,7 @@ def load_model(values: Mapping[str, Any], capabilities: Capabilities, logger) ->
                     f'{list(engine.runners.levels)}: the export\'s levels are used (re-export with --budgets)')
         else:
             model, gate, _meta = load_sentryfuse(path, device=choice.device)
-            engine = PerceptionEngine(model, gate.scores, build_engine_config(values),
+            engine = PerceptionEngine(model, gate.scores, engine_config(values),
                                       device=choice.device, precision=choice.precision)
         converters = {
             'camera': msg_arrays.image_to_rgb,

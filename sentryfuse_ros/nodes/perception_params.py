@@ -7,7 +7,6 @@ import os
 from typing import Any, Dict, Mapping
 
 from sentryfuse_ros.core.runtime import params
-from sentryfuse_ros.core.runtime.engine import EngineConfig
 from sentryfuse_ros.core.runtime.param_configs import engine_config
 
 ERROR_HOLD_S = 5.0  # [s] an input or inference error keeps its status WARN/ERROR this long after it last
@@ -35,11 +34,7 @@ def default_model_path() -> str:
     return os.path.realpath(os.path.join(candidates[-1], 'sentryfuse_sim.pt'))
 
 
-def build_engine_config(values: Mapping[str, Any]) -> EngineConfig:
-    return engine_config(values)
-
-
 def check_values(values: Mapping[str, Any]) -> None:
     """ConfigError for the first invalid value (schema checks, then the engine config's own)."""
     params.check_values(params.PERCEPTION, values)
-    build_engine_config(values)
+    engine_config(values)

@@ -24,7 +24,8 @@ from sentryfuse_ros.core.config import check
 from sentryfuse_ros.core.errors import ModelError
 from sentryfuse_ros.core.pruning.budget import check_budget_levels
 from sentryfuse_ros.core.runtime.backends import TorchRunners
-from sentryfuse_ros.core.runtime.params import BUDGET_LEVELS, PERCEPTION, by_name
+from sentryfuse_ros.core.pruning.budget import BUDGET_LEVELS
+from sentryfuse_ros.core.runtime.params import PERCEPTION, by_name
 from sentryfuse_ros.core.runtime.inputs import AudioRing, Converter, SensorInputs  # noqa: F401  (re-exported)
 from sentryfuse_ros.core.runtime.stamps import MAX_STAMP_OFFSET_S
 

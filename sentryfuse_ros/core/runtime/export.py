@@ -44,7 +44,7 @@ from sentryfuse_ros.core.runtime import manifest_check
 from sentryfuse_ros.core.pruning.gate import modality_subsets
 from sentryfuse_ros.core.pruning.prune import SubnetworkCache, Subnetwork
 from sentryfuse_ros.core.pruning.checkpoint import load_sentryfuse
-from sentryfuse_ros.core.runtime.params import BUDGET_LEVELS
+from sentryfuse_ros.core.pruning.budget import BUDGET_LEVELS
 from sentryfuse_ros.core.runtime.quantize import Int8Check, QuantizeConfig, SampleSource, check_int8, quantize_graph
 
 MANIFEST = 'manifest.json'
